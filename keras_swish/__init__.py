@@ -1,0 +1,22 @@
+"""keras-swish: Swish with a trainable β as a first-class Keras activation.
+
+Importing this package registers `activation="swish_beta"` with Keras.
+"""
+
+from keras_swish import activations as _activations
+from keras_swish.activations import register_activation
+from keras_swish.layers.swish_beta import SwishBeta
+from keras_swish.ops import swish
+from keras_swish.replace import replace_activations
+
+__version__ = "0.1.0"
+
+_activations.install()
+
+__all__ = [
+    "SwishBeta",
+    "register_activation",
+    "replace_activations",
+    "swish",
+    "__version__",
+]

@@ -1,0 +1,176 @@
+"""Activation names: the registry of trainable activations, and the hook.
+
+Keras 3 resolves an `activation=` string with `keras.activations.get`, which
+looks only at Keras's own stateless functions (a fixed module-level dict).
+A trainable activation such as Swish with a learned β is a layer, and every
+use needs a fresh one so that it owns its β. There is no public extension
+point for that, so `install()` wraps `keras.activations.get` (the function
+object that every Keras and keras-hub layer calls through its module) with
+`get()` below:
+
+- a name registered here (`"swish_beta"`) gives a new layer instance;
+- a Layer class gives a new instance of it (plain Keras would return the
+  class itself, which then breaks when called on a tensor);
+- everything else goes to Keras's own `get` unchanged, so `"relu"`,
+  `"swish"` (Keras's SiLU), dicts and callables resolve exactly as before;
+- an unknown string still raises Keras's ValueError, with the closest valid
+  names added when there are some ("swish_bta" → "swish_beta").
+
+A trainable activation must also have its weights as soon as the layer that
+owns it is built, so that `model.summary()`, `count_params()` and
+`trainable_weights` count β before any data flows and a saved model holds β.
+Keras layers with `activation=` (Dense, Conv, ...) work out their output
+shape without calling the activation, so `install()` also extends
+`Layer._post_build` (run by Keras right after every `build()`): an unbuilt
+activation layer held in `activation` or `recurrent_activation` is built
+there, in the owner's name scope, with the shape it will be called on (the
+owner's output shape, or `(batch, units)` in a recurrent cell).
+
+This is the only module of keras_swish that touches Keras internals
+(`keras.src.activations`). Serialization needs no hook: Keras serializes a
+Layer-valued activation as a full config and deserializes it through the
+registered name `keras_swish>SwishBeta`.
+"""
+
+import difflib
+import inspect
+import sys
+
+import keras
+from keras.src import activations as _keras_activations
+from keras.src.layers.layer import Layer as _KerasLayer
+
+from keras_swish.layers.swish_beta import SwishBeta
+
+_KERAS_GET = _keras_activations.get
+_KERAS_POST_BUILD = _KerasLayer._post_build
+_ACTIVATION_ATTRIBUTES = ("activation", "recurrent_activation")
+_REGISTRY = {}
+
+
+def register_activation(name, layer_class):
+    """Registers a trainable activation under a name usable as `activation=`.
+
+    Every layer that resolves `name` gets its own, new `layer_class()`, so
+    each use owns separate weights.
+
+    Args:
+        name: The string users write, such as `"swish_beta"`. Names that
+            Keras already defines (`"relu"`, `"swish"`, ...) are refused:
+            they keep their Keras meaning.
+        layer_class: A `keras.layers.Layer` subclass constructible with no
+            arguments.
+
+    Example:
+
+    >>> class MyAct(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         return x
+    >>> keras_swish.register_activation("my_act", MyAct)
+    >>> isinstance(keras.activations.get("my_act"), MyAct)
+    True
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
+    if name in _keras_activations.ALL_OBJECTS_DICT:
+        raise ValueError(
+            f"'{name}' is a Keras activation and keeps its Keras meaning; "
+            "register the trainable one under another name. "
+            f"Received: name={name!r}"
+        )
+    if not (inspect.isclass(layer_class) and issubclass(layer_class, keras.layers.Layer)):
+        raise ValueError(
+            "`layer_class` must be a keras.layers.Layer subclass. "
+            f"Received: layer_class={layer_class!r}"
+        )
+    _REGISTRY[name] = layer_class
+
+
+def registered_names():
+    """The names `keras_swish` adds to `activation=`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(identifier):
+    """`keras.activations.get`, extended with the registered names.
+
+    Args:
+        identifier: What a layer's `activation=` argument received: None, a
+            string, a serialized dict, a callable or a Layer class.
+
+    Returns:
+        The activation callable; a new layer for a registered name or a
+        Layer class.
+    """
+    if isinstance(identifier, str) and identifier in _REGISTRY:
+        # A fixed name: the owner's name scope makes the weight path unique
+        # ("dense_1/swish_beta/beta") and stable across clones and reloads.
+        return _REGISTRY[identifier](name=identifier)
+    if inspect.isclass(identifier) and issubclass(identifier, keras.layers.Layer):
+        return identifier()
+    if isinstance(identifier, dict) and "build_config" in identifier:
+        # A saved activation layer: left unbuilt here so that its owner builds
+        # it in the owner's name scope (see `_post_build`), as when first made.
+        identifier = {k: v for k, v in identifier.items() if k != "build_config"}
+    try:
+        return _KERAS_GET(identifier)
+    except ValueError as error:
+        if not isinstance(identifier, str):
+            raise
+        valid = sorted(set(_keras_activations.ALL_OBJECTS_DICT) | set(_REGISTRY))
+        close = difflib.get_close_matches(identifier, valid, n=3, cutoff=0.75)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"{error}.{hint} Valid names: {', '.join(valid)}.") from None
+
+
+def _activation_input_shape(owner):
+    """The shape an owner layer's activation is called on, or None."""
+    shapes = list(owner._build_shapes_dict.values())
+    if not shapes:
+        return None
+    if hasattr(owner, "state_size") and isinstance(getattr(owner, "units", None), int):
+        return (shapes[0][0], owner.units)  # SimpleRNNCell, GRUCell, LSTMCell
+    try:
+        shape = owner.compute_output_shape(*shapes)
+    except Exception:  # Owners whose output shape needs more than a build.
+        return None
+    if isinstance(shape, (tuple, list)) and all(
+        d is None or isinstance(d, int) for d in shape
+    ):
+        return tuple(shape)
+    return None
+
+
+def _post_build(self):
+    """Keras's `Layer._post_build`, after building unbuilt activation layers."""
+    for attribute in _ACTIVATION_ATTRIBUTES:
+        activation = self.__dict__.get(attribute)
+        if isinstance(activation, _KerasLayer) and not activation.built:
+            shape = _activation_input_shape(self)
+            other = self.__dict__.get("activation")
+            if (
+                attribute == "recurrent_activation"
+                and isinstance(other, _KerasLayer)
+                and other.name == activation.name
+            ):
+                activation.name = f"recurrent_{activation.name}"  # a path of its own
+            if shape is not None:
+                with self._open_name_scope():
+                    activation.build(shape)
+    _KERAS_POST_BUILD(self)
+
+
+def install():
+    """Installs the hooks into Keras (see the module docstring). Idempotent."""
+    _KerasLayer._post_build = _post_build
+    for module_name in (
+        "keras.src.activations",
+        "keras.activations",
+        "keras._tf_keras.keras.activations",
+    ):
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(module, "get", None) is _KERAS_GET:
+            module.get = get
+
+
+register_activation("swish_beta", SwishBeta)

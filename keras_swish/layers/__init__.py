@@ -1,0 +1,3 @@
+from keras_swish.layers.swish_beta import SwishBeta
+
+__all__ = ["SwishBeta"]
