@@ -24,7 +24,10 @@ shape without calling the activation, so `install()` also extends
 `Layer._post_build` (run by Keras right after every `build()`): an unbuilt
 activation layer held in `activation` or `recurrent_activation` is built
 there, in the owner's name scope, with the shape it will be called on (the
-owner's output shape, or `(batch, units)` in a recurrent cell).
+owner's output shape, or `(batch, units)` in a recurrent cell). A layer
+without `build()` (`Activation`, built at init) gets one that builds its
+activation from the input shape, and is marked unbuilt, so that Keras
+builds both on the first (symbolic) call.
 
 This is the only module of keras_swish that touches Keras internals
 (`keras.src.activations`). Serialization needs no hook: Keras serializes a
@@ -125,7 +128,7 @@ def get(identifier):
 
 def _activation_input_shape(owner):
     """The shape an owner layer's activation is called on, or None."""
-    shapes = list(owner._build_shapes_dict.values())
+    shapes = list((owner._build_shapes_dict or {}).values())
     if not shapes:
         return None
     if hasattr(owner, "state_size") and isinstance(getattr(owner, "units", None), int):
@@ -141,13 +144,35 @@ def _activation_input_shape(owner):
     return None
 
 
+def _own_attribute(layer, name):
+    """`layer.<name>` when set on the layer itself, not a class property
+    (the LSTM layer's `activation` is its cell's)."""
+    if isinstance(getattr(type(layer), name, None), property):
+        return None
+    return getattr(layer, name, None)
+
+
+def _build_on_first_call(owner, activation):
+    """Makes an owner built at init (`Activation`) build `activation` on its
+    first call, from the input shape, as Keras builds layers with `build()`."""
+    keras_build = owner.build
+
+    def build(input_shape):
+        with owner._open_name_scope():
+            activation.build(input_shape)
+        keras_build(input_shape)
+
+    owner.build = build
+    owner.built = False
+
+
 def _post_build(self):
     """Keras's `Layer._post_build`, after building unbuilt activation layers."""
     for attribute in _ACTIVATION_ATTRIBUTES:
-        activation = self.__dict__.get(attribute)
+        activation = _own_attribute(self, attribute)
         if isinstance(activation, _KerasLayer) and not activation.built:
             shape = _activation_input_shape(self)
-            other = self.__dict__.get("activation")
+            other = _own_attribute(self, "activation")
             if (
                 attribute == "recurrent_activation"
                 and isinstance(other, _KerasLayer)
@@ -157,6 +182,8 @@ def _post_build(self):
             if shape is not None:
                 with self._open_name_scope():
                     activation.build(shape)
+            elif not self._build_shapes_dict:
+                _build_on_first_call(self, activation)
     _KERAS_POST_BUILD(self)
 
 

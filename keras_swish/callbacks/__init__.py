@@ -1,0 +1,7 @@
+"""Watching the learned β: the BetaMonitor callback and `beta_report`."""
+
+from keras_swish.callbacks.beta_monitor import BetaMonitor
+from keras_swish.callbacks.report import BetaReport
+from keras_swish.callbacks.report import beta_report
+
+__all__ = ["BetaMonitor", "BetaReport", "beta_report"]

@@ -1,0 +1,115 @@
+"""The `keras-swish` command line.
+
+```
+keras-swish beta-report PATH [--out-dir DIR]
+```
+
+Each subcommand is one `_add_<name>(subparsers)` function that sets a
+`handler(args) -> int`; heavy imports (Keras, TensorFlow, matplotlib) happen
+inside handlers, so `--help` is quick. Bad input (a `ValueError` or `OSError`
+from a handler) ends with exit status 2 and one line on stderr, no traceback.
+"""
+
+import argparse
+import os
+import sys
+
+PROG = "keras-swish"
+
+
+def _version():
+    from importlib import metadata
+
+    try:
+        return metadata.version("keras-swish")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _beta_report(args):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_swish.callbacks.report import beta_report
+
+    out_dir = args.out_dir
+    if out_dir is None:
+        out_dir = args.path if os.path.isdir(args.path) else os.path.dirname(args.path)
+    report = beta_report(args.path, out_dir or os.curdir)
+    step = "" if report.step is None else f" at step {report.step}"
+    print(f"β of {report.source}{step}:")
+    print(report.table())
+    print(f"Wrote {report.distribution_png}")
+    print(f"Wrote {report.curves_png}")
+    return 0
+
+
+def _add_beta_report(subparsers):
+    parser = subparsers.add_parser(
+        "beta-report",
+        help="pictures and a per-layer table of a model's learned β",
+        description=(
+            "Draws the distribution of every learned β (like Fig. 7 of "
+            "'Searching for Activation Functions') and the learned curves "
+            "x·σ(βx) for the β quantiles, writes them as beta_distribution.png "
+            "and beta_curves.png, and prints a table: layer, channels, mean, "
+            "min, max."
+        ),
+    )
+    parser.add_argument(
+        "path",
+        metavar="PATH",
+        help=(
+            "a .keras model file, a run's log directory written by BetaMonitor "
+            "(its latest β), or the betas.json snapshot in it"
+        ),
+    )
+    parser.add_argument(
+        "-o",
+        "--out-dir",
+        metavar="DIR",
+        help="where to write the PNGs (default: PATH if a directory, else its folder)",
+    )
+    parser.set_defaults(handler=_beta_report)
+
+
+def build_parser():
+    """The argument parser of `keras-swish`, with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Swish with a trainable β for Keras 3: tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, title="commands"
+    )
+    _add_beta_report(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Runs `keras-swish` with `argv` (default: `sys.argv[1:]`).
+
+    Args:
+        argv: The arguments, without the program name.
+
+    Returns:
+        The exit status: 0 on success, 2 on bad input.
+
+    Example:
+
+    >>> keras_swish.cli.main(["beta-report", "no/such/run"])
+    2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors.
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

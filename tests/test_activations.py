@@ -1,0 +1,173 @@
+"""`activation="swish_beta"` in every Keras layer that takes `activation=`."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_swish
+from keras_swish import SwishBeta
+from tests.backend_utils import to_numpy
+
+pytestmark = pytest.mark.all_backends
+
+L = keras.layers
+
+# (factory taking an activation, input shape without batch, β shapes it owns)
+LAYERS = {
+    "Dense": (lambda a: L.Dense(5, activation=a), (7,), [(5,)]),
+    "EinsumDense": (
+        lambda a: L.EinsumDense("ab,bc->ac", output_shape=6, activation=a),
+        (4,),
+        [(6,)],
+    ),
+    "Conv1D": (lambda a: L.Conv1D(3, 2, activation=a), (6, 2), [(3,)]),
+    "Conv2D": (lambda a: L.Conv2D(4, 3, activation=a), (6, 6, 2), [(4,)]),
+    "Conv3D": (lambda a: L.Conv3D(2, 2, activation=a), (4, 4, 4, 1), [(2,)]),
+    "Conv1DTranspose": (lambda a: L.Conv1DTranspose(3, 2, activation=a), (5, 2), [(3,)]),
+    "Conv2DTranspose": (lambda a: L.Conv2DTranspose(3, 2, activation=a), (4, 4, 2), [(3,)]),
+    "Conv3DTranspose": (
+        lambda a: L.Conv3DTranspose(2, 2, activation=a),
+        (3, 3, 3, 1),
+        [(2,)],
+    ),
+    "SeparableConv1D": (lambda a: L.SeparableConv1D(3, 2, activation=a), (6, 2), [(3,)]),
+    "SeparableConv2D": (
+        lambda a: L.SeparableConv2D(3, 2, activation=a),
+        (5, 5, 2),
+        [(3,)],
+    ),
+    "DepthwiseConv1D": (lambda a: L.DepthwiseConv1D(2, activation=a), (6, 3), [(3,)]),
+    "DepthwiseConv2D": (lambda a: L.DepthwiseConv2D(2, activation=a), (5, 5, 3), [(3,)]),
+    "Activation": (lambda a: L.Activation(a), (4, 3), [(3,)]),
+    "SimpleRNN": (lambda a: L.SimpleRNN(4, activation=a), (5, 3), [(4,)]),
+    "GRU": (
+        lambda a: L.GRU(4, activation=a, recurrent_activation=a),
+        (5, 3),
+        [(4,), (4,)],
+    ),
+    "LSTM": (
+        lambda a: L.LSTM(4, activation=a, recurrent_activation=a),
+        (5, 3),
+        [(4,), (4,)],
+    ),
+    "SimpleRNNCell": (lambda a: L.RNN(L.SimpleRNNCell(3, activation=a)), (4, 2), [(3,)]),
+    "GRUCell": (lambda a: L.RNN(L.GRUCell(3, activation=a)), (4, 2), [(3,)]),
+    "LSTMCell": (lambda a: L.RNN(L.LSTMCell(3, activation=a)), (4, 2), [(3,)]),
+}
+
+
+def betas(model):
+    return [w for w in model.weights if w.name == "beta"]
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_string_builds_beta_before_any_data(name):
+    factory, shape, beta_shapes = LAYERS[name]
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, factory("swish_beta")(inputs))
+    found = betas(model)
+    assert [tuple(b.shape) for b in found] == beta_shapes
+    assert all(any(b is w for w in model.trainable_weights) for b in found)
+    baseline_inputs = keras.Input(shape)
+    baseline = keras.Model(baseline_inputs, factory("linear")(baseline_inputs))
+    assert model.count_params() == baseline.count_params() + sum(
+        int(np.prod(s)) for s in beta_shapes
+    )
+
+
+@pytest.mark.parametrize("name", ["Dense", "Conv2D", "LSTM", "Activation"])
+def test_string_trains_beta_with_fit(name):
+    factory, shape, _ = LAYERS[name]
+    inputs = keras.Input(shape)
+    x = factory("swish_beta")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    before = [to_numpy(b).copy() for b in betas(model)]
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(16,) + shape).astype("float32")
+    model.fit(data, rng.normal(size=(16, 1)), epochs=2, batch_size=8, verbose=0)
+    after = [to_numpy(b) for b in betas(model)]
+    assert all(not np.allclose(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_each_use_owns_its_beta():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, activation="swish_beta")(inputs)
+    x = keras.layers.Dense(4, activation="swish_beta")(x)
+    model = keras.Model(inputs, x)
+    found = betas(model)
+    assert len(found) == 2 and found[0] is not found[1]
+    assert len({b.path for b in found}) == 2
+
+
+def test_sequential_with_input_and_build_count_beta():
+    seq = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(3, activation="swish_beta")]
+    )
+    assert seq.count_params() == 6 * 3 + 3 + 3
+    built = keras.Sequential([keras.layers.Dense(3, activation="swish_beta")])
+    built.build((None, 6))
+    assert built.count_params() == 6 * 3 + 3 + 3
+    assert len(betas(built)) == 1
+
+
+def test_summary_counts_beta(capsys):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 3, activation="swish_beta")(inputs)
+    x = keras.layers.Dense(10, activation="swish_beta")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, x)
+    model.summary()
+    expected = (3 * 3 * 3 * 16 + 16 + 16) + (30 * 30 * 16 * 10 + 10 + 10)
+    assert model.count_params() == expected
+    assert f"{expected:,}" in capsys.readouterr().out
+
+
+def test_instance_and_class_work_too():
+    inputs = keras.Input((5,))
+    x = keras.layers.Dense(3, activation=SwishBeta(beta_initializer=0.25))(inputs)
+    y = keras.layers.Dense(2, activation=SwishBeta)(x)
+    model = keras.Model(inputs, y)
+    found = betas(model)
+    assert [tuple(b.shape) for b in found] == [(3,), (2,)]
+    np.testing.assert_allclose(to_numpy(found[0]), 0.25)
+    assert isinstance(model.layers[2].activation, SwishBeta)
+
+
+def test_other_names_resolve_as_in_keras():
+    assert keras.activations.get("relu") is keras.activations.relu
+    assert keras.activations.get("swish") is keras.activations.silu
+    assert keras.activations.get(None) is keras.activations.linear
+    assert keras.activations.get(keras.activations.gelu) is keras.activations.gelu
+    assert keras.layers.Dense(2, activation="swish").activation is keras.activations.silu
+    assert isinstance(keras.activations.get("swish_beta"), SwishBeta)
+    assert keras.activations.get("swish_beta") is not keras.activations.get("swish_beta")
+
+
+def test_unknown_names_raise_and_near_misses_name_swish_beta():
+    with pytest.raises(ValueError, match="Could not interpret activation"):
+        keras.layers.Dense(2, activation="no_such_activation")
+    with pytest.raises(ValueError, match="Did you mean 'swish_beta'"):
+        keras.layers.Dense(2, activation="swish_bta")
+    with pytest.raises(ValueError, match="Did you mean 'swish_beta'"):
+        keras.activations.get("swishbeta")
+
+
+def test_register_activation_refuses_keras_names_and_non_layers():
+    with pytest.raises(ValueError, match="keeps its Keras meaning"):
+        keras_swish.register_activation("swish", SwishBeta)
+    with pytest.raises(ValueError, match="layer_class"):
+        keras_swish.register_activation("my_act", keras.activations.relu)
+
+
+def test_register_activation_adds_a_name():
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    keras_swish.register_activation("test_doubler", Doubler)
+    try:
+        layer = keras.layers.Dense(1, activation="test_doubler", kernel_initializer="ones")
+        np.testing.assert_allclose(to_numpy(layer(np.ones((1, 2)))), [[4.0]])
+    finally:
+        keras_swish.activations._REGISTRY.pop("test_doubler")
