@@ -1,22 +1,80 @@
-"""The Swish op: `swish(x, beta, axis=-1)` = x * sigmoid(beta * x)."""
+"""The Swish op: `swish(x, beta, axis=-1)` = x * sigmoid(beta * x), fused.
 
+Each backend gets its forward and backward written by hand, so that the
+backward pass keeps only `x` and `beta` (not sigmoid(βx) nor βx: it recomputes
+them) and sums dβ over every non-channel axis in the same pass:
+
+- TensorFlow: `tf.custom_gradient`. Forward and backward are each one
+  `tf.function(jit_compile=True)` kernel, so XLA fuses them into a single loop
+  also inside a plain (not XLA-compiled) `tf.function` or eagerly; inside an
+  XLA-compiled function they are inlined. Not `tf.nn.silu(x, beta)`: its β
+  gradient is a scalar even for a vector β (tensorflow issue 127690).
+- JAX: `jax.custom_vjp` with residuals `(x, beta)`.
+- PyTorch: `torch.autograd.Function` with `save_for_backward(x, beta)`, built
+  from ATen's fused elementwise kernels (`silu_backward`, `softplus_backward`).
+
+16-bit inputs are computed in float32 and the output is cast back, so that
+βx, x² and the products in the gradient cannot overflow; the sigmoid is the
+backend's stable one. The output and dx have the dtype of `x`; dβ has the
+dtype and shape of `beta` (a float32 β with float16 `x` under mixed precision
+gets a float32 gradient).
+"""
+
+import functools
+
+import keras
 from keras import ops
 
+_HALF_DTYPES = ("float16", "bfloat16")
 
-def _broadcast_beta(x, beta, axis):
-    """Reshapes a 1-D `beta` so that it lines up with `axis` of `x`."""
-    if len(beta.shape) != 1 or len(x.shape) <= 1:
-        return beta
-    rank = len(x.shape)
-    if not -rank <= axis < rank:
-        raise ValueError(
-            f"`axis` must be in [{-rank}, {rank}) for an input of rank {rank}. "
-            f"Received: axis={axis}"
-        )
-    axis = axis % rank
-    shape = [1] * rank
-    shape[axis] = beta.shape[0]
-    return ops.reshape(beta, shape)
+
+def _compute_dtype(dtype):
+    """float32 for 16-bit floats (no overflow in βx or x²), else `dtype`."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    return "float32" if dtype in _HALF_DTYPES else dtype
+
+
+def _layout(x_shape, beta_shape, axis):
+    """How `beta` lines up with `x`.
+
+    Returns `(view_shape, reduce_axes)`: the shape that broadcasts `beta`
+    against `x`, and the axes of `x` that dβ is summed over (then reshaped to
+    `beta_shape`).
+    """
+    rank = len(x_shape)
+    beta_shape = tuple(beta_shape)
+    if len(beta_shape) == 0:
+        return (), tuple(range(rank))
+    if len(beta_shape) == 1 and rank > 1:
+        if not -rank <= axis < rank:
+            raise ValueError(
+                f"`axis` must be in [{-rank}, {rank}) for an input of rank "
+                f"{rank}. Received: axis={axis}"
+            )
+        axis = axis % rank
+        if beta_shape[0] not in (1, x_shape[axis]) and x_shape[axis] is not None:
+            raise ValueError(
+                f"A 1-D `beta` needs one value per channel on axis {axis} "
+                f"(size {x_shape[axis]}) or a single value. Received: "
+                f"beta.shape={beta_shape} for x.shape={tuple(x_shape)}"
+            )
+        view_shape = [1] * rank
+        view_shape[axis] = beta_shape[0]
+    else:
+        if len(beta_shape) > rank:
+            raise ValueError(
+                f"`beta` must broadcast to the shape of `x`. Received: "
+                f"beta.shape={beta_shape} for x.shape={tuple(x_shape)}"
+            )
+        view_shape = [1] * (rank - len(beta_shape)) + list(beta_shape)
+        for b, d in zip(view_shape, x_shape, strict=True):
+            if b != 1 and d is not None and b != d:
+                raise ValueError(
+                    f"`beta` must broadcast to the shape of `x`. Received: "
+                    f"beta.shape={beta_shape} for x.shape={tuple(x_shape)}"
+                )
+    reduce_axes = tuple(i for i, b in enumerate(view_shape) if b == 1)
+    return tuple(view_shape), reduce_axes
 
 
 def swish(x, beta=1.0, axis=-1):
@@ -28,10 +86,17 @@ def swish(x, beta=1.0, axis=-1):
     ```
 
     `beta` is a scalar, a 1-D tensor with one value per channel along
-    `axis`, or any tensor that broadcasts against `x`. β = 1 gives SiLU
-    (`keras.activations.silu`), β = 0 gives `x / 2`, and a large β
+    `axis`, or any tensor that broadcasts to the shape of `x`. β = 1 gives
+    SiLU (`keras.activations.silu`), β = 0 gives `x / 2`, and a large β
     approaches ReLU. The sigmoid is the backend's stable one, so the output
     is finite for every finite `x` and `beta`.
+
+    The forward and backward passes are written by hand for each backend
+    (`tf.custom_gradient`, `jax.custom_vjp`, `torch.autograd.Function`): the
+    backward pass keeps only `x` and `beta`, recomputes the sigmoid, and
+    returns dβ summed over every axis that shares a β, in β's dtype and
+    shape. float16 and bfloat16 inputs are computed in float32 inside the op.
+    Symbolic inputs (`keras.Input`) get the same function from `keras.ops`.
 
     Args:
         x: Input tensor.
@@ -52,7 +117,174 @@ def swish(x, beta=1.0, axis=-1):
     Reference:
     - [Ramachandran et al., 2017](https://arxiv.org/abs/1710.05941)
     """
+    if isinstance(x, keras.KerasTensor) or isinstance(beta, keras.KerasTensor):
+        return _swish_symbolic(x, beta, axis)
+    x = ops.convert_to_tensor(x)
+    if not keras.backend.is_float_dtype(x.dtype):
+        x = ops.cast(x, keras.config.floatx())
+    beta = ops.convert_to_tensor(beta)
+    if not keras.backend.is_float_dtype(beta.dtype):
+        beta = ops.cast(beta, _compute_dtype(x.dtype))
+    view_shape, reduce_axes = _layout(tuple(x.shape), tuple(beta.shape), axis)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _swish_tf(x, beta, view_shape, reduce_axes)
+    if backend == "jax":
+        return _jax_swish()(x, beta, view_shape, reduce_axes)
+    if backend == "torch":
+        return _torch_swish().apply(x, beta, view_shape, reduce_axes)
+    raise NotImplementedError(
+        f"keras_swish.ops.swish supports the TensorFlow, JAX and PyTorch "
+        f"backends. Received: backend={backend}"
+    )
+
+
+def _swish_symbolic(x, beta, axis):
+    """The plain formula from `keras.ops`, for symbolic (KerasTensor) inputs."""
     x = ops.convert_to_tensor(x)
     beta = ops.cast(ops.convert_to_tensor(beta), x.dtype)
-    beta = _broadcast_beta(x, beta, axis)
+    view_shape, _ = _layout(tuple(x.shape), tuple(beta.shape), axis)
+    beta = ops.reshape(beta, view_shape)
     return x * ops.sigmoid(beta * x)
+
+
+# TensorFlow ----------------------------------------------------------------
+
+
+def _swish_tf(x, beta, view_shape, reduce_axes):
+    import tensorflow as tf
+
+    forward, backward = _tf_kernels()
+    # Keras's convert_to_tensor leaves a variable as it is; read it here, so
+    # that its gradient flows through the read and not into the function.
+    x = tf.convert_to_tensor(x)
+    beta = tf.convert_to_tensor(beta)
+
+    @tf.custom_gradient
+    def fused(x, beta):
+        def grad(dy):
+            return backward(x, beta, dy, view_shape, reduce_axes)
+
+        return forward(x, beta, view_shape), grad
+
+    return fused(x, beta)
+
+
+@functools.cache
+def _tf_kernels():
+    """The forward and backward XLA kernels (built once, traced per shape)."""
+    import tensorflow as tf
+
+    def cast_inputs(x, beta, view_shape):
+        dtype = _compute_dtype(x.dtype)
+        xc = tf.cast(x, dtype)
+        b = tf.reshape(tf.cast(beta, dtype), view_shape)
+        return xc, b, tf.as_dtype(dtype)
+
+    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
+    def forward(x, beta, view_shape):
+        xc, b, _ = cast_inputs(x, beta, view_shape)
+        return tf.cast(xc * tf.sigmoid(b * xc), x.dtype)
+
+    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
+    def backward(x, beta, dy, view_shape, reduce_axes):
+        xc, b, dtype = cast_inputs(x, beta, view_shape)
+        g = tf.cast(dy, dtype)
+        z = tf.clip_by_value(b * xc, -dtype.max, dtype.max)  # no ±inf, no inf·0
+        s = tf.sigmoid(z)
+        gs = g * s
+        q = gs * (1.0 - s)  # dy·σ(1−σ), no x² that could overflow
+        dx = gs + z * q
+        dbeta = tf.reduce_sum(xc * (xc * q), axis=reduce_axes)
+        dbeta = tf.cast(tf.reshape(dbeta, tf.shape(beta)), beta.dtype)
+        return tf.cast(dx, x.dtype), dbeta
+
+    return forward, backward
+
+
+# JAX -----------------------------------------------------------------------
+
+
+@functools.cache
+def _jax_swish():
+    import jax
+    import jax.numpy as jnp
+
+    def cast_inputs(x, beta, view_shape):
+        dtype = _compute_dtype(x.dtype)
+        return x.astype(dtype), beta.astype(dtype).reshape(view_shape), dtype
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def fused(x, beta, view_shape, reduce_axes):
+        xc, b, _ = cast_inputs(x, beta, view_shape)
+        return (xc * jax.nn.sigmoid(b * xc)).astype(x.dtype)
+
+    def forward(x, beta, view_shape, reduce_axes):
+        return fused(x, beta, view_shape, reduce_axes), (x, beta)
+
+    def backward(view_shape, reduce_axes, residuals, dy):
+        x, beta = residuals
+        xc, b, dtype = cast_inputs(x, beta, view_shape)
+        g = dy.astype(dtype)
+        big = jnp.finfo(dtype).max
+        z = jnp.clip(b * xc, -big, big)  # no ±inf, so no inf·0 below
+        s = jax.nn.sigmoid(z)
+        gs = g * s
+        q = gs * (1.0 - s)
+        dx = gs + z * q
+        dbeta = jnp.sum(xc * (xc * q), axis=reduce_axes)
+        return dx.astype(x.dtype), dbeta.reshape(beta.shape).astype(beta.dtype)
+
+    fused.defvjp(forward, backward)
+    return fused
+
+
+# PyTorch -------------------------------------------------------------------
+
+
+@functools.cache
+def _torch_swish():
+    import torch
+
+    aten = torch.ops.aten
+
+    def cast_inputs(x, beta, view_shape):
+        dtype = x.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            dtype = torch.float32
+        return x.to(dtype), beta.to(dtype).reshape(view_shape)
+
+    def sigmoid_times(a, z):
+        """a·σ(z) in one kernel; above the threshold σ(z) is 1 to the last bit."""
+        threshold = 40.0 if z.dtype == torch.float64 else 20.0
+        return aten.softplus_backward(a, z, 1.0, threshold)
+
+    class SwishFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, beta, view_shape, reduce_axes):
+            ctx.save_for_backward(x, beta)
+            ctx.view_shape = view_shape
+            ctx.reduce_axes = reduce_axes
+            xc, b = cast_inputs(x, beta, view_shape)
+            return sigmoid_times(xc, xc * b).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, beta = ctx.saved_tensors
+            xc, b = cast_inputs(x, beta, ctx.view_shape)
+            g = dy.to(xc.dtype)
+            big = torch.finfo(xc.dtype).max
+            z = torch.mul(xc, b).clamp_(-big, big)  # no ±inf, so no inf·0
+            dx = dbeta = None
+            if ctx.needs_input_grad[0]:
+                dx = aten.silu_backward(g, z).to(x.dtype)  # g·silu'(βx)
+            if ctx.needs_input_grad[1]:
+                s = z.sigmoid_()
+                q = aten.sigmoid_backward(g, s)  # g·σ(1−σ)
+                p = q.mul_(xc).mul_(xc)
+                if ctx.reduce_axes:
+                    p = p.sum(dim=ctx.reduce_axes)
+                dbeta = p.reshape(beta.shape).to(beta.dtype)
+            return dx, dbeta, None, None
+
+    return SwishFunction

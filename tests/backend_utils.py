@@ -5,12 +5,12 @@ import numpy as np
 
 
 def to_numpy(x):
-    """Any backend tensor or variable → NumPy array."""
+    """Any backend tensor or variable → a NumPy copy (never a view)."""
     if isinstance(x, keras.Variable):
         x = x.value
     if keras.backend.backend() == "torch":
-        return x.detach().cpu().numpy()
-    return keras.ops.convert_to_numpy(x)
+        return x.detach().cpu().numpy().copy()
+    return np.array(keras.ops.convert_to_numpy(x), copy=True)
 
 
 def value_and_grads(fn, *args):
@@ -47,3 +47,18 @@ def value_and_grads(fn, *args):
         out.sum().backward()
         return out.detach().numpy(), [t.grad.numpy() for t in tensors]
     raise ValueError(f"Unsupported Keras backend: {backend}")
+
+
+def swish_betas(model):
+    """The β variables of every SwishBeta in `model`, in weight order.
+
+    Found by layer type: BatchNormalization also has a weight named "beta".
+    """
+    from keras_swish import SwishBeta
+
+    owned = {
+        id(layer.beta)
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, SwishBeta) and layer.built
+    }
+    return [w for w in model.weights if id(w) in owned]

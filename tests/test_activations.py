@@ -6,6 +6,7 @@ import pytest
 
 import keras_swish
 from keras_swish import SwishBeta
+from tests.backend_utils import swish_betas as betas
 from tests.backend_utils import to_numpy
 
 pytestmark = pytest.mark.all_backends
@@ -56,8 +57,6 @@ LAYERS = {
 }
 
 
-def betas(model):
-    return [w for w in model.weights if w.name == "beta"]
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

@@ -108,6 +108,7 @@ class BetaMonitor(keras.callbacks.Callback):
         self._warned = False
         self._chief = True
         self._last_step = None
+        self._seen_step = 0
         if self.update_freq != "epoch":
             # Only then: a batch hook turns off Keras's asynchronous dispatch.
             self.on_train_batch_end = self._on_train_batch_end
@@ -123,6 +124,8 @@ class BetaMonitor(keras.callbacks.Callback):
         self._last_step = None
         if not self._chief:
             return
+        if self.update_freq != "epoch":
+            self._seen_step = self._iterations()
         named = betas_lib.find_swish_layers(self.model)
         if not named:
             if self.model.built:
@@ -139,8 +142,11 @@ class BetaMonitor(keras.callbacks.Callback):
         if not self._chief:
             return
         step = self._iterations()
-        last = -1 if self._last_step is None else self._last_step
-        if step // self.update_freq > last // self.update_freq:
+        # Crossed a multiple of N (one batch callback may cover several steps
+        # with steps_per_execution > 1).
+        crossed = step // self.update_freq > self._seen_step // self.update_freq
+        self._seen_step = step
+        if crossed:
             self._write(step)
 
     def on_train_end(self, logs=None):
@@ -153,8 +159,7 @@ class BetaMonitor(keras.callbacks.Callback):
             self._writer = None
 
     def _iterations(self):
-        iterations = self.model.optimizer.iterations
-        return int(keras.ops.convert_to_numpy(iterations.value))
+        return int(self.model.optimizer.iterations.numpy())
 
     def _warn_no_layers(self):
         if not self._warned:

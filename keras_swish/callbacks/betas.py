@@ -92,10 +92,7 @@ def find_swish_layers(model):
 
 
 def _to_numpy(variable):
-    import keras
-
-    value = keras.ops.convert_to_numpy(variable.value)
-    return np.array(value, dtype=np.float32)
+    return np.array(variable.numpy(), dtype=np.float32)
 
 
 def betas_of(named_layers):
