@@ -4,6 +4,7 @@ Importing this package registers `activation="swish_beta"` with Keras.
 """
 
 from keras_swish import activations as _activations
+from keras_swish import callbacks
 from keras_swish.activations import register_activation
 from keras_swish.layers.swish_beta import SwishBeta
 from keras_swish.ops import swish
@@ -15,6 +16,7 @@ _activations.install()
 
 __all__ = [
     "SwishBeta",
+    "callbacks",
     "register_activation",
     "replace_activations",
     "swish",

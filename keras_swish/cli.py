@@ -5,9 +5,10 @@ keras-swish beta-report PATH [--out-dir DIR]
 ```
 
 Each subcommand is one `_add_<name>(subparsers)` function that sets a
-`handler(args) -> int`; heavy imports (Keras, TensorFlow, matplotlib) happen
-inside handlers, so `--help` is quick. Bad input (a `ValueError` or `OSError`
-from a handler) ends with exit status 2 and one line on stderr, no traceback.
+`handler(args) -> int`; what only a handler needs (matplotlib, model
+loading, training) is imported inside it. Bad input (a `ValueError` or
+`OSError` from a handler) ends with exit status 2 and one line on stderr, no
+traceback.
 """
 
 import argparse
@@ -82,6 +83,9 @@ def build_parser():
         dest="command", metavar="COMMAND", required=True, title="commands"
     )
     _add_beta_report(subparsers)
+    from keras_swish.recipes.cli import add_subcommands
+
+    add_subcommands(subparsers)
     return parser
 
 

@@ -1,5 +1,6 @@
 """BetaMonitor: TensorBoard summaries of the learned β while a model trains."""
 
+import importlib.util
 import numbers
 import os
 import warnings
@@ -13,12 +14,32 @@ from keras_swish.callbacks import plots
 from keras_swish.callbacks import probe as probe_lib
 
 SUBDIR = "beta"
-STATISTICS = ("mean", "std", "min", "max")
+
+
+def _tensorboard_installed():
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _tensorflow():
+    """TensorFlow for `tf.summary`, kept off the GPUs of JAX or PyTorch."""
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TensorFlow's devices are already initialised.
+            pass
+    return tf
 
 
 def _statistics(values):
     values = np.asarray(values, np.float64)
-    return dict(zip(STATISTICS, (values.mean(), values.std(), values.min(), values.max())))
+    return {
+        "mean": values.mean(),
+        "std": values.std(),
+        "min": values.min(),
+        "max": values.max(),
+    }
 
 
 class BetaMonitor(keras.callbacks.Callback):
@@ -55,18 +76,26 @@ class BetaMonitor(keras.callbacks.Callback):
     one process, under `MultiWorkerMirroredStrategy` the chief task (or
     worker 0). A model without SwishBeta gets one warning and no summaries.
 
-    Summaries are written with `tf.summary` from NumPy values, so BetaMonitor
-    works with every Keras backend when TensorFlow and TensorBoard are
-    installed (keras-swish depends on both).
+    Summaries are written with `tf.summary` from NumPy values on the CPU, so
+    BetaMonitor works with every Keras backend when TensorFlow and
+    TensorBoard are installed (keras-swish depends on both). Under JAX or
+    PyTorch it hides the GPUs from TensorFlow (`tf.config.set_visible_devices`)
+    so that TensorFlow does not reserve their memory.
 
     Args:
         log_dir: The run's log directory, the same one you may give
             `keras.callbacks.TensorBoard`.
-        update_freq: `"epoch"` (default) to write after every epoch, or a
-            positive int N to write every N training steps (`"batch"` is 1).
+        update_freq: `"epoch"` (default) to write after every epoch, at
+            step = epoch; or a positive int N to write every N training
+            steps and at the end of training, at step = optimizer
+            iterations (`"batch"` is 1). Keep one kind per log dir: both
+            share TensorBoard's step axis.
         probe: Optional small, fixed batch of model inputs (what `model(x)`
             takes: an array, or a list or dict of arrays). When given, the
-            inputs of every SwishBeta on this batch are summarised too.
+            inputs of every SwishBeta on this batch (one eager forward pass
+            in inference mode per summary) are summarised too. Recurrent
+            cells count every call of their activation, including the one
+            Keras makes on the first time step to set up the loop.
 
     Example:
 
@@ -100,6 +129,12 @@ class BetaMonitor(keras.callbacks.Callback):
             raise ValueError(
                 '`update_freq` must be "epoch", "batch" or a positive int. '
                 f"Received: update_freq={update_freq!r}"
+            )
+        if not _tensorboard_installed():
+            # tf.summary.histogram, scalar and image live in that package.
+            raise ImportError(
+                "BetaMonitor writes with tf.summary, which needs the `tensorboard` "
+                "package: pip install tensorboard"
             )
         self.log_dir = os.fspath(log_dir)
         self.update_freq = update_freq if update_freq == "epoch" else int(update_freq)
@@ -159,7 +194,7 @@ class BetaMonitor(keras.callbacks.Callback):
             self._writer = None
 
     def _iterations(self):
-        return int(self.model.optimizer.iterations.numpy())
+        return int(betas_lib.to_numpy(self.model.optimizer.iterations))
 
     def _warn_no_layers(self):
         if not self._warned:
@@ -192,21 +227,25 @@ class BetaMonitor(keras.callbacks.Callback):
             return
         layers = betas_lib.betas_of(named)
         inputs = self._capture(named) if self.probe is not None else None
-        import tensorflow as tf
-
+        tf = _tensorflow()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.write_dir)
         # record_if(True): Keras's TensorBoard callback may have pushed its own
-        # record_if condition (update_freq=N) around the training loop.
-        with tf.summary.record_if(True), self._writer.as_default(step=step):
-            self._write_betas(tf, layers)
+        # record_if condition (update_freq=N) around the training loop. The
+        # values are NumPy arrays already: summarise them on the CPU.
+        with (
+            tf.device("/cpu:0"),
+            tf.summary.record_if(True),
+            self._writer.as_default(step=step),
+        ):
+            self._write_betas(tf, layers, step)
             if inputs is not None:
                 self._write_bump(tf, inputs)
         self._writer.flush()
         betas_lib.write_snapshot(layers, self.write_dir, step)
         self._last_step = step
 
-    def _write_betas(self, tf, layers):
+    def _write_betas(self, tf, layers, step):
         values = betas_lib.all_values(layers)
         tf.summary.histogram("beta/all", values)
         for stat, value in _statistics(values).items():
@@ -215,7 +254,7 @@ class BetaMonitor(keras.callbacks.Callback):
             tf.summary.histogram(f"beta_layer/{layer.name}", layer.values.reshape(-1))
             for stat, value in _statistics(layer.values).items():
                 tf.summary.scalar(f"beta_layer/{layer.name}/{stat}", value)
-        figure = plots.curves_figure(values)
+        figure = plots.curves_figure(values, f"Learned Swish curves (step {step})")
         tf.summary.image("beta/curves", plots.to_rgb(figure)[None])
 
     def _write_bump(self, tf, inputs):
@@ -227,5 +266,7 @@ class BetaMonitor(keras.callbacks.Callback):
         tf.summary.histogram("bump/inputs", every)
         for name, values in inputs.items():
             if values.size:
-                tf.summary.scalar(f"bump_layer/{name}/share", probe_lib.bump_share(values))
+                tf.summary.scalar(
+                    f"bump_layer/{name}/share", probe_lib.bump_share(values)
+                )
                 tf.summary.histogram(f"bump_layer/{name}", values)

@@ -81,7 +81,7 @@ def find_swish_layers(model):
             names[i] = "/".join([o for o in owners if o not in parts] + parts)
     taken = set()
     result = []
-    for name, (layer, _) in zip(names, found):
+    for name, (layer, _) in zip(names, found, strict=True):
         unique, n = name, 1
         while unique in taken:
             n += 1
@@ -91,13 +91,29 @@ def find_swish_layers(model):
     return result
 
 
-def _to_numpy(variable):
-    return np.array(variable.numpy(), dtype=np.float32)
+def to_numpy(x):
+    """A Keras variable's or an eager tensor's value as a NumPy array.
+
+    Works on every backend without `keras.ops.convert_to_numpy`, which goes
+    through an `__array__` that NumPy 2 deprecates on some backends.
+    """
+    import keras
+
+    if isinstance(x, keras.Variable):
+        x = x.value  # The backend's variable or tensor.
+    if hasattr(x, "detach"):  # PyTorch
+        x = x.detach().cpu()
+    if hasattr(x, "numpy"):  # TensorFlow, PyTorch
+        return np.asarray(x.numpy())
+    return np.asarray(x)  # JAX, NumPy
 
 
 def betas_of(named_layers):
     """The current β of `(name, layer)` pairs, as a list of `LayerBetas`."""
-    return [LayerBetas(name, _to_numpy(layer.beta)) for name, layer in named_layers]
+    return [
+        LayerBetas(name, to_numpy(layer.beta).astype(np.float32))
+        for name, layer in named_layers
+    ]
 
 
 def read_betas(model):

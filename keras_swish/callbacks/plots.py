@@ -47,7 +47,7 @@ def curves_figure(betas, title="Learned Swish curves"):
     axes.plot(x, x / 2.0, color="0.6", linestyle=":", label="x/2 (β = 0)")
     values = np.quantile(betas, QUANTILES)
     colors = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e")
-    for label, beta, color in zip(_QUANTILE_LABELS, values, colors):
+    for label, beta, color in zip(_QUANTILE_LABELS, values, colors, strict=True):
         axes.plot(x, _swish(x, beta), color=color, label=f"{label}: β = {beta:.4g}")
     axes.set_xlim(*X_RANGE)
     axes.set_ylim(-1.5, X_RANGE[1])

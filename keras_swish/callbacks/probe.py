@@ -4,6 +4,8 @@ import contextlib
 
 import numpy as np
 
+from keras_swish.callbacks.betas import to_numpy
+
 BUMP_RANGE = (-5.0, 0.0)
 
 
@@ -20,19 +22,20 @@ def _recording(named_layers, records):
                 return _original(inputs, *args, **kw)
 
             # Set on the instance without Keras's attribute tracking.
+            patched.append((layer, layer.__dict__.get("call")))
             object.__setattr__(layer, "call", call)
-            patched.append(layer)
         yield
     finally:
-        for layer in patched:
-            object.__delattr__(layer, "call")
+        for layer, previous in patched:
+            if previous is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", previous)
 
 
 def _as_numpy(tensor):
-    import keras
-
     try:
-        return np.asarray(keras.ops.convert_to_numpy(tensor), np.float32)
+        return to_numpy(tensor).astype(np.float32)
     except Exception:  # A symbolic tensor from a traced function: no values.
         return None
 

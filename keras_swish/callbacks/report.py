@@ -40,7 +40,7 @@ class BetaReport:
             {
                 "layer": layer.name,
                 "channels": layer.channels,
-                "mean": float(layer.values.mean()),
+                "mean": float(layer.values.mean(dtype=np.float64)),
                 "min": float(layer.values.min()),
                 "max": float(layer.values.max()),
             }
@@ -54,13 +54,15 @@ class BetaReport:
             {
                 "layer": f"all ({len(self.layers)} layers)",
                 "channels": int(values.size),
-                "mean": float(values.mean()),
+                "mean": float(values.mean(dtype=np.float64)),
                 "min": float(values.min()),
                 "max": float(values.max()),
             }
         ]
         width = max(len("layer"), *(len(r["layer"]) for r in rows))
-        lines = [f"{'layer':<{width}}  {'channels':>8}  {'mean':>8}  {'min':>8}  {'max':>8}"]
+        lines = [
+            f"{'layer':<{width}}  {'channels':>8}  {'mean':>8}  {'min':>8}  {'max':>8}"
+        ]
         lines.append("-" * len(lines[0]))
         for r in rows:
             if r is rows[-1]:
@@ -103,7 +105,9 @@ def _load_model(path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:
-        raise ValueError(f"Could not load a Keras model from {path!r}: {error}") from None
+        raise ValueError(
+            f"Could not load a Keras model from {path!r}: {error}"
+        ) from None
 
 
 def load_betas(model_or_path):
@@ -171,17 +175,21 @@ def beta_report(model_or_path, out_dir):
 
     Example:
 
-    >>> model = keras.Sequential([keras.Input((4,)),
-    ...                           keras.layers.Dense(8, activation="swish_beta")])
+    >>> dense = keras.layers.Dense(8, activation="swish_beta", name="fc")
+    >>> model = keras.Sequential([keras.Input((4,)), dense], name="net")
     >>> report = keras_swish.callbacks.beta_report(model, tempfile.mkdtemp())
     >>> report.rows()[0]["layer"], report.rows()[0]["channels"]
-    ('dense/swish_beta', 8)
+    ('net/fc/swish_beta', 8)
     """
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
-        raise ValueError(f"`out_dir` must be a non-empty path. Received: out_dir={out_dir!r}")
+        raise ValueError(
+            f"`out_dir` must be a non-empty path. Received: out_dir={out_dir!r}"
+        )
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"`out_dir` must be a directory. Received: {out_dir!r} (a file)")
+        raise ValueError(
+            f"`out_dir` must be a directory. Received: {out_dir!r} (a file)"
+        )
     source, step, layers = load_betas(model_or_path)
     values = betas_lib.all_values(layers)
     if not np.all(np.isfinite(values)):
@@ -190,6 +198,8 @@ def beta_report(model_or_path, out_dir):
     distribution = plots.distribution_figure(values, len(layers))
     curves = plots.curves_figure(values, title=f"Learned Swish curves{suffix}")
     os.makedirs(out_dir, exist_ok=True)
-    distribution_png = plots.save_png(distribution, os.path.join(out_dir, DISTRIBUTION_PNG))
+    distribution_png = plots.save_png(
+        distribution, os.path.join(out_dir, DISTRIBUTION_PNG)
+    )
     curves_png = plots.save_png(curves, os.path.join(out_dir, CURVES_PNG))
     return BetaReport(source, step, tuple(layers), distribution_png, curves_png)

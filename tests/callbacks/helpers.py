@@ -38,7 +38,9 @@ def build_model():
     y = keras_swish.SwishBeta(shared_axes=[1, 2, 3])(y)
     x = keras.Model(inner_input, y, name="block")(x)
     x = keras.layers.Reshape((4, 32))(x)
-    x = keras.layers.LSTM(6, activation="swish_beta", recurrent_activation="swish_beta")(x)
+    x = keras.layers.LSTM(
+        6, activation="swish_beta", recurrent_activation="swish_beta"
+    )(x)
     x = keras.layers.Dense(3, activation="swish_beta")(x)
     outputs = keras.layers.Dense(1)(x)
     return keras.Model(outer_input, outputs, name="outer")
@@ -61,10 +63,14 @@ def read_events(directory):
     )
     accumulator.Reload()
     return {
-        tag: [(e.step, tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
+        tag: [
+            (e.step, tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)
+        ]
         for tag in accumulator.Tags()[event_accumulator.TENSORS]
     }
 
 
 def event_files(directory):
-    return sorted(f for f in os.listdir(directory) if f.startswith("events.out.tfevents"))
+    return sorted(
+        f for f in os.listdir(directory) if f.startswith("events.out.tfevents")
+    )

@@ -1,6 +1,7 @@
 """BetaMonitor: the summaries it writes, read back with TensorBoard's reader."""
 
 import io
+import json
 import os
 import warnings
 
@@ -14,6 +15,7 @@ import keras_swish
 from keras_swish.callbacks import BetaMonitor
 from keras_swish.callbacks import beta_monitor as beta_monitor_lib
 from keras_swish.callbacks import chief as chief_lib
+from keras_swish.callbacks.betas import find_swish_layers, to_numpy
 from tests.callbacks.helpers import (
     EXPECTED_LAYERS,
     build_model,
@@ -116,7 +118,11 @@ def test_sits_beside_keras_tensorboard(trained_run):
 
 def small_model(activation="swish_beta"):
     model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(5, activation=activation), keras.layers.Dense(1)]
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(5, activation=activation),
+            keras.layers.Dense(1),
+        ]
     )
     model.compile(keras.optimizers.SGD(0.1), "mse")
     return model
@@ -129,31 +135,50 @@ def small_data():
     )
 
 
+@pytest.mark.all_backends
 def test_resumed_training_continues_the_step_count(tmp_path):
     x, y = small_data()
     model = small_model()
-    model.fit(x, y, batch_size=4, epochs=2, callbacks=[BetaMonitor(tmp_path)], verbose=0)
+    monitor = BetaMonitor(tmp_path, probe=x[:4])
+    model.fit(x, y, batch_size=4, epochs=2, callbacks=[monitor], verbose=0)
     # A new process would make a new callback: the step comes from training.
     model.fit(
-        x, y, batch_size=4, epochs=3, initial_epoch=2,
-        callbacks=[BetaMonitor(tmp_path)], verbose=0,
-    )  # fmt: skip
+        x,
+        y,
+        batch_size=4,
+        epochs=3,
+        initial_epoch=2,
+        callbacks=[BetaMonitor(tmp_path)],
+        verbose=0,
+    )
     events = read_events(str(tmp_path / "beta"))
     assert [step for step, _ in events["beta/all"]] == [0, 1, 2]
-    assert keras_swish.callbacks.betas.read_snapshot(tmp_path / "beta" / "betas.json")[0] == 2
+    assert [step for step, _ in events["bump/share"]] == [0, 1]
+    # The probe's recording hooks are gone again.
+    assert not any("call" in vars(layer) for _, layer in find_swish_layers(model))
+    assert (
+        keras_swish.callbacks.betas.read_snapshot(tmp_path / "beta" / "betas.json")[0]
+        == 2
+    )
 
 
+@pytest.mark.all_backends
 def test_update_freq_steps_follow_optimizer_iterations(tmp_path):
     x, y = small_data()  # 4 batches an epoch
     model = small_model()
-    model.fit(x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0)
-    model.fit(x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0)
+    model.fit(
+        x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0
+    )
+    model.fit(
+        x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0
+    )
     events = read_events(str(tmp_path / "beta"))
     # Every 3 steps, and the final β at the end of each fit.
     assert [step for step, _ in events["beta/all"]] == [3, 4, 6, 8]
-    assert int(model.optimizer.iterations) == 8
+    assert int(to_numpy(model.optimizer.iterations)) == 8
 
 
+@pytest.mark.all_backends
 def test_warns_once_without_swish_beta(tmp_path):
     x, y = small_data()
     model = small_model(activation="relu")
@@ -205,7 +230,9 @@ class _Resolver:
 class _MultiWorkerStrategy:
     def __init__(self, resolver):
         self.cluster_resolver = resolver
-        self.extended = type("Extended", (), {"_in_multi_worker_mode": lambda self: True})()
+        self.extended = type(
+            "Extended", (), {"_in_multi_worker_mode": lambda self: True}
+        )()
 
 
 @pytest.mark.parametrize(
@@ -223,13 +250,16 @@ def test_chief_under_multi_worker(task_type, task_id, cluster, chief, monkeypatc
     assert chief_lib.is_chief(strategy) is chief
     # The same from TF_CONFIG when the strategy's resolver has no task.
     config = {"cluster": cluster, "task": {"type": task_type, "index": task_id}}
-    monkeypatch.setenv("TF_CONFIG", __import__("json").dumps(config))
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
     assert chief_lib.is_chief(_MultiWorkerStrategy(None)) is chief
 
 
 def test_one_process_strategies_are_chief(monkeypatch):
-    config = '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}'
-    monkeypatch.setenv("TF_CONFIG", config)  # Ignored by one-process strategies.
+    config = {
+        "cluster": {"worker": ["a:1", "b:1"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))  # Ignored: one process.
     assert chief_lib.is_chief(tf.distribute.get_strategy())
     assert chief_lib.is_chief(tf.distribute.MirroredStrategy(["/cpu:0"]))
     assert chief_lib.is_chief(None)
@@ -247,13 +277,20 @@ def test_bad_log_dir(log_dir):
         BetaMonitor(log_dir)
 
 
+def test_needs_tensorboard(monkeypatch, tmp_path):
+    monkeypatch.setattr(beta_monitor_lib, "_tensorboard_installed", lambda: False)
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        BetaMonitor(tmp_path)
+
+
+@pytest.mark.all_backends
 def test_bad_probe_fails_before_training(tmp_path):
     x, y = small_data()
     model = small_model()
     monitor = BetaMonitor(tmp_path, probe=np.ones((2, 7), "float32"))
     with pytest.raises(ValueError, match="could not run the model on `probe`"):
         model.fit(x, y, epochs=1, callbacks=[monitor], verbose=0)
-    assert int(model.optimizer.iterations) == 0
+    assert int(to_numpy(model.optimizer.iterations)) == 0
     assert not (tmp_path / "beta").exists()
 
 

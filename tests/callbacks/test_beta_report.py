@@ -41,7 +41,10 @@ def assert_rows_match(report, betas):
 def test_report_from_log_dir(trained_run, tmp_path):
     report = beta_report(trained_run.log_dir, tmp_path / "out")
     assert report.step == 1
-    assert sorted(os.listdir(tmp_path / "out")) == ["beta_curves.png", "beta_distribution.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "beta_curves.png",
+        "beta_distribution.png",
+    ]
     assert_picture(report.distribution_png)
     assert_picture(report.curves_png)
     assert_rows_match(report, trained_run.betas)
@@ -60,13 +63,31 @@ def test_report_from_keras_file_and_model(trained_run, tmp_path):
     assert from_model.rows() == from_file.rows()
 
 
+@pytest.mark.all_backends
+def test_report_from_a_model_on_any_backend(tmp_path):
+    dense = keras.layers.Dense(3, activation="swish_beta", name="fc")
+    model = keras.Sequential([keras.Input((2,)), dense, keras_swish.SwishBeta()])
+    model.layers[-1].beta.assign([0.0, 0.5, 2.0])
+    report = beta_report(model, tmp_path)
+    rows = report.rows()
+    assert [(r["layer"], r["channels"]) for r in rows] == [
+        ("sequential/fc/swish_beta", 3),
+        ("sequential/swish_beta", 3),
+    ]
+    assert (rows[1]["mean"], rows[1]["min"], rows[1]["max"]) == (2.5 / 3, 0.0, 2.0)
+    assert_picture(report.distribution_png)
+    assert_picture(report.curves_png)
+
+
 def test_report_from_snapshot_file(trained_run, tmp_path):
     path = os.path.join(trained_run.log_dir, "beta", "betas.json")
     assert_rows_match(beta_report(path, tmp_path), trained_run.betas)
 
 
 def relu_model_path(tmp_path):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="relu")])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, activation="relu")]
+    )
     path = str(tmp_path / "relu.keras")
     model.save(path)
     return path
@@ -78,8 +99,14 @@ def relu_model_path(tmp_path):
         (lambda p: str(p / "missing"), "No such file or directory"),
         (lambda p: str(p), "No BetaMonitor snapshot"),
         (relu_model_path, "has no SwishBeta layer"),
-        (lambda p: (p / "notes.txt").write_text("hi") and str(p / "notes.txt"), "Received"),
-        (lambda p: (p / "bad.keras").write_text("hi") and str(p / "bad.keras"), "Could not load"),
+        (
+            lambda p: (p / "notes.txt").write_text("hi") and str(p / "notes.txt"),
+            "Received",
+        ),
+        (
+            lambda p: (p / "bad.keras").write_text("hi") and str(p / "bad.keras"),
+            "Could not load",
+        ),
         (lambda p: (p / "betas.json").write_text("{}") and str(p), "not a β snapshot"),
         (lambda p: 42, "Received: model_or_path of type int"),
     ],
@@ -95,15 +122,22 @@ def test_bad_input_writes_nothing(make_input, message, tmp_path):
 def test_several_runs_are_named(trained_run, tmp_path):
     for run in ("a", "b"):
         report = beta_report(trained_run.log_dir, tmp_path / "x")
-        keras_swish.callbacks.betas.write_snapshot(list(report.layers), tmp_path / run / "beta", 0)
+        keras_swish.callbacks.betas.write_snapshot(
+            list(report.layers), tmp_path / run / "beta", 0
+        )
     with pytest.raises(ValueError, match="holds 2 BetaMonitor runs"):
         beta_report(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.all_backends
 def test_same_paths_get_owner_prefix():
     def block(name):
         inputs = keras.Input((3,))
-        return keras.Model(inputs, keras.layers.Dense(3, activation="swish_beta", name="fc")(inputs), name=name)
+        return keras.Model(
+            inputs,
+            keras.layers.Dense(3, activation="swish_beta", name="fc")(inputs),
+            name=name,
+        )
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, block("b2")(block("b1")(inputs)))
@@ -112,7 +146,9 @@ def test_same_paths_get_owner_prefix():
 
 
 def test_cli_beta_report(trained_run, tmp_path, capsys):
-    assert cli.main(["beta-report", trained_run.log_dir, "--out-dir", str(tmp_path)]) == 0
+    assert (
+        cli.main(["beta-report", trained_run.log_dir, "--out-dir", str(tmp_path)]) == 0
+    )
     out = capsys.readouterr().out
     assert "at step 1" in out and "dense/swish_beta" in out
     assert f"Wrote {tmp_path / 'beta_distribution.png'}" in out
@@ -143,7 +179,13 @@ def test_cli_help_lists_beta_report(capsys):
 
 def test_cli_as_a_process(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "keras_swish.cli", "beta-report", str(tmp_path / "none")],
+        [
+            sys.executable,
+            "-m",
+            "keras_swish.cli",
+            "beta-report",
+            str(tmp_path / "none"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -151,6 +193,8 @@ def test_cli_as_a_process(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "keras-swish beta-report: error: No such file or directory"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("keras-swish beta-report: error: No such file or directory")
     )

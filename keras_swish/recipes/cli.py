@@ -1,0 +1,151 @@
+"""The recipe commands of `keras-swish`: `recipes`, `train` and `evaluate`.
+
+```
+keras-swish recipes
+keras-swish train RECIPE [--activation NAME] [--data SPEC] [--data-dir DIR] ...
+keras-swish evaluate RUN_DIR [--data SPEC] [--data-dir DIR] [--batch-size N]
+```
+Also runnable as `python -m keras_swish.recipes ...`.
+"""
+
+import json
+
+from keras_swish.recipes.activations import ACTIVATIONS
+from keras_swish.recipes.config import ConfigError
+from keras_swish.recipes.config import parse_set
+from keras_swish.recipes.strategy import PRECISIONS
+from keras_swish.recipes.strategy import STRATEGIES
+
+# Flags every recipe takes: name → (argparse kwargs). Recipes list the ones
+# they use in `Recipe.flags`; `--image-size` is for image recipes only.
+COMMON_FLAGS = {
+    "activation": {"metavar": "NAME", "help": f"one of: {', '.join(ACTIVATIONS)}"},
+    "data": {
+        "metavar": "SPEC",
+        "help": "tfds:NAME[:SPLIT] or folder:PATH (default: the embedded dataset)",
+    },
+    "data_dir": {"metavar": "DIR", "help": "where prepared TFDS data lives"},
+    "epochs": {"type": int, "metavar": "N"},
+    "steps_per_epoch": {"type": int, "metavar": "N", "help": "default: one pass over the data"},
+    "batch_size": {"type": int, "metavar": "N", "help": "global batch size (all replicas)"},
+    "image_size": {"type": int, "metavar": "PX", "help": "input side (image recipes)"},
+    "output": {"metavar": "DIR", "help": "run folder (default: runs/RECIPE-ACTIVATION)"},
+    "strategy": {"metavar": "NAME", "help": f"one of: {', '.join(STRATEGIES)} (default auto)"},
+    "tpu": {"metavar": "ADDRESS", "help": "TPU name or address (implies --strategy tpu)"},
+    "precision": {
+        "metavar": "NAME",
+        "help": f"one of: {', '.join(PRECISIONS)} (auto: bf16 on TPU, fp16 on GPU, fp32 on CPU)",
+    },
+    "seed": {"type": int, "metavar": "N"},
+}
+
+
+def _recipes(args):
+    from keras_swish.recipes.config import to_dict
+    from keras_swish.recipes.registry import list_recipes
+
+    for recipe in list_recipes():
+        config = to_dict(recipe.default_config())
+        print(f"{recipe.name}: {recipe.summary}")
+        for section, values in config.items():
+            print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        for key, preset in recipe.presets.items():
+            flat = ", ".join(
+                f"{s}.{k}={v}" for s, values in preset.items() for k, v in values.items()
+            )
+            print(f"  preset '{key}': {flat}")
+    return 0
+
+
+def _recipe_or_error(name):
+    from keras_swish.recipes.registry import get_recipe
+
+    try:
+        return get_recipe(name)
+    except KeyError as error:
+        raise ConfigError(error.args[0]) from None
+
+
+def _train(args):
+    from keras_swish.recipes import driver
+
+    recipe = _recipe_or_error(args.recipe)
+    flags = {name: getattr(args, name) for name in COMMON_FLAGS}
+    unused = sorted(n for n, v in flags.items() if v is not None and n not in recipe.flags)
+    if unused:
+        raise ConfigError(
+            f"Recipe '{recipe.name}' does not take --{unused[0].replace('_', '-')}."
+        )
+    config = driver.resolve_config(
+        recipe, config_file=args.config, flags=flags, overrides=parse_set(args.set)
+    )
+    driver.train(recipe, config, verbose=args.verbose)
+    return 0
+
+
+def _evaluate(args):
+    import dataclasses
+
+    from keras_swish.recipes import driver
+    from keras_swish.recipes.registry import get_recipe
+
+    recipe, config = driver.load_run_config(get_recipe, args.run_dir)
+    data = config.data
+    if args.data is not None:
+        data = dataclasses.replace(data, source=args.data)
+    if args.data_dir is not None:
+        data = dataclasses.replace(data, data_dir=args.data_dir)
+    train = config.train
+    if args.batch_size is not None:
+        train = dataclasses.replace(train, batch_size=args.batch_size)
+    config = dataclasses.replace(config, data=data, train=train)
+    recipe.validate(config)
+    report = driver.evaluate(recipe, config, args.run_dir)
+    print(json.dumps(report["metrics"], indent=2))
+    return 0
+
+
+def add_subcommands(subparsers):
+    """Adds `recipes`, `train` and `evaluate` to `keras-swish`'s subparsers."""
+    recipes = subparsers.add_parser(
+        "recipes", help="list the recipes, their data and defaults"
+    )
+    recipes.set_defaults(handler=_recipes)
+
+    train = subparsers.add_parser(
+        "train",
+        help="train a recipe (embedded data by default)",
+        description=(
+            "Trains RECIPE. Settings: the recipe's reference defaults, then its "
+            "preset for the data, then --config, then flags and --set. Re-running "
+            "the same command resumes an interrupted run."
+        ),
+    )
+    train.add_argument("recipe", metavar="RECIPE", help="see `keras-swish recipes`")
+    for name, kwargs in COMMON_FLAGS.items():
+        train.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
+    train.add_argument("--config", metavar="YAML", help="a YAML file of config sections")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. optimizer.learning_rate=0.2 (repeatable)",
+    )
+    train.add_argument(
+        "--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output"
+    )
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a run's best model",
+        description="Evaluates RUN_DIR's best.keras (else final.keras) on validation data.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--data", metavar="SPEC", help="default: the run's own data")
+    evaluate.add_argument("--data-dir", dest="data_dir", metavar="DIR")
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, metavar="N")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+__all__ = ["add_subcommands"]

@@ -1,0 +1,186 @@
+"""Config sections and builders shared by the image-classification recipes."""
+
+import dataclasses
+
+import keras
+
+from keras_swish.recipes.activations import check_activation
+from keras_swish.recipes.config import ConfigError
+from keras_swish.recipes.image_data import DataError
+from keras_swish.recipes.image_data import make_image_data
+from keras_swish.recipes.image_data import parse_data_spec
+from keras_swish.recipes.schedules import WarmupExponentialDecay
+from keras_swish.recipes.strategy import PRECISIONS
+from keras_swish.recipes.strategy import STRATEGIES
+
+
+@dataclasses.dataclass
+class ImageDataConfig:
+    source: str | None = None  # --data; None: the embedded digits
+    data_dir: str | None = None  # --data-dir
+    image_size: int = 224
+    crop_area_min: float = 0.08
+    random_flip: bool = True
+    eval_crop: float = 0.875
+    shuffle_buffer: int = 10000
+
+
+@dataclasses.dataclass
+class RMSPropConfig:
+    learning_rate: float = 0.008  # per `base_batch_size` examples
+    base_batch_size: int = 128  # peak lr = learning_rate · batch_size / base_batch_size
+    rho: float = 0.9
+    momentum: float = 0.9
+    epsilon: float = 0.002
+    warmup_epochs: float = 5.0
+    decay_rate: float = 0.94
+    decay_epochs: float = 2.5
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 500
+    steps_per_epoch: int | None = None  # None: one pass over the training set
+    batch_size: int = 4096  # global, over all replicas
+    label_smoothing: float = 0.1
+    seed: int = 0
+    strategy: str = "auto"
+    tpu: str | None = None
+    precision: str = "auto"
+    cpu_devices: int = 1  # >1 splits the CPU into logical devices (mirrored on a CPU)
+    output: str | None = None  # default: runs/<recipe>-<activation>
+
+
+IMAGE_FLAGS = {
+    "activation": "model.activation",
+    "data": "data.source",
+    "data_dir": "data.data_dir",
+    "epochs": "train.epochs",
+    "steps_per_epoch": "train.steps_per_epoch",
+    "batch_size": "train.batch_size",
+    "image_size": "data.image_size",
+    "output": "train.output",
+    "strategy": "train.strategy",
+    "tpu": "train.tpu",
+    "precision": "train.precision",
+    "seed": "train.seed",
+}
+
+
+def _check(condition, key, value, allowed):
+    if not condition:
+        raise ConfigError(f"'{key}' must be {allowed}. Received: {key}={value!r}")
+
+
+def validate_common(config):
+    """Checks the sections every image recipe shares."""
+    data, opt, train = config.data, config.optimizer, config.train
+    try:
+        check_activation(config.model.activation)
+        parse_data_spec(data.source)
+    except (ValueError, DataError) as error:
+        raise ConfigError(str(error)) from None
+    _check(data.image_size >= 8, "data.image_size", data.image_size, "at least 8")
+    _check(0 < data.crop_area_min <= 1, "data.crop_area_min", data.crop_area_min, "in (0, 1]")
+    _check(0 < data.eval_crop <= 1, "data.eval_crop", data.eval_crop, "in (0, 1]")
+    _check(data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "positive")
+    _check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
+    _check(opt.base_batch_size >= 1, "optimizer.base_batch_size", opt.base_batch_size, "positive")
+    _check(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", opt.warmup_epochs, ">= 0")
+    _check(0 < opt.decay_rate <= 1, "optimizer.decay_rate", opt.decay_rate, "in (0, 1]")
+    _check(opt.decay_epochs > 0, "optimizer.decay_epochs", opt.decay_epochs, "positive")
+    _check(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
+    _check(
+        train.steps_per_epoch is None or train.steps_per_epoch >= 1,
+        "train.steps_per_epoch",
+        train.steps_per_epoch,
+        "at least 1 (or null for one pass over the data)",
+    )
+    _check(train.batch_size >= 1, "train.batch_size", train.batch_size, "at least 1")
+    _check(
+        0 <= train.label_smoothing < 1,
+        "train.label_smoothing",
+        train.label_smoothing,
+        "in [0, 1)",
+    )
+    _check(
+        train.strategy in STRATEGIES,
+        "train.strategy",
+        train.strategy,
+        f"one of {', '.join(STRATEGIES)}",
+    )
+    _check(
+        train.precision in PRECISIONS,
+        "train.precision",
+        train.precision,
+        f"one of {', '.join(PRECISIONS)}",
+    )
+    _check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+
+
+def preset_key(source):
+    """The preset that applies to `--data source`: "embedded", "tfds:NAME", "folder:..."."""
+    try:
+        return parse_data_spec(source).preset
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+
+
+def make_data(config, skip_batches=0):
+    data = config.data
+    return make_image_data(
+        parse_data_spec(data.source),
+        data.data_dir,
+        image_size=data.image_size,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+        crop_area_min=data.crop_area_min,
+        random_flip=data.random_flip,
+        eval_crop=data.eval_crop,
+        shuffle_buffer=data.shuffle_buffer,
+        skip_batches=skip_batches,
+    )
+
+
+def peak_learning_rate(config):
+    """The reference rule: learning_rate · global batch / base_batch_size."""
+    opt = config.optimizer
+    return opt.learning_rate * config.train.batch_size / opt.base_batch_size
+
+
+def make_rmsprop(config, steps_per_epoch):
+    opt = config.optimizer
+    schedule = WarmupExponentialDecay(
+        peak=peak_learning_rate(config),
+        warmup_steps=round(opt.warmup_epochs * steps_per_epoch),
+        decay_steps=round(opt.decay_epochs * steps_per_epoch),
+        decay_rate=opt.decay_rate,
+    )
+    return keras.optimizers.RMSprop(
+        learning_rate=schedule, rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon
+    )
+
+
+def make_loss(config):
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
+
+
+def make_metrics(config):
+    return [
+        keras.metrics.CategoricalAccuracy(name="top1"),
+        keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"),
+    ]
+
+
+def classifier_head(x, num_classes, dropout, regularizer, name):
+    """Global average pooling, dropout and a float32 softmax classifier."""
+    x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        kernel_regularizer=regularizer,
+        dtype="float32",  # the softmax stays float32 under mixed precision
+        name=f"{name}_predictions",
+    )(x)

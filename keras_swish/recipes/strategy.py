@@ -1,0 +1,95 @@
+"""Distribution strategy and precision, chosen from the hardware or by name."""
+
+import json
+import os
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def split_cpu(devices):
+    """Splits the CPU into `devices` logical devices (before TF starts).
+
+    Lets MirroredStrategy run over several replicas on one CPU, for tests and
+    for trying a distributed setup on a laptop.
+    """
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current and len(current) == devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+        )
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"Cannot split the CPU into {devices} devices: TensorFlow already started."
+        ) from error
+
+
+def _tf_config_workers():
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+    cluster = config.get("cluster", {})
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def make_strategy(name="auto", tpu=None):
+    """Returns `(strategy, resolved_name)`.
+
+    `auto`: TPUStrategy when `tpu` is given, MultiWorkerMirroredStrategy when
+    TF_CONFIG names several workers, MirroredStrategy on several GPUs, the
+    default strategy otherwise. `mirrored` without GPUs mirrors over the
+    logical CPU devices.
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy '{name}'. Choose one of: {', '.join(STRATEGIES)}.")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if tpu:
+            name = "tpu"
+        elif _tf_config_workers() > 1:
+            name = "multi_worker"
+        elif len(gpus) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver), name
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy(), name
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
+        return tf.distribute.MirroredStrategy(devices), name
+    if name == "one_device":
+        device = gpus[0].name if gpus else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy(device), name
+    return tf.distribute.get_strategy(), name
+
+
+def resolve_precision(precision, strategy_name):
+    """`auto` → bfloat16 on TPU, float16 on GPU, float32 on CPU."""
+    import tensorflow as tf
+
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}."
+        )
+    if precision != "auto":
+        return precision
+    if strategy_name == "tpu":
+        return "mixed_bfloat16"
+    if tf.config.list_logical_devices("GPU"):
+        return "mixed_float16"
+    return "float32"
