@@ -40,6 +40,17 @@ COMMON_FLAGS = {
 }
 
 
+def _all_flags():
+    """The common flags, then those of each recipe (`Recipe.extra_flags`)."""
+    from keras_swish.recipes.registry import list_recipes
+
+    flags = dict(COMMON_FLAGS)
+    for recipe in list_recipes():
+        for name, kwargs in recipe.extra_flags.items():
+            flags.setdefault(name, dict(kwargs, help=f"{kwargs.get('help', '')} ({recipe.name})"))
+    return flags
+
+
 def _recipes(args):
     from keras_swish.recipes.config import to_dict
     from keras_swish.recipes.registry import list_recipes
@@ -70,7 +81,7 @@ def _train(args):
     from keras_swish.recipes import driver
 
     recipe = _recipe_or_error(args.recipe)
-    flags = {name: getattr(args, name) for name in COMMON_FLAGS}
+    flags = {name: getattr(args, name) for name in _all_flags()}
     unused = sorted(n for n, v in flags.items() if v is not None and n not in recipe.flags)
     if unused:
         raise ConfigError(
@@ -122,7 +133,7 @@ def add_subcommands(subparsers):
         ),
     )
     train.add_argument("recipe", metavar="RECIPE", help="see `keras-swish recipes`")
-    for name, kwargs in COMMON_FLAGS.items():
+    for name, kwargs in _all_flags().items():
         train.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
     train.add_argument("--config", metavar="YAML", help="a YAML file of config sections")
     train.add_argument(

@@ -15,6 +15,22 @@ import typing
 import yaml
 
 
+@dataclasses.dataclass
+class TrainConfig:
+    """The `train` section every recipe has; the driver reads it."""
+
+    epochs: int = 1
+    steps_per_epoch: int | None = None  # None: one pass over the training set
+    batch_size: int = 32  # global, over all replicas
+    label_smoothing: float = 0.1
+    seed: int = 0
+    strategy: str = "auto"
+    tpu: str | None = None
+    precision: str = "auto"
+    cpu_devices: int = 1  # >1 splits the CPU into logical devices (mirrored on a CPU)
+    output: str | None = None  # default: runs/<recipe>-<activation>
+
+
 class ConfigError(ValueError):
     """A config key or value that is not allowed; the message says why."""
 

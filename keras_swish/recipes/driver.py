@@ -224,12 +224,10 @@ def train(recipe, config, verbose=1):
     meta = _read_json(os.path.join(backup_dir, "training_metadata.json")) or {}
     resume_epoch = int(meta.get("epoch", 0))
     keras.utils.set_random_seed(config.train.seed)
-    data = recipe.make_data(config, 0)
-    steps = config.train.steps_per_epoch or max(1, data.train_examples // config.train.batch_size)
-    if resume_epoch:
-        data.train = data.train.skip(resume_epoch * steps)
-    print(f"Data: {data.description}: {data.train_examples} training / "
-          f"{data.validation_examples} validation examples, {data.num_classes} classes")
+    data = recipe.make_data(config)
+    steps = config.train.steps_per_epoch or data.steps_per_epoch
+    train_data = data.train.skip(resume_epoch * steps)  # a resumed run continues the stream
+    print(f"Data: {data.summary}")
 
     # Everything is checked: from here on the run's folder is written.
     os.makedirs(output, exist_ok=True)
@@ -252,7 +250,7 @@ def train(recipe, config, verbose=1):
     header = {
         "recipe": recipe.name,
         "activation": config.model.activation,
-        "data": data.description,
+        "data": data.summary,
         "strategy": strategy_name,
         "replicas": replicas,
         "precision": precision,
@@ -263,7 +261,7 @@ def train(recipe, config, verbose=1):
     }
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
-        _metrics_callback(metrics_path, header, steps * config.train.batch_size, chief),
+        _metrics_callback(metrics_path, header, steps * data.examples_per_step, chief),
     ]
     if chief:
         callbacks += [
@@ -278,7 +276,7 @@ def train(recipe, config, verbose=1):
         ]
     start = time.perf_counter()
     model.fit(
-        data.train,
+        train_data,
         epochs=config.train.epochs,
         steps_per_epoch=steps,
         validation_data=data.validation,
@@ -286,11 +284,11 @@ def train(recipe, config, verbose=1):
         shuffle=False,  # the pipeline shuffles, with the seed
         verbose=verbose,
     )
-    final = model.evaluate(data.validation, return_dict=True, verbose=0)
+    final = _final_metrics(recipe, config, model, data)
     record = callbacks[1].record
     record.update(
         completed=True,
-        final={k: float(v) for k, v in final.items()},
+        final=final,
         train_wall_time_s=round(time.perf_counter() - start, 2),
     )
     if chief:
@@ -303,6 +301,14 @@ def train(recipe, config, verbose=1):
         + f"\nRun folder: {output}\nTensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})"
     )
     return record
+
+
+def _final_metrics(recipe, config, model, data):
+    results = model.evaluate(data.validation, return_dict=True, verbose=0)
+    final = {k: float(v) for k, v in results.items()}
+    if recipe.final_metrics is not None:
+        final.update(recipe.final_metrics(config, model, data))
+    return final
 
 
 def load_run_config(recipe_lookup, run_dir):
@@ -329,18 +335,18 @@ def evaluate(recipe, config, run_dir, verbose=0):
             break
     else:
         raise ConfigError(f"{run_dir} holds no model yet (best.keras or final.keras).")
-    data = recipe.make_data(config, 0)
+    data = recipe.make_data(config)
     model = keras.models.load_model(model_path)
-    if model.output_shape[-1] != data.num_classes:
+    try:
+        metrics = _final_metrics(recipe, config, model, data)
+    except ValueError as error:  # e.g. another number of classes
         raise ConfigError(
-            f"The model in {run_dir} predicts {model.output_shape[-1]} classes but "
-            f"{data.description} has {data.num_classes}."
-        )
-    results = model.evaluate(data.validation, return_dict=True, verbose=verbose)
+            f"The model in {run_dir} does not fit {data.summary}: {error}"
+        ) from None
     report = {
         "model": model_path,
-        "data": data.description,
-        "metrics": {k: float(v) for k, v in results.items()},
+        "data": data.summary,
+        "metrics": metrics,
         "config": to_dict(config)["data"],
     }
     return report

@@ -37,20 +37,6 @@ class RMSPropConfig:
     decay_epochs: float = 2.5
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    epochs: int = 500
-    steps_per_epoch: int | None = None  # None: one pass over the training set
-    batch_size: int = 4096  # global, over all replicas
-    label_smoothing: float = 0.1
-    seed: int = 0
-    strategy: str = "auto"
-    tpu: str | None = None
-    precision: str = "auto"
-    cpu_devices: int = 1  # >1 splits the CPU into logical devices (mirrored on a CPU)
-    output: str | None = None  # default: runs/<recipe>-<activation>
-
-
 IMAGE_FLAGS = {
     "activation": "model.activation",
     "data": "data.source",
@@ -126,7 +112,7 @@ def preset_key(source):
         raise ConfigError(str(error)) from None
 
 
-def make_data(config, skip_batches=0):
+def make_data(config):
     data = config.data
     return make_image_data(
         parse_data_spec(data.source),
@@ -138,7 +124,6 @@ def make_data(config, skip_batches=0):
         random_flip=data.random_flip,
         eval_crop=data.eval_crop,
         shuffle_buffer=data.shuffle_buffer,
-        skip_batches=skip_batches,
     )
 
 

@@ -59,14 +59,16 @@ def parse_data_spec(text):
 
 @dataclasses.dataclass
 class ImageData:
-    """What a recipe needs to know about its data before building the model."""
+    """A recipe's data, as the driver uses it (see `Recipe.make_data`)."""
 
-    train: object  # a tf.data.Dataset of (image, one-hot label), batched, repeated
+    train: object  # tf.data.Dataset of (image, one-hot label), batched, endless
     validation: object  # finite, batched
+    steps_per_epoch: int  # one pass over the training set
+    examples_per_step: int
+    summary: str
     num_classes: int
     train_examples: int
     validation_examples: int
-    description: str
 
 
 def _tfds_builder(spec, data_dir):
@@ -255,7 +257,6 @@ def make_image_data(
     random_flip,
     eval_crop,
     shuffle_buffer,
-    skip_batches=0,
 ):
     """Builds the training and validation pipelines.
 
@@ -269,7 +270,6 @@ def make_image_data(
         random_flip: Whether training images are flipped at random.
         eval_crop: Central crop share of the side for evaluation.
         shuffle_buffer: Shuffle buffer size.
-        skip_batches: Batches to skip (a resumed run continues the stream).
     """
     import tensorflow as tf
 
@@ -301,7 +301,6 @@ def make_image_data(
         .enumerate()
         .map(train_map, num_parallel_calls=auto)
         .batch(batch_size, drop_remainder=True)
-        .skip(skip_batches)
         .prefetch(auto)
         .with_options(options)
     )
@@ -314,4 +313,16 @@ def make_image_data(
         .prefetch(auto)
         .with_options(options)
     )
-    return ImageData(train, val, num_classes, n_train, n_val, description)
+    return ImageData(
+        train=train,
+        validation=val,
+        steps_per_epoch=max(1, n_train // batch_size),
+        examples_per_step=batch_size,
+        summary=(
+            f"{description}: {n_train} training / {n_val} validation images, "
+            f"{num_classes} classes"
+        ),
+        num_classes=num_classes,
+        train_examples=n_train,
+        validation_examples=n_val,
+    )

@@ -25,6 +25,7 @@ from keras_swish.recipes import image_classification as ic
 from keras_swish.recipes.activations import activation_layer
 from keras_swish.recipes.activations import is_piecewise_linear
 from keras_swish.recipes.config import ConfigError
+from keras_swish.recipes.config import TrainConfig
 from keras_swish.recipes.registry import Recipe
 from keras_swish.recipes.registry import register_recipe
 
@@ -63,7 +64,9 @@ class Config:
     model: MobileNetConfig = dataclasses.field(default_factory=MobileNetConfig)
     data: ic.ImageDataConfig = dataclasses.field(default_factory=ic.ImageDataConfig)
     optimizer: ic.RMSPropConfig = dataclasses.field(default_factory=ic.RMSPropConfig)
-    train: ic.TrainConfig = dataclasses.field(default_factory=ic.TrainConfig)
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(epochs=500, batch_size=4096)
+    )
 
 
 PRESETS = {

@@ -17,14 +17,21 @@ class Recipe:
         preset_key: `data source -> preset key`; raises `ConfigError` for a
             data source the recipe cannot read.
         validate: Raises `ConfigError` on a bad config.
-        make_data: `(config, skip_batches) -> data` with `train`,
-            `validation`, `num_classes`, `train_examples`, ...
+        make_data: `config -> data`, an object with `train` (an endless,
+            batched tf.data.Dataset), `validation` (finite, batched),
+            `steps_per_epoch` (one pass), `examples_per_step` and `summary`
+            (one line for the log).
         make_model: `(config, data) -> keras.Model` (called in strategy scope).
         make_optimizer: `(config, steps_per_epoch) -> keras.optimizers.Optimizer`.
         make_loss: `config -> loss`.
         make_metrics: `config -> list of metrics`.
         monitor: The validation metric that picks the best model.
         flags: Command-line flag → config key ("section.key") for this recipe.
+        extra_flags: Flags only this recipe takes: name → argparse kwargs
+            (each also needs its entry in `flags`).
+        final_metrics: Optional `(config, model, data) -> dict` of metrics
+            beyond `model.evaluate` (BLEU, ...), added to the final metrics
+            of `train` and to `evaluate`.
         docs: How to run it, how long it takes and what it reaches.
     """
 
@@ -41,6 +48,8 @@ class Recipe:
     make_metrics: Callable
     monitor: str
     flags: dict
+    extra_flags: dict = dataclasses.field(default_factory=dict)
+    final_metrics: Callable | None = None
     docs: str = ""
 
 

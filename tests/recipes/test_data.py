@@ -100,4 +100,4 @@ def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
         assert data.num_classes == 1000
         images, labels = first_batch(data.train)
         assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 1000)
-        assert data.description.startswith("tfds:imagenet2012 (train / validation)")
+        assert data.summary.startswith("tfds:imagenet2012 (train / validation)")
