@@ -29,7 +29,7 @@ def test_readme_commands_are_the_ci_commands():
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci = f.read()
     commands = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
-    assert commands[0] == "pip install -e . && python examples/quickstart.py"
+    assert commands[0] == "pip install -e . && keras-swish train mobilenet"
     assert commands[1] in ci.splitlines()
 
 

@@ -129,7 +129,8 @@ def test_train_killed_then_resumed_learns_and_writes_every_output(tmp_path):
     for name in ("config.yaml", "best.keras", "final.keras"):
         assert (run / name).is_file(), name
     assert not (run / "backup").exists()
-    assert os.listdir(run / "logs" / "train") and os.listdir(run / "logs" / "validation")
+    for folder in ("train", "validation", "beta"):
+        assert os.listdir(run / "logs" / folder), folder
     assert f"TensorBoard logs: {run / 'logs'}" in second.stdout
 
     # Re-running a finished run changes nothing; evaluate reads it back.
