@@ -137,9 +137,7 @@ def _activation_input_shape(owner):
         shape = owner.compute_output_shape(*shapes)
     except Exception:  # Owners whose output shape needs more than a build.
         return None
-    if isinstance(shape, (tuple, list)) and all(
-        d is None or isinstance(d, int) for d in shape
-    ):
+    if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
         return tuple(shape)
     return None
 

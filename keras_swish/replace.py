@@ -35,9 +35,7 @@ def _name_of_layer(layer):
     """The activation name a standalone activation layer stands for, or None."""
     if isinstance(layer, keras.layers.ReLU):
         if layer.negative_slope == 0 and layer.threshold == 0:
-            return _RELU_LIKE.get(
-                None if layer.max_value is None else float(layer.max_value)
-            )
+            return _RELU_LIKE.get(None if layer.max_value is None else float(layer.max_value))
         return None
     if isinstance(layer, keras.layers.Activation):
         return _name_of_identifier(keras.activations.serialize(layer.activation))
@@ -80,8 +78,7 @@ def _check_mapping(mapping):
     for key, target in mapping.items():
         if not isinstance(key, str):
             raise ValueError(
-                "`mapping` keys must be activation names (strings). "
-                f"Received: key={key!r}"
+                f"`mapping` keys must be activation names (strings). Received: key={key!r}"
             )
         if inspect.isclass(target) and issubclass(target, keras.layers.Layer):
             continue
@@ -123,12 +120,9 @@ def replace_activations(model, mapping):
     >>> sum(isinstance(l, keras_swish.SwishBeta) for l in swished.layers)
     27
     """
-    if not isinstance(model, (keras.Sequential, keras.Model)) or not hasattr(
-        model, "_operations"
-    ):
+    if not isinstance(model, (keras.Sequential, keras.Model)) or not hasattr(model, "_operations"):
         raise ValueError(
-            "`model` must be a Functional or Sequential keras.Model. "
-            f"Received: model={model!r}"
+            f"`model` must be a Functional or Sequential keras.Model. Received: model={model!r}"
         )
     _check_mapping(mapping)
 
@@ -144,9 +138,7 @@ def replace_activations(model, mapping):
         return layer.__class__.from_config(config)
 
     try:
-        new_model = keras.models.clone_model(
-            model, clone_function=clone_layer, recursive=True
-        )
+        new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     except ValueError as error:
         raise ValueError(
             f"Could not rebuild model '{model.name}' with new activations: {error}"

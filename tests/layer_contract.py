@@ -48,9 +48,7 @@ def check_layer_contract(
     # Weight counts after build.
     layer = layer_cls(**init_kwargs)
     layer.build(input_shape)
-    assert [tuple(w.shape) for w in layer.weights] == [
-        tuple(s) for s in expected_weight_shapes
-    ]
+    assert [tuple(w.shape) for w in layer.weights] == [tuple(s) for s in expected_weight_shapes]
     assert len(layer.trainable_weights) == expected_trainable
     assert len(layer.non_trainable_weights) == len(expected_weight_shapes) - expected_trainable
 

@@ -57,8 +57,6 @@ LAYERS = {
 }
 
 
-
-
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_string_builds_beta_before_any_data(name):
     factory, shape, beta_shapes = LAYERS[name]
@@ -101,9 +99,7 @@ def test_each_use_owns_its_beta():
 
 
 def test_sequential_with_input_and_build_count_beta():
-    seq = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(3, activation="swish_beta")]
-    )
+    seq = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="swish_beta")])
     assert seq.count_params() == 6 * 3 + 3 + 3
     built = keras.Sequential([keras.layers.Dense(3, activation="swish_beta")])
     built.build((None, 6))

@@ -23,8 +23,17 @@ def test_core_tests_pass_on_backend(backend):
     pytest.importorskip(backend)
     env = dict(os.environ, KERAS_BACKEND=backend)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "all_backends", "-q", "-p", "no:cacheprovider",
-         "tests"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "all_backends",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.backend_utils import swish_betas
-from tests.backend_utils import to_numpy
+from tests.backend_utils import swish_betas, to_numpy
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="tf.distribute needs TensorFlow"

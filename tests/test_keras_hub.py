@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from keras_swish import SwishBeta
-from tests.backend_utils import swish_betas
-from tests.backend_utils import to_numpy
+from tests.backend_utils import swish_betas, to_numpy
 
 keras_hub = pytest.importorskip("keras_hub")
 

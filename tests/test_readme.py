@@ -35,9 +35,18 @@ def test_readme_commands_are_the_ci_commands():
 
 def test_quickstart_learns(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"),
-         "--epochs", "2", "--output", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", "quickstart.py"),
+            "--epochs",
+            "2",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     accuracy = float(re.search(r"validation accuracy: ([0-9.]+)", result.stdout).group(1))
@@ -51,7 +60,10 @@ def test_quickstart_learns(tmp_path):
 def test_quickstart_rejects_bad_epochs():
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--epochs", "0"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert result.returncode == 2
     assert "--epochs must be at least 1. Received: 0" in result.stderr

@@ -16,8 +16,6 @@ def count(model, cls):
     return sum(isinstance(layer, cls) for layer in model._flatten_layers(include_self=False))
 
 
-
-
 def assert_other_weights_carried(old, new):
     old_values = {w.path: to_numpy(w) for w in old.weights}
     carried = 0
@@ -61,9 +59,7 @@ def test_mobilenet_v2_relu6_key():
     reason="a 55M-parameter build: checked once, on the default backend",
 )
 def test_inception_resnet_v2_activation_layers_and_args():
-    base = keras.applications.InceptionResNetV2(
-        weights=None, input_shape=(75, 75, 3), classes=10
-    )
+    base = keras.applications.InceptionResNetV2(weights=None, input_shape=(75, 75, 3), classes=10)
     relu_layers = [
         layer
         for layer in base.layers

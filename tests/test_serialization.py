@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from keras_swish import SwishBeta
-from tests.backend_utils import swish_betas
-from tests.backend_utils import to_numpy
+from tests.backend_utils import swish_betas, to_numpy
 
 pytestmark = pytest.mark.all_backends
 
@@ -98,7 +97,10 @@ from tests.backend_utils import to_numpy
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=root,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

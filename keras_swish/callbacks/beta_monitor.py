@@ -122,9 +122,7 @@ class BetaMonitor(keras.callbacks.Callback):
             )
         if update_freq == "batch":
             update_freq = 1
-        valid_int = isinstance(update_freq, numbers.Integral) and not isinstance(
-            update_freq, bool
-        )
+        valid_int = isinstance(update_freq, numbers.Integral) and not isinstance(update_freq, bool)
         if update_freq != "epoch" and not (valid_int and update_freq > 0):
             raise ValueError(
                 '`update_freq` must be "epoch", "batch" or a positive int. '
@@ -266,7 +264,5 @@ class BetaMonitor(keras.callbacks.Callback):
         tf.summary.histogram("bump/inputs", every)
         for name, values in inputs.items():
             if values.size:
-                tf.summary.scalar(
-                    f"bump_layer/{name}/share", probe_lib.bump_share(values)
-                )
+                tf.summary.scalar(f"bump_layer/{name}/share", probe_lib.bump_share(values))
                 tf.summary.histogram(f"bump_layer/{name}", values)

@@ -111,8 +111,7 @@ def to_numpy(x):
 def betas_of(named_layers):
     """The current β of `(name, layer)` pairs, as a list of `LayerBetas`."""
     return [
-        LayerBetas(name, to_numpy(layer.beta).astype(np.float32))
-        for name, layer in named_layers
+        LayerBetas(name, to_numpy(layer.beta).astype(np.float32)) for name, layer in named_layers
     ]
 
 

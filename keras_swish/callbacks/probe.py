@@ -61,9 +61,7 @@ def capture_inputs(model, named_layers, probe):
     for name, _ in named_layers:
         arrays = [_as_numpy(t) for t in records[name]]
         arrays = [a.reshape(-1) for a in arrays if a is not None]
-        captured[name] = (
-            np.concatenate(arrays) if arrays else np.zeros((0,), np.float32)
-        )
+        captured[name] = np.concatenate(arrays) if arrays else np.zeros((0,), np.float32)
     return captured
 
 

@@ -60,9 +60,7 @@ class BetaReport:
             }
         ]
         width = max(len("layer"), *(len(r["layer"]) for r in rows))
-        lines = [
-            f"{'layer':<{width}}  {'channels':>8}  {'mean':>8}  {'min':>8}  {'max':>8}"
-        ]
+        lines = [f"{'layer':<{width}}  {'channels':>8}  {'mean':>8}  {'min':>8}  {'max':>8}"]
         lines.append("-" * len(lines[0]))
         for r in rows:
             if r is rows[-1]:
@@ -105,9 +103,7 @@ def _load_model(path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:
-        raise ValueError(
-            f"Could not load a Keras model from {path!r}: {error}"
-        ) from None
+        raise ValueError(f"Could not load a Keras model from {path!r}: {error}") from None
 
 
 def load_betas(model_or_path):
@@ -145,8 +141,7 @@ def load_betas(model_or_path):
             raise ValueError(f"{_EXPECTED}. Received: {path!r}")
     else:
         raise ValueError(
-            f"{_EXPECTED}. Received: model_or_path of type "
-            f"{type(model_or_path).__name__}"
+            f"{_EXPECTED}. Received: model_or_path of type {type(model_or_path).__name__}"
         )
     if not layers:
         raise ValueError(f"{source} has no SwishBeta layer: no β to report.")
@@ -182,14 +177,10 @@ def beta_report(model_or_path, out_dir):
     ('net/fc/swish_beta', 8)
     """
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
-        raise ValueError(
-            f"`out_dir` must be a non-empty path. Received: out_dir={out_dir!r}"
-        )
+        raise ValueError(f"`out_dir` must be a non-empty path. Received: out_dir={out_dir!r}")
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(
-            f"`out_dir` must be a directory. Received: {out_dir!r} (a file)"
-        )
+        raise ValueError(f"`out_dir` must be a directory. Received: {out_dir!r} (a file)")
     source, step, layers = load_betas(model_or_path)
     values = betas_lib.all_values(layers)
     if not np.all(np.isfinite(values)):
@@ -198,8 +189,6 @@ def beta_report(model_or_path, out_dir):
     distribution = plots.distribution_figure(values, len(layers))
     curves = plots.curves_figure(values, title=f"Learned Swish curves{suffix}")
     os.makedirs(out_dir, exist_ok=True)
-    distribution_png = plots.save_png(
-        distribution, os.path.join(out_dir, DISTRIBUTION_PNG)
-    )
+    distribution_png = plots.save_png(distribution, os.path.join(out_dir, DISTRIBUTION_PNG))
     curves_png = plots.save_png(curves, os.path.join(out_dir, CURVES_PNG))
     return BetaReport(source, step, tuple(layers), distribution_png, curves_png)

@@ -3,10 +3,7 @@
 import numbers
 
 import keras
-from keras import constraints
-from keras import initializers
-from keras import ops
-from keras import regularizers
+from keras import constraints, initializers, ops, regularizers
 
 from keras_swish import ops as swish_ops
 
@@ -71,9 +68,7 @@ class SwishBeta(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.supports_masking = True
-        if isinstance(beta_initializer, numbers.Real) and not isinstance(
-            beta_initializer, bool
-        ):
+        if isinstance(beta_initializer, numbers.Real) and not isinstance(beta_initializer, bool):
             beta_initializer = initializers.Constant(float(beta_initializer))
         self.beta_initializer = initializers.get(beta_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)

@@ -23,9 +23,7 @@ ACTIVATIONS = {
 def check_activation(name):
     """Raises a ValueError naming the choices if `name` is not one of ours."""
     if name not in ACTIVATIONS:
-        raise ValueError(
-            f"Unknown activation '{name}'. Choose one of: {', '.join(ACTIVATIONS)}."
-        )
+        raise ValueError(f"Unknown activation '{name}'. Choose one of: {', '.join(ACTIVATIONS)}.")
 
 
 def is_piecewise_linear(name):

@@ -108,8 +108,7 @@ def apply_overrides(config, overrides, source):
             )
         if not isinstance(values, dict):
             raise ConfigError(
-                f"Section '{section_name}' in {source} must be a mapping. "
-                f"Received: {values!r}"
+                f"Section '{section_name}' in {source} must be a mapping. Received: {values!r}"
             )
         section = sections[section_name]
         types_ = _field_types(type(section))

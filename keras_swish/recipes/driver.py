@@ -25,12 +25,14 @@ import platform
 import shutil
 import time
 
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import apply_overrides
-from keras_swish.recipes.config import dump_yaml
-from keras_swish.recipes.config import load_yaml
-from keras_swish.recipes.config import to_dict
-from keras_swish.recipes.config import write_atomic
+from keras_swish.recipes.config import (
+    ConfigError,
+    apply_overrides,
+    dump_yaml,
+    load_yaml,
+    to_dict,
+    write_atomic,
+)
 
 
 def _nested(dotted):
@@ -79,9 +81,7 @@ def resolve_config(recipe, config_file=None, flags=None, overrides=None):
         config = apply_overrides(config, values, source)
     if config.train.output is None:
         output = os.path.join("runs", f"{recipe.name}-{config.model.activation}")
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, output=output)
-        )
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, output=output))
     recipe.validate(config)
     return config
 
@@ -202,8 +202,7 @@ def train(recipe, config, verbose=1):
 
     from keras_swish.callbacks import BetaMonitor
     from keras_swish.callbacks.chief import is_chief
-    from keras_swish.recipes.strategy import make_strategy
-    from keras_swish.recipes.strategy import resolve_precision
+    from keras_swish.recipes.strategy import make_strategy, resolve_precision
 
     strategy, strategy_name = make_strategy(config.train.strategy, config.train.tpu)
     precision = resolve_precision(config.train.precision, strategy_name)
@@ -340,9 +339,7 @@ def evaluate(recipe, config, run_dir, verbose=0):
     try:
         metrics = _final_metrics(recipe, config, model, data)
     except ValueError as error:  # e.g. another number of classes
-        raise ConfigError(
-            f"The model in {run_dir} does not fit {data.summary}: {error}"
-        ) from None
+        raise ConfigError(f"The model in {run_dir} does not fit {data.summary}: {error}") from None
     report = {
         "model": model_path,
         "data": data.summary,
@@ -350,4 +347,3 @@ def evaluate(recipe, config, run_dir, verbose=0):
         "config": to_dict(config)["data"],
     }
     return report
-

@@ -6,12 +6,9 @@ import keras
 
 from keras_swish.recipes.activations import check_activation
 from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.image_data import DataError
-from keras_swish.recipes.image_data import make_image_data
-from keras_swish.recipes.image_data import parse_data_spec
+from keras_swish.recipes.image_data import DataError, make_image_data, parse_data_spec
 from keras_swish.recipes.schedules import WarmupExponentialDecay
-from keras_swish.recipes.strategy import PRECISIONS
-from keras_swish.recipes.strategy import STRATEGIES
+from keras_swish.recipes.strategy import PRECISIONS, STRATEGIES
 
 
 @dataclasses.dataclass

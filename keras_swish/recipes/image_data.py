@@ -107,9 +107,7 @@ def _folder_files(root, classes=None):
         raise DataError(f"--data folder: {root} has no class folders.")
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataError(
-            f"--data folder: {root} has classes not in train/: {', '.join(unknown)}."
-        )
+        raise DataError(f"--data folder: {root} has classes not in train/: {', '.join(unknown)}.")
     files, labels = [], []
     for index, name in enumerate(classes):
         directory = os.path.join(root, name)
@@ -237,9 +235,7 @@ def eval_transform(image, size, crop_fraction):
     import tensorflow as tf
 
     shape = tf.shape(image)
-    side = tf.cast(
-        tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) * crop_fraction, tf.int32
-    )
+    side = tf.cast(tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) * crop_fraction, tf.int32)
     top = (shape[0] - side) // 2
     left = (shape[1] - side) // 2
     image = tf.slice(image, [top, left, 0], [side, side, -1])
@@ -273,9 +269,7 @@ def make_image_data(
     """
     import tensorflow as tf
 
-    train, val, num_classes, n_train, n_val, description = _raw_datasets(
-        spec, data_dir, seed
-    )
+    train, val, num_classes, n_train, n_val, description = _raw_datasets(spec, data_dir, seed)
     train, val = train.map(_rgb), val.map(_rgb)
     auto = tf.data.AUTOTUNE
     options = tf.data.Options()
@@ -319,8 +313,7 @@ def make_image_data(
         steps_per_epoch=max(1, n_train // batch_size),
         examples_per_step=batch_size,
         summary=(
-            f"{description}: {n_train} training / {n_val} validation images, "
-            f"{num_classes} classes"
+            f"{description}: {n_train} training / {n_val} validation images, {num_classes} classes"
         ),
         num_classes=num_classes,
         train_examples=n_train,

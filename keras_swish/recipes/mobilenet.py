@@ -22,12 +22,9 @@ import dataclasses
 import keras
 
 from keras_swish.recipes import image_classification as ic
-from keras_swish.recipes.activations import activation_layer
-from keras_swish.recipes.activations import is_piecewise_linear
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import TrainConfig
-from keras_swish.recipes.registry import Recipe
-from keras_swish.recipes.registry import register_recipe
+from keras_swish.recipes.activations import activation_layer, is_piecewise_linear
+from keras_swish.recipes.config import ConfigError, TrainConfig
+from keras_swish.recipes.registry import Recipe, register_recipe
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
 BLOCKS = (
@@ -89,9 +86,7 @@ def validate(config):
     ic.validate_common(config)
     model = config.model
     ic._check(model.alpha > 0, "model.alpha", model.alpha, "positive")
-    ic._check(
-        model.depth_multiplier >= 1, "model.depth_multiplier", model.depth_multiplier, ">= 1"
-    )
+    ic._check(model.depth_multiplier >= 1, "model.depth_multiplier", model.depth_multiplier, ">= 1")
     ic._check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
     ic._check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
     ic._check(
@@ -136,20 +131,35 @@ def build_mobilenet(model_config, input_shape, num_classes):
 
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(
-        width(32), 3, strides=2, padding="same", use_bias=False,
-        kernel_initializer="he_normal", kernel_regularizer=regularizer, name="conv1",
+        width(32),
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+        name="conv1",
     )(inputs)
     x = bn_act(x, "conv1")
     for i, (filters, stride) in enumerate(BLOCKS, start=1):
         x = keras.layers.DepthwiseConv2D(
-            3, strides=stride, padding="same", use_bias=False,
-            depth_multiplier=c.depth_multiplier, depthwise_initializer="he_normal",
-            depthwise_regularizer=regularizer, name=f"conv_dw_{i}",
+            3,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            depth_multiplier=c.depth_multiplier,
+            depthwise_initializer="he_normal",
+            depthwise_regularizer=regularizer,
+            name=f"conv_dw_{i}",
         )(x)
         x = bn_act(x, f"conv_dw_{i}")
         x = keras.layers.Conv2D(
-            width(filters), 1, use_bias=False, kernel_initializer="he_normal",
-            kernel_regularizer=regularizer, name=f"conv_pw_{i}",
+            width(filters),
+            1,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            kernel_regularizer=regularizer,
+            name=f"conv_pw_{i}",
         )(x)
         x = bn_act(x, f"conv_pw_{i}")
     outputs = ic.classifier_head(x, num_classes, c.dropout, regularizer, "mobilenet")

@@ -68,9 +68,7 @@ def make_strategy(name="auto", tpu=None):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy(), name
     if name == "mirrored":
-        devices = [d.name for d in gpus] or [
-            d.name for d in tf.config.list_logical_devices("CPU")
-        ]
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices), name
     if name == "one_device":
         device = gpus[0].name if gpus else "/cpu:0"

@@ -26,10 +26,7 @@ def trained_run(tmp_path_factory):
     model.fit(x, y, batch_size=8, epochs=2, callbacks=callbacks, verbose=0)
     model_path = os.path.join(log_dir, "model.keras")
     model.save(model_path)
-    betas = {
-        name: layer.beta.numpy().astype("float32")
-        for name, layer in find_swish_layers(model)
-    }
+    betas = {name: layer.beta.numpy().astype("float32") for name, layer in find_swish_layers(model)}
     return types.SimpleNamespace(
         log_dir=log_dir, model=model, model_path=model_path, betas=betas, probe=x[:4]
     )

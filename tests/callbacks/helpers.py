@@ -29,18 +29,14 @@ def build_model():
     """The test model; fixed layer names for a fresh Keras session."""
     keras.backend.clear_session()
     outer_input = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="swish_beta")(
-        outer_input
-    )
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="swish_beta")(outer_input)
     x = keras_swish.SwishBeta(name="swish_beta")(x)  # same path as the one in block
     inner_input = keras.Input((4, 4, 8))
     y = keras.layers.Conv2D(8, 3, padding="same", activation="swish_beta")(inner_input)
     y = keras_swish.SwishBeta(shared_axes=[1, 2, 3])(y)
     x = keras.Model(inner_input, y, name="block")(x)
     x = keras.layers.Reshape((4, 32))(x)
-    x = keras.layers.LSTM(
-        6, activation="swish_beta", recurrent_activation="swish_beta"
-    )(x)
+    x = keras.layers.LSTM(6, activation="swish_beta", recurrent_activation="swish_beta")(x)
     x = keras.layers.Dense(3, activation="swish_beta")(x)
     outputs = keras.layers.Dense(1)(x)
     return keras.Model(outer_input, outputs, name="outer")
@@ -63,14 +59,10 @@ def read_events(directory):
     )
     accumulator.Reload()
     return {
-        tag: [
-            (e.step, tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)
-        ]
+        tag: [(e.step, tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
         for tag in accumulator.Tags()[event_accumulator.TENSORS]
     }
 
 
 def event_files(directory):
-    return sorted(
-        f for f in os.listdir(directory) if f.startswith("events.out.tfevents")
-    )
+    return sorted(f for f in os.listdir(directory) if f.startswith("events.out.tfevents"))

@@ -130,9 +130,7 @@ def small_model(activation="swish_beta"):
 
 def small_data():
     rng = np.random.default_rng(1)
-    return rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype(
-        "float32"
-    )
+    return rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
 
 
 @pytest.mark.all_backends
@@ -156,22 +154,15 @@ def test_resumed_training_continues_the_step_count(tmp_path):
     assert [step for step, _ in events["bump/share"]] == [0, 1]
     # The probe's recording hooks are gone again.
     assert not any("call" in vars(layer) for _, layer in find_swish_layers(model))
-    assert (
-        keras_swish.callbacks.betas.read_snapshot(tmp_path / "beta" / "betas.json")[0]
-        == 2
-    )
+    assert keras_swish.callbacks.betas.read_snapshot(tmp_path / "beta" / "betas.json")[0] == 2
 
 
 @pytest.mark.all_backends
 def test_update_freq_steps_follow_optimizer_iterations(tmp_path):
     x, y = small_data()  # 4 batches an epoch
     model = small_model()
-    model.fit(
-        x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0
-    )
-    model.fit(
-        x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0
-    )
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0)
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, 3)], verbose=0)
     events = read_events(str(tmp_path / "beta"))
     # Every 3 steps, and the final β at the end of each fit.
     assert [step for step, _ in events["beta/all"]] == [3, 4, 6, 8]
@@ -230,9 +221,7 @@ class _Resolver:
 class _MultiWorkerStrategy:
     def __init__(self, resolver):
         self.cluster_resolver = resolver
-        self.extended = type(
-            "Extended", (), {"_in_multi_worker_mode": lambda self: True}
-        )()
+        self.extended = type("Extended", (), {"_in_multi_worker_mode": lambda self: True})()
 
 
 @pytest.mark.parametrize(

@@ -85,9 +85,7 @@ def test_report_from_snapshot_file(trained_run, tmp_path):
 
 
 def relu_model_path(tmp_path):
-    model = keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(2, activation="relu")]
-    )
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="relu")])
     path = str(tmp_path / "relu.keras")
     model.save(path)
     return path
@@ -122,9 +120,7 @@ def test_bad_input_writes_nothing(make_input, message, tmp_path):
 def test_several_runs_are_named(trained_run, tmp_path):
     for run in ("a", "b"):
         report = beta_report(trained_run.log_dir, tmp_path / "x")
-        keras_swish.callbacks.betas.write_snapshot(
-            list(report.layers), tmp_path / run / "beta", 0
-        )
+        keras_swish.callbacks.betas.write_snapshot(list(report.layers), tmp_path / run / "beta", 0)
     with pytest.raises(ValueError, match="holds 2 BetaMonitor runs"):
         beta_report(tmp_path, tmp_path / "out")
 
@@ -146,9 +142,7 @@ def test_same_paths_get_owner_prefix():
 
 
 def test_cli_beta_report(trained_run, tmp_path, capsys):
-    assert (
-        cli.main(["beta-report", trained_run.log_dir, "--out-dir", str(tmp_path)]) == 0
-    )
+    assert cli.main(["beta-report", trained_run.log_dir, "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "at step 1" in out and "dense/swish_beta" in out
     assert f"Wrote {tmp_path / 'beta_distribution.png'}" in out

@@ -43,9 +43,7 @@ def _poll(fetch, ready, process, log):
     while time.monotonic() < deadline:
         if process.poll() is not None:
             log.seek(0)
-            pytest.fail(
-                f"tensorboard exited ({process.returncode}): {log.read()[-2000:]}"
-            )
+            pytest.fail(f"tensorboard exited ({process.returncode}): {log.read()[-2000:]}")
         try:
             result = fetch()
             if ready(result):
@@ -54,9 +52,7 @@ def _poll(fetch, ready, process, log):
             pass
         time.sleep(0.5)
     log.seek(0)
-    pytest.fail(
-        f"tensorboard did not serve the data in {TIMEOUT_S} s: {log.read()[-2000:]}"
-    )
+    pytest.fail(f"tensorboard did not serve the data in {TIMEOUT_S} s: {log.read()[-2000:]}")
 
 
 @pytest.fixture
@@ -113,9 +109,7 @@ def test_histograms_and_curves_through_the_http_api(server, trained_run):
     assert [step for _, step, _ in series] == [0, 1]
     buckets = np.asarray(series[-1][2])  # [[left, right, count], ...]
     assert buckets[:, 2].sum() == every.size
-    np.testing.assert_allclose(
-        [buckets[0, 0], buckets[-1, 1]], [every.min(), every.max()]
-    )
+    np.testing.assert_allclose([buckets[0, 0], buckets[-1, 1]], [every.min(), every.max()])
     layer = json.loads(
         _get(
             base,
@@ -129,9 +123,7 @@ def test_histograms_and_curves_through_the_http_api(server, trained_run):
     image_tags = json.loads(_get(base, "/data/plugin/images/tags"))
     assert "beta/curves" in image_tags["beta"]
     images = json.loads(
-        _get(
-            base, "/data/plugin/images/images", run="beta", tag="beta/curves", sample=0
-        )
+        _get(base, "/data/plugin/images/images", run="beta", tag="beta/curves", sample=0)
     )
     assert [entry["step"] for entry in images] == [0, 1]
     png = _get(base, "/data/plugin/images/individualImage?" + images[-1]["query"])

@@ -4,8 +4,7 @@ import pytest
 
 import keras_swish
 from keras_swish import SwishBeta
-from tests.backend_utils import to_numpy
-from tests.backend_utils import value_and_grads
+from tests.backend_utils import to_numpy, value_and_grads
 from tests.layer_contract import check_layer_contract
 
 pytestmark = pytest.mark.all_backends

@@ -17,7 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def cli(*args, timeout=900):
     return subprocess.run(
         [sys.executable, "-m", "keras_swish.recipes", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
     )
 
 
@@ -28,7 +31,10 @@ def cli(*args, timeout=900):
         (["train", "mobilenet", "--activation", "swish_bta"], "Unknown activation 'swish_bta'"),
         (["train", "mobilenet", "--strategy", "gpus"], "'train.strategy' must be one of"),
         (["train", "mobilenet", "--precision", "fp16"], "'train.precision' must be one of"),
-        (["train", "mobilenet", "--set", "optimizer.nope=1"], "Unknown config key 'optimizer.nope'"),
+        (
+            ["train", "mobilenet", "--set", "optimizer.nope=1"],
+            "Unknown config key 'optimizer.nope'",
+        ),
         (["train", "mobilenet", "--data", "imagenet"], "Cannot read --data 'imagenet'"),
         (["train", "mobilenet", "--data", "folder:/no/such/dir"], "is not a directory"),
         (["train", "mobilenet", "--epochs", "0"], "'train.epochs' must be at least 1"),
@@ -47,8 +53,16 @@ def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):
 
 
 def test_tfds_data_that_is_not_prepared(tmp_path, capsys):
-    args = ["train", "mobilenet", "--data", "tfds:imagenet2012", "--data-dir", str(tmp_path),
-            "--output", str(tmp_path / "run")]
+    args = [
+        "train",
+        "mobilenet",
+        "--data",
+        "tfds:imagenet2012",
+        "--data-dir",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "not prepared" in err and "--manual_dir" in err
@@ -96,11 +110,23 @@ def _wait_for_epochs(path, count, process, timeout=600):
 
 def test_train_killed_then_resumed_learns_and_writes_every_output(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "mobilenet", "--epochs", "4", "--steps-per-epoch", "30",
-            "--output", str(run), "--verbose", "2"]
+    args = [
+        "train",
+        "mobilenet",
+        "--epochs",
+        "4",
+        "--steps-per-epoch",
+        "30",
+        "--output",
+        str(run),
+        "--verbose",
+        "2",
+    ]
     first = subprocess.Popen(
         [sys.executable, "-m", "keras_swish.recipes", *args],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_epochs(run / "metrics.json", 1, first)
@@ -123,7 +149,9 @@ def test_train_killed_then_resumed_learns_and_writes_every_output(tmp_path):
     for key in ("wall_time_s", "examples_per_s", "val_top1"):
         assert key in metrics["epochs"][-1]
     assert (metrics["strategy"], metrics["replicas"], metrics["precision"]) == (
-        "default", 1, "float32",
+        "default",
+        1,
+        "float32",
     )
     assert {"keras", "tensorflow", "keras_swish", "python"} <= set(metrics["versions"])
     for name in ("config.yaml", "best.keras", "final.keras"):
@@ -143,9 +171,26 @@ def test_train_killed_then_resumed_learns_and_writes_every_output(tmp_path):
 
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     run = tmp_path / "mirrored"
-    result = cli("train", "mobilenet", "--strategy", "mirrored", "--set", "train.cpu_devices=2",
-                 "--epochs", "1", "--steps-per-epoch", "4", "--output", str(run), "--verbose", "0")
+    result = cli(
+        "train",
+        "mobilenet",
+        "--strategy",
+        "mirrored",
+        "--set",
+        "train.cpu_devices=2",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "4",
+        "--output",
+        str(run),
+        "--verbose",
+        "0",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Strategy: mirrored (MirroredStrategy), 2 replica(s), global batch 64 (32 per replica)" in result.stdout
+    assert (
+        "Strategy: mirrored (MirroredStrategy), 2 replica(s), global batch 64 (32 per replica)"
+        in result.stdout
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["strategy"], metrics["replicas"], metrics["completed"]) == ("mirrored", 2, True)

@@ -5,11 +5,8 @@ import dataclasses
 import pytest
 
 from keras_swish.recipes import driver
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import apply_overrides
-from keras_swish.recipes.config import parse_set
-from keras_swish.recipes.registry import get_recipe
-from keras_swish.recipes.registry import list_recipes
+from keras_swish.recipes.config import ConfigError, apply_overrides, parse_set
+from keras_swish.recipes.registry import get_recipe, list_recipes
 
 
 @pytest.mark.parametrize("recipe", list_recipes(), ids=lambda r: r.name)
@@ -30,7 +27,11 @@ def test_mobilenet_reference_defaults_match_the_paper_recipe():
     assert (config.train.batch_size, config.train.epochs) == (4096, 500)
     opt = config.optimizer
     assert (opt.learning_rate, opt.base_batch_size, opt.rho, opt.momentum, opt.epsilon) == (
-        0.008, 128, 0.9, 0.9, 0.002,
+        0.008,
+        128,
+        0.9,
+        0.9,
+        0.002,
     )
     assert (opt.decay_rate, opt.decay_epochs, opt.warmup_epochs) == (0.94, 2.5, 5.0)
     assert config.train.label_smoothing == 0.1

@@ -4,15 +4,18 @@ import numpy as np
 import pytest
 
 from keras_swish.recipes.embedded import load_mnist_5k
-from keras_swish.recipes.image_data import DataError
-from keras_swish.recipes.image_data import make_image_data
-from keras_swish.recipes.image_data import parse_data_spec
+from keras_swish.recipes.image_data import DataError, make_image_data, parse_data_spec
 
 tf = pytest.importorskip("tensorflow")
 
 PIPELINE = dict(
-    image_size=32, batch_size=8, seed=3, crop_area_min=0.5, random_flip=True,
-    eval_crop=0.875, shuffle_buffer=64,
+    image_size=32,
+    batch_size=8,
+    seed=3,
+    crop_area_min=0.5,
+    random_flip=True,
+    eval_crop=0.875,
+    shuffle_buffer=64,
 )
 
 
@@ -58,7 +61,9 @@ def test_class_folders(tmp_path):
             for i in range(count):
                 image = rng.integers(0, 255, size=(20 + i, 24, 3), dtype=np.uint8)
                 tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image))
-    data = make_image_data(parse_data_spec(f"folder:{tmp_path}"), None, **dict(PIPELINE, batch_size=2))
+    data = make_image_data(
+        parse_data_spec(f"folder:{tmp_path}"), None, **dict(PIPELINE, batch_size=2)
+    )
     assert (data.num_classes, data.train_examples, data.validation_examples) == (2, 6, 4)
     images, labels = first_batch(data.train)
     assert images.shape == (2, 32, 32, 3) and labels.shape == (2, 2)

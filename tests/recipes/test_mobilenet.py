@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 
 from keras_swish import SwishBeta
-from keras_swish.recipes.activations import ACTIVATIONS
-from keras_swish.recipes.activations import activation_layer
-from keras_swish.recipes.mobilenet import MobileNetConfig
-from keras_swish.recipes.mobilenet import build_mobilenet
+from keras_swish.recipes.activations import ACTIVATIONS, activation_layer
+from keras_swish.recipes.mobilenet import MobileNetConfig, build_mobilenet
 from keras_swish.recipes.schedules import WarmupExponentialDecay
 
 KIND = {
@@ -29,9 +27,18 @@ def test_activation_at_every_nonlinearity(name):
     assert len(acts) == 27  # after conv1 and after each of 13 depthwise + 13 pointwise
     assert all(isinstance(a, KIND.get(name, keras.layers.Activation)) for a in acts)
     others = [
-        layer for layer in model.layers
-        if isinstance(layer, (keras.layers.ReLU, keras.layers.PReLU, SwishBeta,
-                              keras.layers.LeakyReLU, keras.layers.Activation))
+        layer
+        for layer in model.layers
+        if isinstance(
+            layer,
+            (
+                keras.layers.ReLU,
+                keras.layers.PReLU,
+                SwishBeta,
+                keras.layers.LeakyReLU,
+                keras.layers.Activation,
+            ),
+        )
         and layer not in acts
     ]
     assert others == []
@@ -42,7 +49,8 @@ def test_activation_at_every_nonlinearity(name):
         c = MobileNetConfig(activation=name, alpha=0.25, batchnorm_scale=False)
         model = build_mobilenet(c, (32, 32, 3), 10)
         assert all(
-            layer.scale for layer in model.layers
+            layer.scale
+            for layer in model.layers
             if isinstance(layer, keras.layers.BatchNormalization)
         )
 
@@ -78,8 +86,11 @@ def test_weight_decay_reaches_every_kernel():
     config = dataclasses.replace(MobileNetConfig(), alpha=0.25, weight_decay=1e-4)
     model = build_mobilenet(config, (32, 32, 3), 10)
     kernels = [
-        layer for layer in model.layers
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
+        layer
+        for layer in model.layers
+        if isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+        )
     ]
     assert len(model.losses) == len(kernels) == 28
 
