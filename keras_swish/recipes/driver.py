@@ -204,6 +204,17 @@ def train(recipe, config, verbose=1):
     from keras_swish.callbacks.chief import is_chief
     from keras_swish.recipes.strategy import make_strategy, resolve_precision
 
+    if config.train.strategy == "multi_worker" or (
+        config.train.strategy == "auto" and not config.train.tpu and tf_config_workers() > 1
+    ):
+        # Keras 3's fit fails inside its own distribution code under
+        # MultiWorkerMirroredStrategy (keras-team/keras#20585): say so up front.
+        raise ConfigError(
+            "MultiWorkerMirroredStrategy (TF_CONFIG with several workers, or --strategy "
+            f"multi_worker) is not supported by Keras {keras.__version__}'s fit on the "
+            "TensorFlow backend (keras-team/keras#20585). Use --strategy mirrored on one "
+            "machine with several GPUs, or --tpu."
+        )
     strategy, strategy_name = make_strategy(config.train.strategy, config.train.tpu)
     precision = resolve_precision(config.train.precision, strategy_name)
     replicas = strategy.num_replicas_in_sync

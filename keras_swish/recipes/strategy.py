@@ -29,7 +29,8 @@ def split_cpu(devices):
         ) from error
 
 
-def _tf_config_workers():
+def tf_config_workers():
+    """How many workers (chief included) TF_CONFIG names; 0 without it."""
     try:
         config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
     except json.JSONDecodeError as error:
@@ -54,7 +55,7 @@ def make_strategy(name="auto", tpu=None):
     if name == "auto":
         if tpu:
             name = "tpu"
-        elif _tf_config_workers() > 1:
+        elif tf_config_workers() > 1:
             name = "multi_worker"
         elif len(gpus) > 1:
             name = "mirrored"
