@@ -202,7 +202,7 @@ def train(recipe, config, verbose=1):
 
     from keras_swish.callbacks import BetaMonitor
     from keras_swish.callbacks.chief import is_chief
-    from keras_swish.recipes.strategy import make_strategy, resolve_precision
+    from keras_swish.recipes.strategy import make_strategy, resolve_precision, tf_config_workers
 
     if config.train.strategy == "multi_worker" or (
         config.train.strategy == "auto" and not config.train.tpu and tf_config_workers() > 1
