@@ -1,9 +1,10 @@
-"""The recipe commands of `keras-swish`: `recipes`, `train` and `evaluate`.
+"""The recipe commands of `keras-swish`: `recipes`, `train`, `evaluate`, `translate`.
 
 ```
 keras-swish recipes
 keras-swish train RECIPE [--activation NAME] [--data SPEC] [--data-dir DIR] ...
 keras-swish evaluate RUN_DIR [--data SPEC] [--data-dir DIR] [--batch-size N]
+keras-swish translate RUN_DIR < sentences.txt
 ```
 Also runnable as `python -m keras_swish.recipes ...`.
 """
@@ -22,7 +23,10 @@ COMMON_FLAGS = {
     "activation": {"metavar": "NAME", "help": f"one of: {', '.join(ACTIVATIONS)}"},
     "data": {
         "metavar": "SPEC",
-        "help": "tfds:NAME[:SPLIT] or folder:PATH (default: the embedded dataset)",
+        "help": (
+            "tfds:NAME[:SPLIT], folder:PATH (image recipes) or text:SRC,TGT "
+            "(translation); default: the recipe's embedded dataset"
+        ),
     },
     "data_dir": {"metavar": "DIR", "help": "where prepared TFDS data lives"},
     "epochs": {"type": int, "metavar": "N"},
@@ -106,7 +110,9 @@ def _evaluate(args):
         data = dataclasses.replace(data, source=args.data)
     if args.data_dir is not None:
         data = dataclasses.replace(data, data_dir=args.data_dir)
-    train = config.train
+    # The run's own folder, wherever the command runs from (it holds the
+    # run's files, e.g. the NMT recipe's SentencePiece model).
+    train = dataclasses.replace(config.train, output=args.run_dir)
     if args.batch_size is not None:
         train = dataclasses.replace(train, batch_size=args.batch_size)
     config = dataclasses.replace(config, data=data, train=train)
@@ -116,8 +122,19 @@ def _evaluate(args):
     return 0
 
 
+def _translate(args):
+    import sys
+
+    from keras_swish.recipes.transformer_nmt import translator
+
+    translate = translator(args.run_dir, args.beam_size, args.length_penalty)
+    for line in translate(sys.stdin.read().splitlines()):
+        print(line)
+    return 0
+
+
 def add_subcommands(subparsers):
-    """Adds `recipes`, `train` and `evaluate` to `keras-swish`'s subparsers."""
+    """Adds `recipes`, `train`, `evaluate` and `translate` to `keras-swish`'s subparsers."""
     recipes = subparsers.add_parser(
         "recipes", help="list the recipes, their data and defaults"
     )
@@ -157,6 +174,24 @@ def add_subcommands(subparsers):
     evaluate.add_argument("--data-dir", dest="data_dir", metavar="DIR")
     evaluate.add_argument("--batch-size", dest="batch_size", type=int, metavar="N")
     evaluate.set_defaults(handler=_evaluate)
+
+    translate = subparsers.add_parser(
+        "translate",
+        help="translate stdin with a transformer_nmt run",
+        description=(
+            "Reads one sentence a line on stdin and prints one translation a line, "
+            "with RUN_DIR's best.keras (else final.keras) and its SentencePiece model."
+        ),
+    )
+    translate.add_argument("run_dir", metavar="RUN_DIR")
+    translate.add_argument(
+        "--beam-size", dest="beam_size", type=int, metavar="N", help="default: the run's"
+    )
+    translate.add_argument(
+        "--length-penalty", dest="length_penalty", type=float, metavar="A",
+        help="default: the run's",
+    )
+    translate.set_defaults(handler=_translate)
 
 
 __all__ = ["add_subcommands"]

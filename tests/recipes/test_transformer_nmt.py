@@ -1,0 +1,480 @@
+"""The translation recipe: config, network, masking, decoding, data sources."""
+
+import collections
+import dataclasses
+import types
+
+import keras
+import numpy as np
+import pytest
+
+from keras_swish import SwishBeta
+from keras_swish.cli import main
+from keras_swish.recipes import driver
+from keras_swish.recipes import nmt_data
+from keras_swish.recipes.activations import ACTIVATIONS
+from keras_swish.recipes.config import ConfigError
+from keras_swish.recipes.config import parse_set
+from keras_swish.recipes.nmt_data import BOS_ID
+from keras_swish.recipes.nmt_data import EOS_ID
+from keras_swish.recipes.nmt_decode import CachedDecoder
+from keras_swish.recipes.nmt_decode import beam_search
+from keras_swish.recipes.nmt_decode import greedy_decode
+from keras_swish.recipes.nmt_decode import length_penalty
+from keras_swish.recipes.nmt_model import SmoothedSparseCrossentropy
+from keras_swish.recipes.nmt_model import TransformerSchedule
+from keras_swish.recipes.nmt_model import build_transformer
+from keras_swish.recipes.nmt_model import feedforward_activations
+from keras_swish.recipes.registry import get_recipe
+from keras_swish.recipes.transformer_nmt import TransformerConfig
+from tests.backend_utils import to_numpy
+
+RECIPE = get_recipe("transformer_nmt")
+KIND = {
+    "relu": keras.layers.ReLU,
+    "relu6": keras.layers.ReLU,
+    "leaky_relu": keras.layers.LeakyReLU,
+    "prelu": keras.layers.PReLU,
+    "swish_beta": SwishBeta,
+}
+
+
+def tiny(**changes):
+    base = dict(
+        d_model=16, num_heads=2, ffn_dim=24, encoder_layers=2, decoder_layers=3, dropout=0.0
+    )
+    return dataclasses.replace(TransformerConfig(), **dict(base, **changes))
+
+
+# --- Config ---------------------------------------------------------------------
+
+
+def test_reference_defaults_are_transformer_base():
+    config = RECIPE.default_config()
+    m, d, o, t = config.model, config.data, config.optimizer, config.train
+    assert (m.d_model, m.num_heads, m.ffn_dim, m.encoder_layers, m.decoder_layers) == (
+        512,
+        8,
+        2048,
+        6,
+        6,
+    )
+    assert (m.dropout, m.beam_size, m.length_penalty, t.label_smoothing) == (0.1, 4, 0.6, 0.1)
+    assert (o.beta_1, o.beta_2, o.epsilon, o.warmup_steps, o.scale) == (0.9, 0.98, 1e-9, 4000, 1.0)
+    assert (d.vocab_size, d.tokens_per_batch) == (32000, 25000)
+    assert t.epochs * t.steps_per_epoch == 300_000  # the paper's steps
+    wmt = driver.resolve_config(RECIPE, flags={"data": "tfds:wmt14_translate/de-en"})
+    assert wmt.model == TransformerConfig() and wmt.data.vocab_size == 32000
+
+
+def test_embedded_preset_and_recipe_flags():
+    config = driver.resolve_config(RECIPE)
+    assert config.data.source is None
+    assert (config.model.d_model, config.model.encoder_layers, config.data.vocab_size) == (
+        128,
+        2,
+        1000,
+    )
+    assert config.train.output == "runs/transformer_nmt-swish_beta"
+    flags = {
+        "vocab_size": 500,
+        "tokens_per_batch": 800,
+        "max_length": 40,
+        "beam_size": 2,
+        "length_penalty": 1.0,
+        "activation": "relu",
+        "epochs": 3,
+    }
+    config = driver.resolve_config(RECIPE, flags=flags, overrides=parse_set(["model.dropout=0.2"]))
+    assert (config.data.vocab_size, config.data.tokens_per_batch, config.data.max_length) == (
+        500,
+        800,
+        40,
+    )
+    assert (config.model.beam_size, config.model.length_penalty, config.model.dropout) == (
+        2,
+        1.0,
+        0.2,
+    )
+    assert "image_size" not in RECIPE.flags and set(RECIPE.extra_flags) <= set(RECIPE.flags)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"activation": "swish_bta"}, "Unknown activation 'swish_bta'"),
+        ({"data": "text:only-one-file"}, "Cannot read --data 'text:only-one-file'"),
+        ({"beam_size": 0}, "'model.beam_size' must be at least 1"),
+        ({"length_penalty": -1.0}, "'model.length_penalty' must be >= 0"),
+        ({"tokens_per_batch": 10}, "'data.tokens_per_batch' must be at least data.max_length"),
+        ({"vocab_size": 4}, "'data.vocab_size' must be at least 16"),
+        ({"max_length": 2}, "'data.max_length' must be at least 4"),
+    ],
+)
+def test_bad_config_values(flags, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        driver.resolve_config(RECIPE, flags=flags)
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ConfigError, match="'model.d_model' must be a multiple of model.num_heads"):
+        driver.resolve_config(RECIPE, overrides={"model": {"num_heads": 5}})
+
+
+# --- The network ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_reaches_every_ffn(name, tmp_path):
+    model = build_transformer(tiny(activation=name), vocab_size=40, max_length=16)
+    acts = feedforward_activations(model)
+    assert len(acts) == 2 + 3  # every encoder and decoder layer
+    assert len({id(a) for a in acts}) == len(acts), "each FFN owns its activation"
+    assert all(isinstance(a, KIND.get(name, keras.layers.Activation)) for a in acts)
+    if name in ("prelu", "swish_beta"):
+        weights = [w for a in acts for w in a.trainable_weights]
+        assert len(weights) == 5 and all(int(np.prod(w.shape)) == 24 for w in weights)
+    # The activation survives saving, e.g. relu6's cap and leaky_relu's 0.01.
+    model.save(tmp_path / "m.keras")
+    restored = feedforward_activations(keras.models.load_model(tmp_path / "m.keras"))
+    assert [type(a) for a in restored] == [type(a) for a in acts]
+    x = np.linspace(-300.0, 10.0, 2 * 24, dtype="float32").reshape(1, 2, 24)
+    for before, after in zip(acts, restored, strict=True):
+        np.testing.assert_allclose(to_numpy(after(x)), to_numpy(before(x)), rtol=1e-6)
+
+
+def test_transformer_base_size():
+    relu = build_transformer(TransformerConfig(activation="relu"), vocab_size=32000, max_length=256)
+    # Shared 32000 × 512 embedding (also the output layer), 6 encoder and 6 decoder layers.
+    assert relu.count_params() == 16_384_000 + 6 * 3_152_384 + 6 * 4_204_032
+    assert len(feedforward_activations(relu)) == 12
+    tied = [w for w in relu.weights if "embeddings" in w.path]
+    assert len(tied) == 1 and tuple(tied[0].shape) == (32000, 512)
+
+
+def test_padding_changes_nothing():
+    model = build_transformer(tiny(dropout=0.1), vocab_size=30, max_length=32)
+    rng = np.random.default_rng(0)
+    source = rng.integers(4, 30, (2, 5)).astype("int32")
+    target = rng.integers(4, 30, (2, 4)).astype("int32")
+    logits = to_numpy(model({"source": source, "target_in": target}, training=False))
+    padded = to_numpy(
+        model(
+            {
+                "source": np.pad(source, ((0, 0), (0, 6))),
+                "target_in": np.pad(target, ((0, 0), (0, 3))),
+            },
+            training=False,
+        )
+    )
+    np.testing.assert_allclose(padded[:, :4], logits, rtol=1e-5, atol=1e-5)
+
+    loss = SmoothedSparseCrossentropy(label_smoothing=0.1)
+    labels = rng.integers(4, 30, (2, 4)).astype("int32")
+    weights = np.ones((2, 4), "float32")
+    value = float(loss(labels, logits, sample_weight=weights))
+    padded_labels = np.pad(labels, ((0, 0), (0, 3)))
+    padded_value = float(
+        loss(padded_labels, padded, sample_weight=(padded_labels != 0).astype("float32"))
+    )
+    assert padded_value == pytest.approx(value, rel=1e-5)
+    # The same number as Keras's one-hot cross-entropy with label smoothing.
+    reference = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    assert value == pytest.approx(float(reference(keras.ops.one_hot(labels, 30), logits)), rel=1e-5)
+
+    metric = keras.metrics.SparseCategoricalAccuracy()
+    metric.update_state(labels, logits)
+    accuracy = float(metric.result())
+    metric.reset_state()
+    metric.update_state(padded_labels, padded, sample_weight=(padded_labels != 0))
+    assert float(metric.result()) == pytest.approx(accuracy)
+
+
+def test_transformer_schedule():
+    schedule = TransformerSchedule(d_model=512, warmup_steps=4000)
+    # `step` is the optimizer's iteration count; the formula counts from 1.
+    assert float(schedule(0)) == pytest.approx(512**-0.5 * 1 * 4000**-1.5)
+    assert float(schedule(3999)) == pytest.approx(512**-0.5 * 4000**-0.5, rel=1e-5)  # the peak
+    assert float(schedule(15999)) == pytest.approx(512**-0.5 * 16000**-0.5, rel=1e-5)
+    restored = TransformerSchedule.from_config(schedule.get_config())
+    assert float(restored(99)) == pytest.approx(float(schedule(99)))
+
+
+# --- Decoding ----------------------------------------------------------------------
+
+
+def test_beam_one_equals_greedy():
+    keras.utils.set_random_seed(3)
+    model = build_transformer(tiny(d_model=32, num_heads=4), vocab_size=40, max_length=64)
+    rng = np.random.default_rng(1)
+    source = rng.integers(4, 40, (6, 9)).astype("int32")
+    source[:, -1] = EOS_ID
+    source[2, 4:], source[2, 3] = 0, EOS_ID  # a shorter, padded sentence
+    # An untrained model never ends a sentence: make EOS outscore its most
+    # frequent output token, so that some translations end early.
+    tokens = [t for sentence in greedy_decode(model, source, 64, 12) for t in sentence]
+    embeddings = model.get_layer("embedding").token_embedding.embeddings
+    table = to_numpy(embeddings).copy()
+    table[EOS_ID] = 1.5 * table[collections.Counter(tokens).most_common(1)[0][0]]
+    embeddings.assign(table)
+
+    greedy = greedy_decode(model, source, max_length=64, extra_length=12)
+    beam = beam_search(CachedDecoder(model), source, beam_size=1, max_length=64, extra_length=12)
+    assert beam == greedy
+    lengths = sorted(len(g) for g in greedy)
+    assert lengths[0] < 9 + 12 - 1, f"no sentence ended early: {lengths}"
+    wide = beam_search(CachedDecoder(model), source, beam_size=4, max_length=64, extra_length=12)
+    assert len(wide) == 6 and all(EOS_ID not in w and BOS_ID not in w for w in wide)
+
+
+class TableDecoder:
+    """A fake decoder with fixed next-token probabilities per prefix."""
+
+    A, B = 4, 5
+    TABLE = {
+        (): {A: 0.55, B: 0.45},
+        (A,): {A: 0.34, B: 0.33, EOS_ID: 0.33},
+        (B,): {EOS_ID: 0.9, A: 0.1},
+    }
+
+    def start(self, source, rows_per_sentence, max_length):
+        return {"prefixes": [() for _ in range(len(source) * rows_per_sentence)]}
+
+    def step(self, state, tokens, index, order):
+        prefixes = [state["prefixes"][i] for i in order]
+        if index > 0:
+            prefixes = [p + (int(t),) for p, t in zip(prefixes, tokens, strict=True)]
+        state["prefixes"] = prefixes
+        out = np.full((len(prefixes), 6), -1e9)
+        for row, prefix in enumerate(prefixes):
+            probs = self.TABLE.get(prefix, {EOS_ID: 0.6, self.A: 0.4})
+            for token, p in probs.items():
+                out[row, token] = np.log(p)
+        return out
+
+
+def test_beam_search_finds_what_greedy_misses():
+    source = np.array([[9, EOS_ID]])
+    greedy = beam_search(TableDecoder(), source, beam_size=1, alpha=0.0, max_length=6)
+    assert greedy == [[TableDecoder.A, TableDecoder.A]]  # 0.55, then 0.34 > 0.33, then EOS
+    beam = beam_search(TableDecoder(), source, beam_size=2, alpha=0.0, max_length=6)
+    assert beam == [[TableDecoder.B]]  # P = 0.45 · 0.9 beats 0.55 · 0.33 and 0.55 · 0.34 · 0.6
+    assert length_penalty(1, 0.6) == 1.0 and length_penalty(7, 0.6) == pytest.approx(2**0.6)
+
+
+# --- Data ----------------------------------------------------------------------------
+
+PO_TEXT = r"""
+msgid ""
+msgstr ""
+"Content-Type: text/plain; charset=UTF-8\n"
+"Plural-Forms: nplurals=2; plural=(n != 1);\n"
+
+#: a.py:1
+msgid "Save"
+msgstr "Speichern"
+
+msgid ""
+"Please correct the "
+"errors below."
+msgstr ""
+"Bitte die unten "
+"aufgeführten Fehler korrigieren."
+
+msgid "%(count)d item"
+msgid_plural "%(count)d items"
+msgstr[0] "%(count)d Element"
+msgstr[1] "%(count)d Elemente"
+
+#, fuzzy
+msgid "Delete"
+msgstr "Löschen?"
+
+msgid "%(value)s"
+msgstr "%(value)s"
+
+msgid "<b>%s</b>"
+msgstr "<b>%s</b>"
+
+msgid "Not translated"
+msgstr ""
+
+msgctxt "month name"
+msgid "May"
+msgstr "Mai"
+"""
+
+
+def test_po_catalog_reader(tmp_path):
+    path = tmp_path / "django.po"
+    path.write_text(PO_TEXT, encoding="utf-8")
+    assert nmt_data.catalog_pairs(str(path)) == [
+        ("Save", "Speichern"),
+        ("Please correct the errors below.", "Bitte die unten aufgeführten Fehler korrigieren."),
+        ("%(count)d item", "%(count)d Element"),
+        ("%(count)d items", "%(count)d Elemente"),
+        ("May", "Mai"),
+    ]
+
+
+def test_embedded_pairs_are_real_and_split_deterministically():
+    pairs = nmt_data.load_catalog_pairs()
+    assert len(pairs) > 1800
+    assert len({s for s, _ in pairs}) == len(pairs)
+    assert ("Delete", "Löschen") in pairs
+    assert all(nmt_data.has_words(s) and nmt_data.has_words(t) for s, t in pairs)
+    train, val, test = nmt_data.split_pairs(pairs, 0.1, 0.1)
+    assert nmt_data.split_pairs(list(reversed(pairs)), 0.1, 0.1)[2] == list(reversed(test))
+    assert len(train) + len(val) + len(test) == len(pairs)
+    assert 0.07 < len(test) / len(pairs) < 0.13 and 0.07 < len(val) / len(pairs) < 0.13
+    assert not {s for s, _ in test} & {s for s, _ in train}
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        (None, nmt_data.DataSpec("embedded", "catalogs")),
+        ("tfds:wmt14_translate/de-en", nmt_data.DataSpec("tfds", "wmt14_translate/de-en")),
+        (
+            "tfds:wmt14_translate/de-en:train[:1%]",
+            nmt_data.DataSpec("tfds", "wmt14_translate/de-en", "train[:1%]"),
+        ),
+        ("text:a.en,b.de", nmt_data.DataSpec("text", "a.en", target_file="b.de")),
+    ],
+)
+def test_data_specs(text, spec):
+    assert nmt_data.parse_data_spec(text) == spec
+
+
+@pytest.mark.parametrize("text", ["text:a.en", "text:a,b,c", "text:,b", "folder:x", "tfds:"])
+def test_bad_data_specs(text):
+    with pytest.raises(nmt_data.DataError, match="Cannot read --data"):
+        nmt_data.parse_data_spec(text)
+
+
+def _data_config(**changes):
+    base = dict(
+        vocab_size=60,
+        max_length=24,
+        tokens_per_batch=96,
+        shuffle_buffer=100,
+        sentencepiece_sentences=0,
+        length_sample=100,
+    )
+    config = RECIPE.default_config().data
+    return dataclasses.replace(config, **dict(base, **changes))
+
+
+def _check_batches(data, config):
+    for dataset in (data.train.take(8), data.validation):
+        for inputs, labels, weights in dataset.as_numpy_iterator():
+            source, target_in = inputs["source"], inputs["target_in"]
+            assert source.shape[0] == labels.shape[0] == target_in.shape[0]
+            assert max(source.shape[1], labels.shape[1]) * len(labels) <= config.tokens_per_batch
+            np.testing.assert_array_equal(weights, labels != 0)  # padding weighs nothing
+            np.testing.assert_array_equal(target_in[:, 0], BOS_ID)
+            np.testing.assert_array_equal(target_in[:, 1:], labels[:, :-1])
+            assert ((labels == EOS_ID).sum(axis=1) == 1).all()
+    assert int(data.validation.cardinality()) > 0
+
+
+def test_text_files(tmp_path):
+    words = ["house", "tree", "cat", "dog", "small", "big", "red", "green"]
+    german = ["Haus", "Baum", "Katze", "Hund", "klein", "groß", "rot", "grün"]
+    rng = np.random.default_rng(0)
+    src, tgt = [], []
+    for _ in range(120):
+        idx = rng.integers(0, 8, rng.integers(1, 6))
+        src.append(" ".join(words[i] for i in idx))
+        tgt.append(" ".join(german[i] for i in idx))
+    (tmp_path / "a.en").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (tmp_path / "a.de").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    spec = nmt_data.parse_data_spec(f"text:{tmp_path / 'a.en'},{tmp_path / 'a.de'}")
+    config = _data_config()
+    out = tmp_path / "run"
+    data = nmt_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
+    assert (out / "sentencepiece.model").exists() and data.vocab_size <= 60
+    assert data.train_examples + len(data.validation_pairs) + len(data.test_pairs) <= 120
+    assert data.summary.startswith(f"text:{tmp_path / 'a.en'}")
+    _check_batches(data, config)
+    before = (out / "sentencepiece.model").stat().st_mtime_ns
+    nmt_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
+    assert (out / "sentencepiece.model").stat().st_mtime_ns == before  # reused
+
+    (tmp_path / "short.de").write_text("Haus\n", encoding="utf-8")
+    with pytest.raises(nmt_data.DataError, match="has 120 lines but"):
+        nmt_data.read_text_pairs(str(tmp_path / "a.en"), str(tmp_path / "short.de"))
+
+
+def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    spec = nmt_data.parse_data_spec("tfds:wmt14_translate/de-en")
+    with pytest.raises(nmt_data.DataError, match="not prepared"):
+        nmt_data.make_translation_data(
+            spec, _data_config(data_dir=str(tmp_path)), str(tmp_path / "r"), batch_size=8, seed=0
+        )
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    config = _data_config(data_dir=str(tmp_path), max_length=64, tokens_per_batch=256)
+    with tfds.testing.mock_data(num_examples=40):
+        data = nmt_data.make_translation_data(
+            spec, config, str(tmp_path / "run"), batch_size=8, seed=0
+        )
+        assert data.summary.startswith(
+            "tfds:wmt14_translate/de-en (en→de; train / validation / test)"
+        )
+        assert len(data.validation_pairs) == len(data.test_pairs) == 40
+        _check_batches(data, config)
+    cached = list((tmp_path / "keras_swish_sentencepiece").glob("*.model"))
+    assert len(cached) == 1 and (tmp_path / "run" / "sentencepiece.model").exists()
+
+
+# --- Command line ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "transformer_nmt", "--activation", "swish_bta"],
+            "Unknown activation 'swish_bta'",
+        ),
+        (["train", "transformer_nmt", "--image-size", "32"], "does not take --image-size"),
+        (["train", "transformer_nmt", "--data", "text:/no/such.en,/no/such.de"], "is not a file"),
+        (
+            [
+                "train",
+                "transformer_nmt",
+                "--data",
+                "tfds:wmt14_translate/de-en",
+                "--data-dir",
+                "{tmp}",
+            ],
+            "is not prepared",
+        ),
+        (
+            ["train", "transformer_nmt", "--tokens-per-batch", "8"],
+            "'data.tokens_per_batch' must be",
+        ),
+        (["translate", "{tmp}/no-run"], "is not a run folder"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    output = tmp_path / "run"
+    if args[0] == "train":
+        args = [*args, "--output", str(output)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+    assert not output.exists(), "nothing may be written on bad input"
+
+
+def test_translate_needs_a_translation_run(tmp_path, capsys, monkeypatch):
+    (tmp_path / "config.yaml").write_text("recipe: mobilenet\n")
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(read=lambda: "Hello\n"))
+    assert main(["translate", str(tmp_path)]) == 2
+    assert (
+        "holds a 'mobilenet' run; translate needs a 'transformer_nmt' run"
+        in capsys.readouterr().err
+    )
