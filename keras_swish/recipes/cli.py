@@ -12,10 +12,8 @@ Also runnable as `python -m keras_swish.recipes ...`.
 import json
 
 from keras_swish.recipes.activations import ACTIVATIONS
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import parse_set
-from keras_swish.recipes.strategy import PRECISIONS
-from keras_swish.recipes.strategy import STRATEGIES
+from keras_swish.recipes.config import ConfigError, parse_set
+from keras_swish.recipes.strategy import PRECISIONS, STRATEGIES
 
 # Flags every recipe takes: name → (argparse kwargs). Recipes list the ones
 # they use in `Recipe.flags`; `--image-size` is for image recipes only.
@@ -88,9 +86,7 @@ def _train(args):
     flags = {name: getattr(args, name) for name in _all_flags()}
     unused = sorted(n for n, v in flags.items() if v is not None and n not in recipe.flags)
     if unused:
-        raise ConfigError(
-            f"Recipe '{recipe.name}' does not take --{unused[0].replace('_', '-')}."
-        )
+        raise ConfigError(f"Recipe '{recipe.name}' does not take --{unused[0].replace('_', '-')}.")
     config = driver.resolve_config(
         recipe, config_file=args.config, flags=flags, overrides=parse_set(args.set)
     )
@@ -135,9 +131,7 @@ def _translate(args):
 
 def add_subcommands(subparsers):
     """Adds `recipes`, `train`, `evaluate` and `translate` to `keras-swish`'s subparsers."""
-    recipes = subparsers.add_parser(
-        "recipes", help="list the recipes, their data and defaults"
-    )
+    recipes = subparsers.add_parser("recipes", help="list the recipes, their data and defaults")
     recipes.set_defaults(handler=_recipes)
 
     train = subparsers.add_parser(
@@ -188,7 +182,10 @@ def add_subcommands(subparsers):
         "--beam-size", dest="beam_size", type=int, metavar="N", help="default: the run's"
     )
     translate.add_argument(
-        "--length-penalty", dest="length_penalty", type=float, metavar="A",
+        "--length-penalty",
+        dest="length_penalty",
+        type=float,
+        metavar="A",
         help="default: the run's",
     )
     translate.set_defaults(handler=_translate)

@@ -35,6 +35,42 @@ class ConfigError(ValueError):
     """A config key or value that is not allowed; the message says why."""
 
 
+def check(condition, key, value, allowed):
+    """Raises `ConfigError` naming `key`, its value and what is allowed."""
+    if not condition:
+        raise ConfigError(f"'{key}' must be {allowed}. Received: {key}={value!r}")
+
+
+def validate_train(train):
+    """Checks the `train` section (a `TrainConfig`) that every recipe has."""
+    from keras_swish.recipes.strategy import PRECISIONS, STRATEGIES
+
+    check(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
+    check(
+        train.steps_per_epoch is None or train.steps_per_epoch >= 1,
+        "train.steps_per_epoch",
+        train.steps_per_epoch,
+        "at least 1 (or null for one pass over the data)",
+    )
+    check(train.batch_size >= 1, "train.batch_size", train.batch_size, "at least 1")
+    check(
+        0 <= train.label_smoothing < 1, "train.label_smoothing", train.label_smoothing, "in [0, 1)"
+    )
+    check(
+        train.strategy in STRATEGIES,
+        "train.strategy",
+        train.strategy,
+        f"one of {', '.join(STRATEGIES)}",
+    )
+    check(
+        train.precision in PRECISIONS,
+        "train.precision",
+        train.precision,
+        f"one of {', '.join(PRECISIONS)}",
+    )
+    check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+
+
 def to_dict(config):
     """A config dataclass as plain nested dicts (for YAML and metrics)."""
     return dataclasses.asdict(config)

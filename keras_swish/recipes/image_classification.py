@@ -5,10 +5,9 @@ import dataclasses
 import keras
 
 from keras_swish.recipes.activations import check_activation
-from keras_swish.recipes.config import ConfigError
+from keras_swish.recipes.config import ConfigError, check, validate_train
 from keras_swish.recipes.image_data import DataError, make_image_data, parse_data_spec
 from keras_swish.recipes.schedules import WarmupExponentialDecay
-from keras_swish.recipes.strategy import PRECISIONS, STRATEGIES
 
 
 @dataclasses.dataclass
@@ -34,6 +33,8 @@ class RMSPropConfig:
     decay_epochs: float = 2.5
 
 
+_check = check  # the name the Inception-ResNet-v2 recipe uses
+
 IMAGE_FLAGS = {
     "activation": "model.activation",
     "data": "data.source",
@@ -50,11 +51,6 @@ IMAGE_FLAGS = {
 }
 
 
-def _check(condition, key, value, allowed):
-    if not condition:
-        raise ConfigError(f"'{key}' must be {allowed}. Received: {key}={value!r}")
-
-
 def validate_common(config):
     """Checks the sections every image recipe shares."""
     data, opt, train = config.data, config.optimizer, config.train
@@ -63,42 +59,16 @@ def validate_common(config):
         parse_data_spec(data.source)
     except (ValueError, DataError) as error:
         raise ConfigError(str(error)) from None
-    _check(data.image_size >= 8, "data.image_size", data.image_size, "at least 8")
-    _check(0 < data.crop_area_min <= 1, "data.crop_area_min", data.crop_area_min, "in (0, 1]")
-    _check(0 < data.eval_crop <= 1, "data.eval_crop", data.eval_crop, "in (0, 1]")
-    _check(data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "positive")
-    _check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
-    _check(opt.base_batch_size >= 1, "optimizer.base_batch_size", opt.base_batch_size, "positive")
-    _check(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", opt.warmup_epochs, ">= 0")
-    _check(0 < opt.decay_rate <= 1, "optimizer.decay_rate", opt.decay_rate, "in (0, 1]")
-    _check(opt.decay_epochs > 0, "optimizer.decay_epochs", opt.decay_epochs, "positive")
-    _check(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
-    _check(
-        train.steps_per_epoch is None or train.steps_per_epoch >= 1,
-        "train.steps_per_epoch",
-        train.steps_per_epoch,
-        "at least 1 (or null for one pass over the data)",
-    )
-    _check(train.batch_size >= 1, "train.batch_size", train.batch_size, "at least 1")
-    _check(
-        0 <= train.label_smoothing < 1,
-        "train.label_smoothing",
-        train.label_smoothing,
-        "in [0, 1)",
-    )
-    _check(
-        train.strategy in STRATEGIES,
-        "train.strategy",
-        train.strategy,
-        f"one of {', '.join(STRATEGIES)}",
-    )
-    _check(
-        train.precision in PRECISIONS,
-        "train.precision",
-        train.precision,
-        f"one of {', '.join(PRECISIONS)}",
-    )
-    _check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+    check(data.image_size >= 8, "data.image_size", data.image_size, "at least 8")
+    check(0 < data.crop_area_min <= 1, "data.crop_area_min", data.crop_area_min, "in (0, 1]")
+    check(0 < data.eval_crop <= 1, "data.eval_crop", data.eval_crop, "in (0, 1]")
+    check(data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "positive")
+    check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
+    check(opt.base_batch_size >= 1, "optimizer.base_batch_size", opt.base_batch_size, "positive")
+    check(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", opt.warmup_epochs, ">= 0")
+    check(0 < opt.decay_rate <= 1, "optimizer.decay_rate", opt.decay_rate, "in (0, 1]")
+    check(opt.decay_epochs > 0, "optimizer.decay_epochs", opt.decay_epochs, "positive")
+    validate_train(train)
 
 
 def preset_key(source):

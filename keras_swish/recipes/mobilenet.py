@@ -23,7 +23,7 @@ import keras
 
 from keras_swish.recipes import image_classification as ic
 from keras_swish.recipes.activations import activation_layer, is_piecewise_linear
-from keras_swish.recipes.config import ConfigError, TrainConfig
+from keras_swish.recipes.config import ConfigError, TrainConfig, check
 from keras_swish.recipes.registry import Recipe, register_recipe
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
@@ -85,11 +85,11 @@ PRESETS = {
 def validate(config):
     ic.validate_common(config)
     model = config.model
-    ic._check(model.alpha > 0, "model.alpha", model.alpha, "positive")
-    ic._check(model.depth_multiplier >= 1, "model.depth_multiplier", model.depth_multiplier, ">= 1")
-    ic._check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
-    ic._check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
-    ic._check(
+    check(model.alpha > 0, "model.alpha", model.alpha, "positive")
+    check(model.depth_multiplier >= 1, "model.depth_multiplier", model.depth_multiplier, ">= 1")
+    check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
+    check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
+    check(
         0 < model.batchnorm_momentum < 1,
         "model.batchnorm_momentum",
         model.batchnorm_momentum,

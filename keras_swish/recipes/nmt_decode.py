@@ -20,9 +20,7 @@ import weakref
 
 import numpy as np
 
-from keras_swish.recipes.nmt_data import BOS_ID
-from keras_swish.recipes.nmt_data import EOS_ID
-from keras_swish.recipes.nmt_data import PAD_ID
+from keras_swish.recipes.nmt_data import BOS_ID, EOS_ID, PAD_ID
 
 
 class CachedDecoder:

@@ -33,12 +33,8 @@ import dataclasses
 import os
 
 from keras_swish.recipes.activations import check_activation
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import TrainConfig
-from keras_swish.recipes.registry import Recipe
-from keras_swish.recipes.registry import register_recipe
-from keras_swish.recipes.strategy import PRECISIONS
-from keras_swish.recipes.strategy import STRATEGIES
+from keras_swish.recipes.config import ConfigError, TrainConfig, check, validate_train
+from keras_swish.recipes.registry import Recipe, register_recipe
 
 
 @dataclasses.dataclass
@@ -145,15 +141,9 @@ EXTRA_FLAGS = {
 }
 
 
-def _check(condition, key, value, allowed):
-    if not condition:
-        raise ConfigError(f"'{key}' must be {allowed}. Received: {key}={value!r}")
-
-
 def preset_key(source):
     """The preset that applies to `--data source`: "embedded", "tfds:NAME" or "text"."""
-    from keras_swish.recipes.nmt_data import DataError
-    from keras_swish.recipes.nmt_data import parse_data_spec
+    from keras_swish.recipes.nmt_data import DataError, parse_data_spec
 
     try:
         return parse_data_spec(source).preset
@@ -170,32 +160,32 @@ def validate(config):
     preset_key(data.source)
     for key in ("d_model", "num_heads", "ffn_dim", "encoder_layers", "decoder_layers"):
         value = getattr(model, key)
-        _check(value >= 1, f"model.{key}", value, "at least 1")
-    _check(
+        check(value >= 1, f"model.{key}", value, "at least 1")
+    check(
         model.d_model % model.num_heads == 0,
         "model.d_model",
         model.d_model,
         f"a multiple of model.num_heads ({model.num_heads})",
     )
-    _check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
-    _check(
+    check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
+    check(
         model.positions in ("sinusoidal", "learned"),
         "model.positions",
         model.positions,
         "'sinusoidal' or 'learned'",
     )
-    _check(model.beam_size >= 1, "model.beam_size", model.beam_size, "at least 1")
-    _check(model.length_penalty >= 0, "model.length_penalty", model.length_penalty, ">= 0")
-    _check(data.vocab_size >= 16, "data.vocab_size", data.vocab_size, "at least 16")
-    _check(data.max_length >= 4, "data.max_length", data.max_length, "at least 4")
-    _check(
+    check(model.beam_size >= 1, "model.beam_size", model.beam_size, "at least 1")
+    check(model.length_penalty >= 0, "model.length_penalty", model.length_penalty, ">= 0")
+    check(data.vocab_size >= 16, "data.vocab_size", data.vocab_size, "at least 16")
+    check(data.max_length >= 4, "data.max_length", data.max_length, "at least 4")
+    check(
         data.tokens_per_batch >= data.max_length,
         "data.tokens_per_batch",
         data.tokens_per_batch,
         f"at least data.max_length ({data.max_length}) so that every sentence fits",
     )
-    _check(data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "positive")
-    _check(
+    check(data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "positive")
+    check(
         data.source_language != data.target_language,
         "data.target_language",
         data.target_language,
@@ -203,59 +193,31 @@ def validate(config):
     )
     for key in ("validation_fraction", "test_fraction"):
         value = getattr(data, key)
-        _check(0 < value < 0.5, f"data.{key}", value, "in (0, 0.5)")
-    _check(
+        check(0 < value < 0.5, f"data.{key}", value, "in (0, 0.5)")
+    check(
         data.sentencepiece_sentences >= 0,
         "data.sentencepiece_sentences",
         data.sentencepiece_sentences,
         ">= 0 (0: all)",
     )
-    _check(data.length_sample >= 1, "data.length_sample", data.length_sample, "positive")
-    _check(opt.warmup_steps >= 1, "optimizer.warmup_steps", opt.warmup_steps, "at least 1")
-    _check(opt.scale > 0, "optimizer.scale", opt.scale, "positive")
-    _check(0 <= opt.beta_1 < 1, "optimizer.beta_1", opt.beta_1, "in [0, 1)")
-    _check(0 <= opt.beta_2 < 1, "optimizer.beta_2", opt.beta_2, "in [0, 1)")
-    _check(opt.epsilon > 0, "optimizer.epsilon", opt.epsilon, "positive")
-    _check(
+    check(data.length_sample >= 1, "data.length_sample", data.length_sample, "positive")
+    check(opt.warmup_steps >= 1, "optimizer.warmup_steps", opt.warmup_steps, "at least 1")
+    check(opt.scale > 0, "optimizer.scale", opt.scale, "positive")
+    check(0 <= opt.beta_1 < 1, "optimizer.beta_1", opt.beta_1, "in [0, 1)")
+    check(0 <= opt.beta_2 < 1, "optimizer.beta_2", opt.beta_2, "in [0, 1)")
+    check(opt.epsilon > 0, "optimizer.epsilon", opt.epsilon, "positive")
+    check(
         opt.clipnorm is None or opt.clipnorm > 0,
         "optimizer.clipnorm",
         opt.clipnorm,
         "positive (or null for none)",
     )
-    _check(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
-    _check(
-        train.steps_per_epoch is None or train.steps_per_epoch >= 1,
-        "train.steps_per_epoch",
-        train.steps_per_epoch,
-        "at least 1 (or null for one pass over the data)",
-    )
-    _check(train.batch_size >= 1, "train.batch_size", train.batch_size, "at least 1")
-    _check(
-        0 <= train.label_smoothing < 1,
-        "train.label_smoothing",
-        train.label_smoothing,
-        "in [0, 1)",
-    )
-    _check(
-        train.strategy in STRATEGIES,
-        "train.strategy",
-        train.strategy,
-        f"one of {', '.join(STRATEGIES)}",
-    )
-    _check(
-        train.precision in PRECISIONS,
-        "train.precision",
-        train.precision,
-        f"one of {', '.join(PRECISIONS)}",
-    )
-    _check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+    validate_train(train)
 
 
 def make_data(config):
     from keras_swish.recipes import nmt_model  # noqa: F401  (registers its layers for loading)
-    from keras_swish.recipes.nmt_data import DataError
-    from keras_swish.recipes.nmt_data import make_translation_data
-    from keras_swish.recipes.nmt_data import parse_data_spec
+    from keras_swish.recipes.nmt_data import DataError, make_translation_data, parse_data_spec
 
     try:
         return make_translation_data(
@@ -351,8 +313,10 @@ def translator(run_dir, beam_size=None, length_penalty=None):
     """
     import keras
 
-    from keras_swish.recipes import driver
-    from keras_swish.recipes import nmt_model  # noqa: F401  (registers its layers for loading)
+    from keras_swish.recipes import (
+        driver,
+        nmt_model,  # noqa: F401  (registers its layers for loading)
+    )
     from keras_swish.recipes.nmt_data import load_sentencepiece
     from keras_swish.recipes.registry import get_recipe
 
