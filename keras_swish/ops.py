@@ -2,22 +2,24 @@
 
 Each backend gets its forward and backward written by hand, so that the
 backward pass keeps only `x` and `beta` (not sigmoid(βx) nor βx: it recomputes
-them) and sums dβ over every non-channel axis in the same pass:
+them) and returns dβ already summed over every axis that shares a β:
 
-- TensorFlow: `tf.custom_gradient`. Forward and backward are each one
-  `tf.function(jit_compile=True)` kernel, so XLA fuses them into a single loop
-  also inside a plain (not XLA-compiled) `tf.function` or eagerly; inside an
-  XLA-compiled function they are inlined. Not `tf.nn.silu(x, beta)`: its β
-  gradient is a scalar even for a vector β (tensorflow issue 127690).
+- TensorFlow: `tf.custom_gradient`. Inside a `tf.function` (fit, predict,
+  export) forward and backward are each a `tf.function(jit_compile=True)`
+  kernel, so XLA fuses each into one loop also where the model is not
+  XLA-compiled (inside an XLA-compiled function they are inlined); eagerly
+  the same code runs op by op. Not `tf.nn.silu(x, beta)`: its β gradient is a
+  scalar even for a vector β (tensorflow issue 127690).
 - JAX: `jax.custom_vjp` with residuals `(x, beta)`.
 - PyTorch: `torch.autograd.Function` with `save_for_backward(x, beta)`, built
   from ATen's fused elementwise kernels (`silu_backward`, `softplus_backward`).
 
 16-bit inputs are computed in float32 and the output is cast back, so that
-βx, x² and the products in the gradient cannot overflow; the sigmoid is the
-backend's stable one. The output and dx have the dtype of `x`; dβ has the
-dtype and shape of `beta` (a float32 β with float16 `x` under mixed precision
-gets a float32 gradient).
+βx, x² and the products in the gradient cannot overflow; σ is computed
+stably (the backend's sigmoid, or from exp(−|βx|)) and βx is clipped to the
+finite range before it meets a 0. The output and dx have the dtype of `x`; dβ
+has the dtype and shape of `beta` (a float32 β with float16 `x` under mixed
+precision gets a float32 gradient). Benchmarks: `benchmarks/README.md`.
 """
 
 import functools
@@ -141,11 +143,14 @@ def swish(x, beta=1.0, axis=-1):
 
 def _swish_symbolic(x, beta, axis):
     """The plain formula from `keras.ops`, for symbolic (KerasTensor) inputs."""
-    x = ops.convert_to_tensor(x)
-    beta = ops.cast(ops.convert_to_tensor(beta), x.dtype)
+    if not isinstance(x, keras.KerasTensor):
+        x = ops.convert_to_tensor(x)
+    if not isinstance(beta, keras.KerasTensor):
+        beta = ops.convert_to_tensor(beta)
+    beta = ops.cast(beta, x.dtype)
     view_shape, _ = _layout(tuple(x.shape), tuple(beta.shape), axis)
     beta = ops.reshape(beta, view_shape)
-    return x * ops.sigmoid(beta * x)
+    return ops.multiply(x, ops.sigmoid(ops.multiply(beta, x)))
 
 
 # TensorFlow ----------------------------------------------------------------
@@ -154,7 +159,12 @@ def _swish_symbolic(x, beta, axis):
 def _swish_tf(x, beta, view_shape, reduce_axes):
     import tensorflow as tf
 
-    forward, backward = _tf_kernels()
+    forward, backward = _tf_kernels(view_shape, reduce_axes)
+    if tf.executing_eagerly():
+        # Eagerly, the same code op by op: no tracing and XLA compiling for
+        # each new shape. Inside a tf.function (fit, predict, export), XLA.
+        forward = forward.python_function
+        backward = backward.python_function
     # Keras's convert_to_tensor leaves a variable as it is; read it here, so
     # that its gradient flows through the read and not into the function.
     x = tf.convert_to_tensor(x)
@@ -163,39 +173,62 @@ def _swish_tf(x, beta, view_shape, reduce_axes):
     @tf.custom_gradient
     def fused(x, beta):
         def grad(dy):
-            return backward(x, beta, dy, view_shape, reduce_axes)
+            return backward(x, beta, dy)
 
-        return forward(x, beta, view_shape), grad
+        return forward(x, beta), grad
 
     return fused(x, beta)
 
 
 @functools.cache
-def _tf_kernels():
-    """The forward and backward XLA kernels (built once, traced per shape)."""
+def _tf_kernels(view_shape, reduce_axes):
+    """The forward and backward XLA kernels for one layout of β.
+
+    One pair per layout (not one for all, with the layout as an argument), so
+    that TensorFlow traces each only for new shapes and dtypes.
+    """
     import tensorflow as tf
 
-    def cast_inputs(x, beta, view_shape):
+    def cast_inputs(x, beta):
         dtype = _compute_dtype(x.dtype)
         xc = tf.cast(x, dtype)
         b = tf.reshape(tf.cast(beta, dtype), view_shape)
         return xc, b, tf.as_dtype(dtype)
 
+    def sum_over(p):
+        """`reduce_sum`; channels-last in two steps, as XLA's CPU reduction is
+        single-threaded: a parallel loop adds groups of 4 rows, then a reduce."""
+        rank = len(view_shape)
+        if rank < 2 or reduce_axes != tuple(range(rank - 1)):
+            return tf.reduce_sum(p, axis=reduce_axes)
+        channels = view_shape[-1]
+        rows = tf.reshape(p, [-1, channels])
+        n = tf.shape(rows)[0] // 4 * 4
+        groups = tf.reshape(rows[:n], [-1, 4, channels])
+        partial = groups[:, 0] + groups[:, 1] + groups[:, 2] + groups[:, 3]
+        return tf.reduce_sum(partial, axis=0) + tf.reduce_sum(rows[n:], axis=0)
+
     @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-    def forward(x, beta, view_shape):
-        xc, b, _ = cast_inputs(x, beta, view_shape)
+    def forward(x, beta):
+        xc, b, _ = cast_inputs(x, beta)
         return tf.cast(xc * tf.sigmoid(b * xc), x.dtype)
 
     @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-    def backward(x, beta, dy, view_shape, reduce_axes):
-        xc, b, dtype = cast_inputs(x, beta, view_shape)
+    def backward(x, beta, dy):
+        xc, b, dtype = cast_inputs(x, beta)
         g = tf.cast(dy, dtype)
-        z = tf.clip_by_value(b * xc, -dtype.max, dtype.max)  # no ±inf, no inf·0
-        s = tf.sigmoid(z)
-        gs = g * s
-        q = gs * (1.0 - s)  # dy·σ(1−σ), no x² that could overflow
-        dx = gs + z * q
-        dbeta = tf.reduce_sum(xc * (xc * q), axis=reduce_axes)
+        # dx = dy·(σ(z) + z·σ(z)(1 − σ(z))), z = βx, both from e = exp(−|z|):
+        # exact in both tails, and (unlike the forward's sigmoid) nothing that
+        # XLA could share with the forward pass and keep alive until now.
+        z = tf.clip_by_value(b * xc, -dtype.max, dtype.max)  # no inf·0
+        e = tf.exp(-tf.abs(z))
+        d = 1.0 + e
+        sigmoid = tf.where(z >= 0, tf.ones_like(e), e) / d
+        dx = g * (sigmoid + z * (e / (d * d)))
+        # dβ = Σ dy·x²·σ(1 − σ): e written as exp(−|x|·|β|), a different
+        # expression from dx's, so that XLA does not share (and store) it.
+        e = tf.exp(-(tf.abs(xc) * tf.abs(b)))
+        dbeta = sum_over(xc * (xc * (g * (e / ((1.0 + e) * (1.0 + e))))))
         dbeta = tf.cast(tf.reshape(dbeta, tf.shape(beta)), beta.dtype)
         return tf.cast(dx, x.dtype), dbeta
 
@@ -223,16 +256,21 @@ def _jax_swish():
         return fused(x, beta, view_shape, reduce_axes), (x, beta)
 
     def backward(view_shape, reduce_axes, residuals, dy):
-        x, beta = residuals
+        # Barriers, as in jax.checkpoint: XLA recomputes σ(βx) here instead
+        # of keeping the forward's, and dx and dβ stay two separate loops.
+        x, beta = jax.lax.optimization_barrier(residuals)
         xc, b, dtype = cast_inputs(x, beta, view_shape)
         g = dy.astype(dtype)
         big = jnp.finfo(dtype).max
         z = jnp.clip(b * xc, -big, big)  # no ±inf, so no inf·0 below
-        s = jax.nn.sigmoid(z)
-        gs = g * s
-        q = gs * (1.0 - s)
-        dx = gs + z * q
-        dbeta = jnp.sum(xc * (xc * q), axis=reduce_axes)
+        e = jnp.exp(-jnp.abs(z))  # σ and σ(1 − σ) exact in both tails
+        d = 1.0 + e
+        sigmoid = jnp.where(z >= 0, 1.0, e) / d
+        dx = g * (sigmoid + z * (e / (d * d)))
+        xc, b, g = jax.lax.optimization_barrier((xc, b, g))
+        # x²·σ(1 − σ) = (x·t)², t = (2 + 2·cosh βx)^(−1/2), 0 where cosh = inf.
+        xt = xc * jax.lax.rsqrt(2.0 + 2.0 * jnp.cosh(b * xc))
+        dbeta = jnp.sum(xt * xt * g, axis=reduce_axes)
         return dx.astype(x.dtype), dbeta.reshape(beta.shape).astype(beta.dtype)
 
     fused.defvjp(forward, backward)
@@ -242,8 +280,17 @@ def _jax_swish():
 # PyTorch -------------------------------------------------------------------
 
 
-@functools.cache
+_TORCH_FUNCTION = []
+
+
 def _torch_swish():
+    # A plain list, not functools.cache: torch.compile traces through this.
+    if not _TORCH_FUNCTION:
+        _TORCH_FUNCTION.append(_make_torch_function())
+    return _TORCH_FUNCTION[0]
+
+
+def _make_torch_function():
     import torch
 
     aten = torch.ops.aten
@@ -254,19 +301,22 @@ def _torch_swish():
             dtype = torch.float32
         return x.to(dtype), beta.to(dtype).reshape(view_shape)
 
-    def sigmoid_times(a, z):
-        """a·σ(z) in one kernel; above the threshold σ(z) is 1 to the last bit."""
-        threshold = 40.0 if z.dtype == torch.float64 else 20.0
-        return aten.softplus_backward(a, z, 1.0, threshold)
-
     class SwishFunction(torch.autograd.Function):
+        """Eager ATen kernels, fused where ATen has one, in place where it can:
+        a fresh buffer only for βx and the results (allocations of large CPU
+        tensors cost as much as a kernel)."""
+
         @staticmethod
         def forward(ctx, x, beta, view_shape, reduce_axes):
             ctx.save_for_backward(x, beta)
             ctx.view_shape = view_shape
             ctx.reduce_axes = reduce_axes
             xc, b = cast_inputs(x, beta, view_shape)
-            return sigmoid_times(xc, xc * b).to(x.dtype)
+            y = torch.mul(xc, b)
+            # x·σ(βx) in one kernel; above the threshold σ is 1 to the last bit.
+            threshold = 40.0 if y.dtype == torch.float64 else 20.0
+            aten.softplus_backward.grad_input(xc, y, 1.0, threshold, grad_input=y)
+            return y.to(x.dtype)
 
         @staticmethod
         def backward(ctx, dy):
@@ -277,11 +327,11 @@ def _torch_swish():
             z = torch.mul(xc, b).clamp_(-big, big)  # no ±inf, so no inf·0
             dx = dbeta = None
             if ctx.needs_input_grad[0]:
-                dx = aten.silu_backward(g, z).to(x.dtype)  # g·silu'(βx)
+                dx = aten.silu_backward(g, z).to(x.dtype)  # dy·silu'(βx)
             if ctx.needs_input_grad[1]:
-                s = z.sigmoid_()
-                q = aten.sigmoid_backward(g, s)  # g·σ(1−σ)
-                p = q.mul_(xc).mul_(xc)
+                z.sigmoid_()
+                aten.sigmoid_backward.grad_input(g, z, grad_input=z)  # dy·σ(1−σ)
+                p = z.mul_(xc).mul_(xc)
                 if ctx.reduce_axes:
                     p = p.sum(dim=ctx.reduce_axes)
                 dbeta = p.reshape(beta.shape).to(beta.dtype)

@@ -8,6 +8,8 @@ def to_numpy(x):
     """Any backend tensor or variable → a NumPy copy (never a view)."""
     if isinstance(x, keras.Variable):
         x = x.value
+        if keras.backend.backend() == "tensorflow":
+            x = x.numpy()
     if keras.backend.backend() == "torch":
         return x.detach().cpu().numpy().copy()
     return np.array(keras.ops.convert_to_numpy(x), copy=True)

@@ -87,8 +87,7 @@ def test_keras_file_loads_in_fresh_process(tmp_path, data):
     script = textwrap.dedent(
         f"""
         import keras, numpy as np, keras_swish
-        from tests.backend_utils import swish_betas
-from tests.backend_utils import to_numpy
+        from tests.backend_utils import to_numpy
         m = keras.models.load_model({str(tmp_path / "m.keras")!r}, safe_mode=True)
         np.save({str(tmp_path / "y.npy")!r}, to_numpy(m(np.load({str(tmp_path / "x.npy")!r}))))
         from tests.test_serialization import beta_values

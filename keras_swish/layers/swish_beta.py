@@ -126,6 +126,9 @@ class SwishBeta(keras.layers.Layer):
             regularizer=self.beta_regularizer,
             constraint=self.beta_constraint,
             dtype=self.variable_dtype,
+            # The op takes β as float32 also under mixed precision, so that its
+            # gradient (a sum over every shared axis) stays float32 as well.
+            autocast=False,
         )
         axes = {a: input_shape[a] for a in beta_axes}
         self.input_spec = keras.layers.InputSpec(ndim=len(input_shape), axes=axes)
