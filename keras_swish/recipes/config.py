@@ -106,6 +106,11 @@ def _coerce(value, annotation, key):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif annotation is str:

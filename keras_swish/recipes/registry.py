@@ -78,4 +78,6 @@ def list_recipes():
 
 
 def _load_builtin_recipes():
+    from keras_swish.recipes import inception_resnet_v2  # noqa: F401  (registers itself)
     from keras_swish.recipes import mobilenet  # noqa: F401  (registers itself)
+    from keras_swish.recipes import transformer_nmt  # noqa: F401  (registers itself)

@@ -56,12 +56,15 @@ def test_precedence_defaults_preset_yaml_flags_set(tmp_path):
         recipe,
         config_file=str(path),
         flags={"epochs": 9, "activation": "relu", "batch_size": None},
-        overrides=parse_set(["train.epochs=11", "optimizer.learning_rate=0.2"]),
+        overrides=parse_set(
+            ["train.epochs=11", "optimizer.learning_rate=0.2", "model.weight_decay=4e-5"]
+        ),
     )
     assert config.train.epochs == 11
     assert config.train.batch_size == 32
     assert config.model.activation == "relu"
     assert config.optimizer.learning_rate == 0.2
+    assert config.model.weight_decay == 4e-5  # YAML 1.1 would read "4e-5" as a string
     assert config.train.output == "runs/mobilenet-relu"
 
 

@@ -1,0 +1,185 @@
+"""The Inception-ResNet-v2 recipe: activation everywhere, BatchNorm γ, size, run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_swish import SwishBeta
+from keras_swish.recipes import driver
+from keras_swish.recipes.config import ConfigError
+from keras_swish.recipes.config import parse_set
+from keras_swish.recipes.inception_resnet_v2 import InceptionResNetV2Config
+from keras_swish.recipes.inception_resnet_v2 import build_inception_resnet_v2
+from keras_swish.recipes.registry import get_recipe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Conv-BN-activation units: stem 5, mixed_5b 7, block35 6 (×10), mixed_6a 4,
+# block17 4 (×20), mixed_7a 7, block8 4 (×10), conv_7b 1.
+UNITS = 5 + 7 + 10 * 6 + 4 + 20 * 4 + 7 + 10 * 4 + 1
+# ... and one after each residual addition but the last block8's.
+ACTIVATIONS = UNITS + 10 + 20 + 9
+RESIDUAL_SCALES = [0.17] * 10 + [0.1] * 20 + [0.2] * 9 + [1.0]
+ACTIVATION_KINDS = (
+    keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.PReLU, keras.layers.Activation,
+    SwishBeta,
+)
+
+
+def small(activation="swish_beta", **kwargs):
+    """The full network at its smallest input, 75×75, with 10 classes."""
+    config = InceptionResNetV2Config(activation=activation, **kwargs)
+    return build_inception_resnet_v2(config, (75, 75, 3), 10)
+
+
+def batchnorms(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [("relu", keras.layers.ReLU), ("swish_beta", SwishBeta), ("gelu", keras.layers.Activation)],
+)
+def test_activation_at_every_nonlinearity_and_batchnorm_keeps_gamma(name, kind):
+    model = small(name)
+    acts = [layer for layer in model.layers if isinstance(layer, ACTIVATION_KINDS)]
+    assert len(acts) == ACTIVATIONS == 243
+    assert all(type(a) is kind and a.name.endswith("_act") for a in acts)
+    names = {layer.name for layer in model.layers}
+    assert "block8_9_act" in names and "block8_10_act" not in names
+    bns = batchnorms(model)
+    assert len(bns) == UNITS == 204
+    assert all(bn.scale and bn.gamma is not None for bn in bns)
+    assert all((bn.momentum, bn.epsilon) == (0.9997, 1e-3) for bn in bns)
+
+
+def test_batchnorm_scale_can_be_off_only_for_piecewise_linear_activations():
+    relu = small("relu", batchnorm_scale=False)
+    assert not any(bn.scale for bn in batchnorms(relu))
+    swish = small("swish_beta", batchnorm_scale=False)
+    assert all(bn.scale for bn in batchnorms(swish))
+
+
+def test_residual_scales_and_weight_decay():
+    model = small(weight_decay=1e-4)
+    scales = [layer for layer in model.layers if isinstance(layer, keras.layers.Rescaling)]
+    assert [s.scale for s in scales] == RESIDUAL_SCALES
+    assert [s.name for s in scales][::10] == ["block35_1_scale", "block17_1_scale",
+                                              "block17_11_scale", "block8_1_scale"]
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 40
+    kernels = [
+        layer for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    ]
+    assert len(model.losses) == len(kernels) == UNITS + 40 + 1
+
+
+def test_full_size_parameter_count():
+    reference = keras.applications.InceptionResNetV2(weights=None)
+    reference_acts = [
+        layer for layer in reference.layers if isinstance(layer, keras.layers.Activation)
+    ]
+    assert len(reference_acts) == ACTIVATIONS
+    assert not any(bn.scale for bn in batchnorms(reference))  # what the paper warns about
+    assert reference.count_params() == 55_873_736
+    config = InceptionResNetV2Config(activation="relu", batchnorm_scale=False)
+    keras_like = build_inception_resnet_v2(config, (299, 299, 3), 1000)
+    assert keras_like.count_params() == reference.count_params()  # the same network
+
+    model = build_inception_resnet_v2(InceptionResNetV2Config(), (299, 299, 3), 1000)
+    gammas = sum(int(bn.gamma.shape[0]) for bn in batchnorms(model))
+    betas = sum(
+        int(np.prod(layer.beta.shape)) for layer in model.layers if isinstance(layer, SwishBeta)
+    )
+    assert model.count_params() == reference.count_params() + gammas + betas
+    assert abs(model.count_params() / 55.8e6 - 1) < 0.01
+    assert model.output.shape == (None, 1000)
+
+
+def test_saved_model_loads_in_safe_mode(tmp_path):
+    model = small(weight_decay=0.0)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 75, 75, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    path = str(tmp_path / "irv2.keras")
+    model.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored(x, training=False)), expected, rtol=1e-5, atol=1e-6
+    )
+    assert [type(layer) for layer in restored.layers] == [type(layer) for layer in model.layers]
+
+
+def test_reference_defaults_and_embedded_preset():
+    recipe = get_recipe("inception_resnet_v2")
+    config = driver.resolve_config(recipe, flags={"data": "tfds:imagenet2012"})
+    assert config.data.image_size == 299
+    opt = config.optimizer
+    assert (opt.learning_rate, opt.base_batch_size, opt.rho, opt.momentum, opt.epsilon) == (
+        0.045, 32, 0.9, 0.9, 1.0,
+    )
+    assert (opt.decay_rate, opt.decay_epochs) == (0.94, 2.0) and opt.warmup_epochs > 0
+    assert config.train.label_smoothing == 0.1
+    model = config.model
+    assert (model.weight_decay, model.batchnorm_momentum, model.batchnorm_epsilon) == (
+        4e-5, 0.9997, 1e-3,
+    )
+    assert model.activation == "swish_beta" and model.batchnorm_scale
+    embedded = driver.resolve_config(recipe)
+    assert embedded.data.image_size == 75
+    assert embedded.train.output == "runs/inception_resnet_v2-swish_beta"
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["data.image_size=74"], r"Inception-ResNet-v2 needs 'data.image_size' of at least 75"),
+        (["model.dropout=1.0"], r"'model.dropout' must be in \[0, 1\)"),
+        (["model.batchnorm_momentum=1"], r"'model.batchnorm_momentum' must be in \(0, 1\)"),
+        (["model.batchnorm_epsilon=0"], r"'model.batchnorm_epsilon' must be positive"),
+        (["model.weight_decay=-1e-5"], r"'model.weight_decay' must be >= 0"),
+        (["model.alpha=0.5"], r"Unknown config key 'model.alpha'"),
+        (["model.activation=swish_bta"], r"Unknown activation 'swish_bta'"),
+    ],
+)
+def test_bad_config_names_the_key(overrides, match):
+    recipe = get_recipe("inception_resnet_v2")
+    with pytest.raises(ConfigError, match=match):
+        driver.resolve_config(recipe, overrides=parse_set(overrides))
+
+
+def cli(*args, timeout=1800):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_swish.recipes", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "inception_resnet_v2", "--epochs", "2", "--steps-per-epoch", "STEPS",
+            "--output", str(run), "--verbose", "2"]
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["completed"] is True and metrics["recipe"] == "inception_resnet_v2"
+    first, second = metrics["epochs"]
+    assert second["loss"] < first["loss"], metrics["epochs"]
+    for key in ("top1", "top5", "val_top1", "val_top5", "wall_time_s"):
+        assert key in second
+    assert {"top1", "top5", "loss"} <= set(metrics["final"])
+    for name in ("config.yaml", "best.keras", "final.keras"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists()
+    assert os.listdir(run / "logs" / "train") and os.listdir(run / "logs" / "validation")
+    again = cli(*args)
+    assert again.returncode == 0 and "already complete" in again.stdout
+    evaluated = cli("evaluate", str(run))  # loads best.keras in safe mode
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert set(json.loads(evaluated.stdout)) >= {"top1", "top5"}
