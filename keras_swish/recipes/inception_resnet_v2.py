@@ -41,12 +41,8 @@ import dataclasses
 import keras
 
 from keras_swish.recipes import image_classification as ic
-from keras_swish.recipes.activations import activation_layer
-from keras_swish.recipes.activations import is_piecewise_linear
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import TrainConfig
-from keras_swish.recipes.registry import Recipe
-from keras_swish.recipes.registry import register_recipe
+from keras_swish.recipes.activations import activation_layer, is_piecewise_linear
+from keras_swish.recipes.config import ConfigError, TrainConfig
 
 MIN_IMAGE_SIZE = 75
 
@@ -63,9 +59,7 @@ class InceptionResNetV2Config:
 
 @dataclasses.dataclass
 class Config:
-    model: InceptionResNetV2Config = dataclasses.field(
-        default_factory=InceptionResNetV2Config
-    )
+    model: InceptionResNetV2Config = dataclasses.field(default_factory=InceptionResNetV2Config)
     data: ic.ImageDataConfig = dataclasses.field(
         default_factory=lambda: ic.ImageDataConfig(image_size=299, crop_area_min=0.05)
     )
@@ -147,8 +141,14 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     def unit(x, filters, kernel, name, strides=1, padding="same"):
         """Conv (no bias), BatchNorm, activation."""
         x = keras.layers.Conv2D(
-            filters, kernel, strides=strides, padding=padding, use_bias=False,
-            kernel_initializer="he_normal", kernel_regularizer=regularizer, name=name,
+            filters,
+            kernel,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            kernel_regularizer=regularizer,
+            name=name,
         )(x)
         x = keras.layers.BatchNormalization(
             momentum=c.batchnorm_momentum,
@@ -166,7 +166,9 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
                 unit(unit(x, 32, 1, f"{name}_b1_1"), 32, 3, f"{name}_b1_2"),
                 unit(
                     unit(unit(x, 32, 1, f"{name}_b2_1"), 48, 3, f"{name}_b2_2"),
-                    64, 3, f"{name}_b2_3",
+                    64,
+                    3,
+                    f"{name}_b2_3",
                 ),
             ]
         elif block_type == "block17":
@@ -179,8 +181,11 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
             branches = [unit(x, 192, 1, f"{name}_b0"), unit(b1, 256, (3, 1), f"{name}_b1_3")]
         mixed = keras.layers.Concatenate(name=f"{name}_mixed")(branches)
         up = keras.layers.Conv2D(
-            x.shape[-1], 1, kernel_initializer="he_normal",
-            kernel_regularizer=regularizer, name=f"{name}_conv",
+            x.shape[-1],
+            1,
+            kernel_initializer="he_normal",
+            kernel_regularizer=regularizer,
+            name=f"{name}_conv",
         )(mixed)
         up = keras.layers.Rescaling(residual_scale, name=f"{name}_scale")(up)
         x = keras.layers.Add(name=f"{name}_add")([x, up])
@@ -197,36 +202,56 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool_2")(x)
     # Mixed 5b (Inception-A): 35 × 35 × 320.
     pool = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="mixed_5b_pool")(x)
-    x = keras.layers.Concatenate(name="mixed_5b")([
-        unit(x, 96, 1, "mixed_5b_b0"),
-        unit(unit(x, 48, 1, "mixed_5b_b1_1"), 64, 5, "mixed_5b_b1_2"),
-        unit(
-            unit(unit(x, 64, 1, "mixed_5b_b2_1"), 96, 3, "mixed_5b_b2_2"),
-            96, 3, "mixed_5b_b2_3",
-        ),
-        unit(pool, 64, 1, "mixed_5b_b3"),
-    ])
+    x = keras.layers.Concatenate(name="mixed_5b")(
+        [
+            unit(x, 96, 1, "mixed_5b_b0"),
+            unit(unit(x, 48, 1, "mixed_5b_b1_1"), 64, 5, "mixed_5b_b1_2"),
+            unit(
+                unit(unit(x, 64, 1, "mixed_5b_b2_1"), 96, 3, "mixed_5b_b2_2"),
+                96,
+                3,
+                "mixed_5b_b2_3",
+            ),
+            unit(pool, 64, 1, "mixed_5b_b3"),
+        ]
+    )
     for i in range(1, 11):
         x = residual_block(x, "block35", 0.17, f"block35_{i}")
     # Mixed 6a (Reduction-A): 17 × 17 × 1088.
     b1 = unit(unit(x, 256, 1, "mixed_6a_b1_1"), 256, 3, "mixed_6a_b1_2")
-    x = keras.layers.Concatenate(name="mixed_6a")([
-        unit(x, 384, 3, "mixed_6a_b0", strides=2, padding="valid"),
-        unit(b1, 384, 3, "mixed_6a_b1_3", strides=2, padding="valid"),
-        keras.layers.MaxPooling2D(3, strides=2, name="mixed_6a_pool")(x),
-    ])
+    x = keras.layers.Concatenate(name="mixed_6a")(
+        [
+            unit(x, 384, 3, "mixed_6a_b0", strides=2, padding="valid"),
+            unit(b1, 384, 3, "mixed_6a_b1_3", strides=2, padding="valid"),
+            keras.layers.MaxPooling2D(3, strides=2, name="mixed_6a_pool")(x),
+        ]
+    )
     for i in range(1, 21):
         x = residual_block(x, "block17", 0.1, f"block17_{i}")
     # Mixed 7a (Reduction-B): 8 × 8 × 2080.
     b2 = unit(unit(x, 256, 1, "mixed_7a_b2_1"), 288, 3, "mixed_7a_b2_2")
-    x = keras.layers.Concatenate(name="mixed_7a")([
-        unit(unit(x, 256, 1, "mixed_7a_b0_1"), 384, 3, "mixed_7a_b0_2",
-             strides=2, padding="valid"),
-        unit(unit(x, 256, 1, "mixed_7a_b1_1"), 288, 3, "mixed_7a_b1_2",
-             strides=2, padding="valid"),
-        unit(b2, 320, 3, "mixed_7a_b2_3", strides=2, padding="valid"),
-        keras.layers.MaxPooling2D(3, strides=2, name="mixed_7a_pool")(x),
-    ])
+    x = keras.layers.Concatenate(name="mixed_7a")(
+        [
+            unit(
+                unit(x, 256, 1, "mixed_7a_b0_1"),
+                384,
+                3,
+                "mixed_7a_b0_2",
+                strides=2,
+                padding="valid",
+            ),
+            unit(
+                unit(x, 256, 1, "mixed_7a_b1_1"),
+                288,
+                3,
+                "mixed_7a_b1_2",
+                strides=2,
+                padding="valid",
+            ),
+            unit(b2, 320, 3, "mixed_7a_b2_3", strides=2, padding="valid"),
+            keras.layers.MaxPooling2D(3, strides=2, name="mixed_7a_pool")(x),
+        ]
+    )
     for i in range(1, 10):
         x = residual_block(x, "block8", 0.2, f"block8_{i}")
     # As in TF-Slim and Keras: the last block8 adds its residual unscaled, with
@@ -237,26 +262,12 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     return keras.Model(inputs, outputs, name=f"inception_resnet_v2_{c.activation}")
 
 
-def make_model(config, data):
-    size = config.data.image_size
-    return build_inception_resnet_v2(config.model, (size, size, 3), data.num_classes)
-
-
-RECIPE = register_recipe(
-    Recipe(
-        name="inception_resnet_v2",
-        summary="Inception-ResNet-v2 (paper: ImageNet 79.6 ReLU / 80.2 Swish top-1)",
-        default_config=Config,
-        presets=PRESETS,
-        preset_key=ic.preset_key,
-        validate=validate,
-        make_data=ic.make_data,
-        make_model=make_model,
-        make_optimizer=ic.make_rmsprop,
-        make_loss=ic.make_loss,
-        make_metrics=ic.make_metrics,
-        monitor="val_top1",
-        flags=ic.IMAGE_FLAGS,
-        docs=__doc__,
-    )
+RECIPE = ic.register_image_recipe(
+    name="inception_resnet_v2",
+    summary="Inception-ResNet-v2 (paper: ImageNet 79.6 ReLU / 80.2 Swish top-1)",
+    default_config=Config,
+    presets=PRESETS,
+    validate=validate,
+    build_network=build_inception_resnet_v2,
+    docs=__doc__,
 )

@@ -24,7 +24,6 @@ import keras
 from keras_swish.recipes import image_classification as ic
 from keras_swish.recipes.activations import activation_layer, is_piecewise_linear
 from keras_swish.recipes.config import ConfigError, TrainConfig, check
-from keras_swish.recipes.registry import Recipe, register_recipe
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
 BLOCKS = (
@@ -166,26 +165,12 @@ def build_mobilenet(model_config, input_shape, num_classes):
     return keras.Model(inputs, outputs, name=f"mobilenet_{c.activation}")
 
 
-def make_model(config, data):
-    size = config.data.image_size
-    return build_mobilenet(config.model, (size, size, 3), data.num_classes)
-
-
-RECIPE = register_recipe(
-    Recipe(
-        name="mobilenet",
-        summary="MobileNet v1 (paper: ImageNet 72.0 ReLU / 74.2 Swish top-1)",
-        default_config=Config,
-        presets=PRESETS,
-        preset_key=ic.preset_key,
-        validate=validate,
-        make_data=ic.make_data,
-        make_model=make_model,
-        make_optimizer=ic.make_rmsprop,
-        make_loss=ic.make_loss,
-        make_metrics=ic.make_metrics,
-        monitor="val_top1",
-        flags=ic.IMAGE_FLAGS,
-        docs=__doc__,
-    )
+RECIPE = ic.register_image_recipe(
+    name="mobilenet",
+    summary="MobileNet v1 (paper: ImageNet 72.0 ReLU / 74.2 Swish top-1)",
+    default_config=Config,
+    presets=PRESETS,
+    validate=validate,
+    build_network=build_mobilenet,
+    docs=__doc__,
 )

@@ -34,6 +34,8 @@ import tempfile
 
 import numpy as np
 
+from keras_swish.recipes.sources import DataError, tfds_builder
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # Packages whose German message catalogs make the embedded corpus, and where.
 CATALOGS = (
@@ -52,10 +54,6 @@ _PLACEHOLDER = re.compile(
     r"%\(\w+\)[sdifrx]|%[-+#0]?\d*(?:\.\d+)?[sdifrxXc%]|%\d+|\{[^{}]*\}|<[^<>]+>"
 )
 _LETTER = re.compile(r"[^\W\d_]")
-
-
-class DataError(ValueError):
-    """A data spec that cannot be read; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,23 +203,6 @@ def read_text_pairs(source_file, target_file):
 
 
 # --- TFDS --------------------------------------------------------------------
-
-
-def tfds_builder(spec, data_dir):
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(spec.name, data_dir=data_dir)
-    except Exception as error:  # tfds raises several kinds for unknown names
-        raise DataError(f"Unknown TFDS dataset '{spec.name}': {error}") from None
-    if not builder.is_prepared():
-        where = data_dir or "~/tensorflow_datasets"
-        raise DataError(
-            f"TFDS dataset '{spec.name}' is not prepared under {where} (looked for "
-            f"{builder.data_dir}); nothing is downloaded at run time. Prepare it with: "
-            f"tfds build {spec.name} --data_dir {where}. Then pass --data-dir."
-        )
-    return builder
 
 
 def _tfds_text(builder, split, languages, shuffle_seed=None):
@@ -422,7 +403,7 @@ class _Corpus:
 
 
 def _tfds_corpus(spec, config, seed):
-    builder = tfds_builder(spec, config.data_dir)
+    builder = tfds_builder(spec.name, config.data_dir)
     languages = (config.source_language, config.target_language)
     splits = builder.info.splits
     train_split = spec.split or "train"

@@ -66,9 +66,7 @@ def register_recipe(recipe):
 def get_recipe(name):
     _load_builtin_recipes()
     if name not in _RECIPES:
-        raise KeyError(
-            f"Unknown recipe '{name}'. Recipes: {', '.join(sorted(_RECIPES))}."
-        )
+        raise KeyError(f"Unknown recipe '{name}'. Recipes: {', '.join(sorted(_RECIPES))}.")
     return _RECIPES[name]
 
 
@@ -78,6 +76,8 @@ def list_recipes():
 
 
 def _load_builtin_recipes():
-    from keras_swish.recipes import inception_resnet_v2  # noqa: F401  (registers itself)
-    from keras_swish.recipes import mobilenet  # noqa: F401  (registers itself)
-    from keras_swish.recipes import transformer_nmt  # noqa: F401  (registers itself)
+    from keras_swish.recipes import (
+        inception_resnet_v2,  # noqa: F401  (registers itself)
+        mobilenet,  # noqa: F401  (registers itself)
+        transformer_nmt,  # noqa: F401  (registers itself)
+    )

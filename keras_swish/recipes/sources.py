@@ -1,0 +1,37 @@
+"""What every recipe's data code shares: its error type and TFDS access."""
+
+
+class DataError(ValueError):
+    """A data spec that cannot be read; the message says what to do."""
+
+
+def tfds_builder(name, data_dir):
+    """The TFDS builder of a prepared dataset; fails fast when not prepared.
+
+    `tfds.load` of data that is not prepared retries a download for minutes;
+    nothing is downloaded at run time here, so an unprepared dataset raises a
+    `DataError` at once that says how to prepare it.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # tfds raises several kinds for unknown names
+        raise DataError(f"Unknown TFDS dataset '{name}': {error}") from None
+    if not builder.is_prepared():
+        where = data_dir or "~/tensorflow_datasets"
+        if name.startswith("imagenet2012"):
+            how = (
+                " ImageNet needs a manual download: put ILSVRC2012_img_train.tar and "
+                "ILSVRC2012_img_val.tar (from image-net.org) in a folder MANUAL, then"
+                f" run: tfds build {name} --data_dir {where} --manual_dir MANUAL."
+            )
+        else:
+            how = f" Prepare it with: tfds build {name} --data_dir {where}."
+        raise DataError(
+            f"TFDS dataset '{name}' is not prepared under {where} "
+            f"(looked for {builder.data_dir}); nothing is downloaded at run time."
+            + how
+            + " Then pass --data-dir to point at it."
+        )
+    return builder
