@@ -122,6 +122,8 @@ def make_metrics(config):
     return [
         keras.metrics.CategoricalAccuracy(name="top1"),
         keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"),
+        # The data loss alone: `loss` also holds the L2 penalty of every kernel.
+        keras.metrics.CategoricalCrossentropy(name="xent"),
     ]
 
 

@@ -163,14 +163,15 @@ def cli(*args, timeout=1800):
 @pytest.mark.slow
 def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "inception_resnet_v2", "--epochs", "2", "--steps-per-epoch", "STEPS",
+    args = ["train", "inception_resnet_v2", "--epochs", "2", "--steps-per-epoch", "12",
             "--output", str(run), "--verbose", "2"]
     result = cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["completed"] is True and metrics["recipe"] == "inception_resnet_v2"
     first, second = metrics["epochs"]
-    assert second["loss"] < first["loss"], metrics["epochs"]
+    # The cross-entropy falls (`loss` adds the L2 penalty of 54 M weights).
+    assert second["xent"] < first["xent"], metrics["epochs"]
     for key in ("top1", "top5", "val_top1", "val_top5", "wall_time_s"):
         assert key in second
     assert {"top1", "top5", "loss"} <= set(metrics["final"])
