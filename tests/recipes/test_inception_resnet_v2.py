@@ -11,10 +11,11 @@ import pytest
 
 from keras_swish import SwishBeta
 from keras_swish.recipes import driver
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import parse_set
-from keras_swish.recipes.inception_resnet_v2 import InceptionResNetV2Config
-from keras_swish.recipes.inception_resnet_v2 import build_inception_resnet_v2
+from keras_swish.recipes.config import ConfigError, parse_set
+from keras_swish.recipes.inception_resnet_v2 import (
+    InceptionResNetV2Config,
+    build_inception_resnet_v2,
+)
 from keras_swish.recipes.registry import get_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,7 +27,10 @@ UNITS = 5 + 7 + 10 * 6 + 4 + 20 * 4 + 7 + 10 * 4 + 1
 ACTIVATIONS = UNITS + 10 + 20 + 9
 RESIDUAL_SCALES = [0.17] * 10 + [0.1] * 20 + [0.2] * 9 + [1.0]
 ACTIVATION_KINDS = (
-    keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.PReLU, keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.Activation,
     SwishBeta,
 )
 
@@ -69,12 +73,17 @@ def test_residual_scales_and_weight_decay():
     model = small(weight_decay=1e-4)
     scales = [layer for layer in model.layers if isinstance(layer, keras.layers.Rescaling)]
     assert [s.scale for s in scales] == RESIDUAL_SCALES
-    assert [s.name for s in scales][::10] == ["block35_1_scale", "block17_1_scale",
-                                              "block17_11_scale", "block8_1_scale"]
+    assert [s.name for s in scales][::10] == [
+        "block35_1_scale",
+        "block17_1_scale",
+        "block17_11_scale",
+        "block8_1_scale",
+    ]
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert len(adds) == 40
     kernels = [
-        layer for layer in model.layers
+        layer
+        for layer in model.layers
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
     ]
     assert len(model.losses) == len(kernels) == UNITS + 40 + 1
@@ -121,13 +130,19 @@ def test_reference_defaults_and_embedded_preset():
     assert config.data.image_size == 299
     opt = config.optimizer
     assert (opt.learning_rate, opt.base_batch_size, opt.rho, opt.momentum, opt.epsilon) == (
-        0.045, 32, 0.9, 0.9, 1.0,
+        0.045,
+        32,
+        0.9,
+        0.9,
+        1.0,
     )
     assert (opt.decay_rate, opt.decay_epochs) == (0.94, 2.0) and opt.warmup_epochs > 0
     assert config.train.label_smoothing == 0.1
     model = config.model
     assert (model.weight_decay, model.batchnorm_momentum, model.batchnorm_epsilon) == (
-        4e-5, 0.9997, 1e-3,
+        4e-5,
+        0.9997,
+        1e-3,
     )
     assert model.activation == "swish_beta" and model.batchnorm_scale
     embedded = driver.resolve_config(recipe)
@@ -156,15 +171,28 @@ def test_bad_config_names_the_key(overrides, match):
 def cli(*args, timeout=1800):
     return subprocess.run(
         [sys.executable, "-m", "keras_swish.recipes", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
     )
 
 
 @pytest.mark.slow
 def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "inception_resnet_v2", "--epochs", "2", "--steps-per-epoch", "12",
-            "--output", str(run), "--verbose", "2"]
+    args = [
+        "train",
+        "inception_resnet_v2",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "12",
+        "--output",
+        str(run),
+        "--verbose",
+        "2",
+    ]
     result = cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())

@@ -10,21 +10,17 @@ import pytest
 
 from keras_swish import SwishBeta
 from keras_swish.cli import main
-from keras_swish.recipes import driver
-from keras_swish.recipes import nmt_data
+from keras_swish.recipes import driver, nmt_data
 from keras_swish.recipes.activations import ACTIVATIONS
-from keras_swish.recipes.config import ConfigError
-from keras_swish.recipes.config import parse_set
-from keras_swish.recipes.nmt_data import BOS_ID
-from keras_swish.recipes.nmt_data import EOS_ID
-from keras_swish.recipes.nmt_decode import CachedDecoder
-from keras_swish.recipes.nmt_decode import beam_search
-from keras_swish.recipes.nmt_decode import greedy_decode
-from keras_swish.recipes.nmt_decode import length_penalty
-from keras_swish.recipes.nmt_model import SmoothedSparseCrossentropy
-from keras_swish.recipes.nmt_model import TransformerSchedule
-from keras_swish.recipes.nmt_model import build_transformer
-from keras_swish.recipes.nmt_model import feedforward_activations
+from keras_swish.recipes.config import ConfigError, parse_set
+from keras_swish.recipes.nmt_data import BOS_ID, EOS_ID
+from keras_swish.recipes.nmt_decode import CachedDecoder, beam_search, greedy_decode, length_penalty
+from keras_swish.recipes.nmt_model import (
+    SmoothedSparseCrossentropy,
+    TransformerSchedule,
+    build_transformer,
+    feedforward_activations,
+)
 from keras_swish.recipes.registry import get_recipe
 from keras_swish.recipes.transformer_nmt import TransformerConfig
 from tests.backend_utils import to_numpy

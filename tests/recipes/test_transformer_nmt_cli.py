@@ -17,11 +17,8 @@ from keras_swish.recipes import driver
 from keras_swish.recipes.nmt_data import load_sentencepiece
 from keras_swish.recipes.nmt_decode import corpus_bleu
 from keras_swish.recipes.registry import get_recipe
-from keras_swish.recipes.transformer_nmt import translate_pairs
-from keras_swish.recipes.transformer_nmt import translator
-from tests.recipes.test_cli import ROOT
-from tests.recipes.test_cli import _wait_for_epochs
-from tests.recipes.test_cli import cli
+from keras_swish.recipes.transformer_nmt import translate_pairs, translator
+from tests.recipes.test_cli import ROOT, _wait_for_epochs, cli
 
 pytestmark = pytest.mark.slow
 
