@@ -14,7 +14,11 @@ pytestmark = pytest.mark.skipif(
 def test_mirrored_strategy_trains_one_synchronized_beta_per_use(tmp_path):
     import tensorflow as tf
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduction through one device: collective all-reduce instance keys clash
+    # between MirroredStrategy objects made one after another in one process.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         inputs = keras.Input((6, 6, 2))

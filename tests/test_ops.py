@@ -380,7 +380,9 @@ def test_tf_function_with_unknown_batch(jit_compile):
 def test_tf_mirrored_strategy_sums_beta_gradients():
     import tensorflow as tf
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     x, beta, upstream = make_inputs((4, 3, 5), (5,), seed=6)
     with strategy.scope():
         variable = tf.Variable(beta)

@@ -187,7 +187,9 @@ def test_warns_once_without_swish_beta(tmp_path):
 def test_mirrored_strategy_writes_one_set(tmp_path):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     x, y = small_data()
     with strategy.scope():
         model = small_model()
