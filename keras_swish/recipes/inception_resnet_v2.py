@@ -36,8 +36,10 @@ parameters) at its smallest input, 75×75, with BatchNorm momentum 0.9 and a
 short schedule (2 epochs of 15 steps of batch 32): a smoke run of the
 paper's network that finishes in about 5 minutes on 2 CPU cores (measured
 here: 2 epochs of 12 steps with two reloads, ~6 minutes on a busy machine).
-The cross-entropy (`xent` in metrics.json) falls; accuracy stays near
-chance in so few steps: use MobileNet for a quick result.
+With `--activation relu` it learns at once (validation top-1 ≈ 0.9 after
+3 × 40 steps, measured); with swish_beta it starts slowly (≈ 0.3 after the
+same 120 steps): Swish after each residual addition is not an identity at
+the start, so the full network first behaves like one without shortcuts.
 """
 
 import dataclasses
