@@ -58,8 +58,8 @@ def _poll(fetch, ready, process, log):
 @pytest.fixture
 def server(trained_run, tmp_path):
     command = _tensorboard_command()
-    if command is None:
-        pytest.skip("the tensorboard command is not installed beside this Python")
+    # tensorboard is a dependency of keras-swish: its command must be there.
+    assert command is not None, "the tensorboard command is not installed beside this Python"
     port = _free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     with open(tmp_path / "tensorboard.log", "w+") as log:
