@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 import keras_swish
-from keras_swish.recipes.embedded import load_mnist_5k
+from keras_swish.recipes.data.embedded import load_mnist_5k
 
 
 def build_model():

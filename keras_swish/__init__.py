@@ -14,6 +14,12 @@ __version__ = "0.1.0"
 
 _activations.install()
 
+# Everything a recipe writes into a `.keras` file is registered on import, so
+# that `keras.models.load_model(".../best.keras", safe_mode=True)` works in a
+# process that imports only keras_swish (neither imports keras_hub or data code).
+from keras_swish.recipes.core import schedules as _schedules  # noqa: E402, F401
+from keras_swish.recipes.models import transformer as _transformer  # noqa: E402, F401
+
 __all__ = [
     "SwishBeta",
     "callbacks",

@@ -6,14 +6,22 @@ keras-swish beta-report PATH [--out-dir DIR]
 
 Each subcommand is one `_add_<name>(subparsers)` function that sets a
 `handler(args) -> int`; what only a handler needs (matplotlib, model
-loading, training) is imported inside it. Bad input (a `ValueError` or
-`OSError` from a handler) ends with exit status 2 and one line on stderr, no
-traceback.
+loading, training) is imported inside it. Bad input (a
+`keras_swish.errors.UsageError` from a handler: a config value, a path, a
+data spec) ends with exit status 2 and one line on stderr; any other
+exception keeps its traceback.
+
+The `keras-swish` console script enters through `keras_swish_cli`, which
+hides TensorFlow's C++ start-up lines (oneDNN, CUDA probing, "failed call to
+cuInit" on a machine without a GPU) unless `keras-swish --verbose` is given
+or the user sets `TF_CPP_MIN_LOG_LEVEL`.
 """
 
 import argparse
 import os
 import sys
+
+from keras_swish.errors import UsageError
 
 PROG = "keras-swish"
 
@@ -28,7 +36,6 @@ def _version():
 
 
 def _beta_report(args):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_swish.callbacks.report import beta_report
 
     out_dir = args.out_dir
@@ -79,6 +86,12 @@ def build_parser():
         description="Swish with a trainable β for Keras 3: tools.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--verbose",
+        dest="tf_logs",
+        action="store_true",
+        help="show TensorFlow's C++ start-up and runtime log lines (hidden by default)",
+    )
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, title="commands"
     )
@@ -110,7 +123,7 @@ def main(argv=None):
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         return args.handler(args)
-    except (ValueError, OSError) as error:
+    except UsageError as error:
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 2
 

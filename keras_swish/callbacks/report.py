@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_swish.callbacks import betas as betas_lib
 from keras_swish.callbacks import plots
+from keras_swish.errors import UsageError
 
 DISTRIBUTION_PNG = "beta_distribution.png"
 CURVES_PNG = "beta_curves.png"
@@ -82,13 +83,13 @@ def _find_snapshot(directory):
         if betas_lib.SNAPSHOT_NAME in files:
             found.append(os.path.join(root, betas_lib.SNAPSHOT_NAME))
     if not found:
-        raise ValueError(
+        raise UsageError(
             f"No BetaMonitor snapshot ({betas_lib.SNAPSHOT_NAME}) under {directory!r}. "
             "BetaMonitor writes one to <log_dir>/beta at every summary step. "
             f"{_EXPECTED}."
         )
     if len(found) > 1:
-        raise ValueError(
+        raise UsageError(
             f"{directory!r} holds {len(found)} BetaMonitor runs; pass one of them: "
             + ", ".join(repr(os.path.dirname(p)) for p in found[:10])
         )
@@ -103,7 +104,7 @@ def _load_model(path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:
-        raise ValueError(f"Could not load a Keras model from {path!r}: {error}") from None
+        raise UsageError(f"Could not load a Keras model from {path!r}: {error}") from None
 
 
 def load_betas(model_or_path):
@@ -136,15 +137,15 @@ def load_betas(model_or_path):
         elif os.path.isfile(path) and path.endswith(".keras"):
             layers = betas_lib.read_betas(_load_model(path))
         elif not os.path.exists(path):
-            raise ValueError(f"No such file or directory: {path!r}. {_EXPECTED}.")
+            raise UsageError(f"No such file or directory: {path!r}. {_EXPECTED}.")
         else:
-            raise ValueError(f"{_EXPECTED}. Received: {path!r}")
+            raise UsageError(f"{_EXPECTED}. Received: {path!r}")
     else:
-        raise ValueError(
+        raise UsageError(
             f"{_EXPECTED}. Received: model_or_path of type {type(model_or_path).__name__}"
         )
     if not layers:
-        raise ValueError(f"{source} has no SwishBeta layer: no β to report.")
+        raise UsageError(f"{source} has no SwishBeta layer: no β to report.")
     return source, step, layers
 
 
@@ -177,14 +178,14 @@ def beta_report(model_or_path, out_dir):
     ('net/fc/swish_beta', 8)
     """
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
-        raise ValueError(f"`out_dir` must be a non-empty path. Received: out_dir={out_dir!r}")
+        raise UsageError(f"`out_dir` must be a non-empty path. Received: out_dir={out_dir!r}")
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"`out_dir` must be a directory. Received: {out_dir!r} (a file)")
+        raise UsageError(f"`out_dir` must be a directory. Received: {out_dir!r} (a file)")
     source, step, layers = load_betas(model_or_path)
     values = betas_lib.all_values(layers)
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{source} has non-finite β values (NaN or inf).")
+        raise UsageError(f"{source} has non-finite β values (NaN or inf).")
     suffix = "" if step is None else f" (step {step})"
     distribution = plots.distribution_figure(values, len(layers))
     curves = plots.curves_figure(values, title=f"Learned Swish curves{suffix}")

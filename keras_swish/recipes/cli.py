@@ -1,8 +1,8 @@
 """The recipe commands of `keras-swish`: `recipes`, `train`, `evaluate`, `translate`.
 
 ```
-keras-swish recipes
-keras-swish train RECIPE [--activation NAME] [--data SPEC] [--data-dir DIR] ...
+keras-swish recipes [RECIPE | EXPERIMENT]
+keras-swish train RECIPE|EXPERIMENT [--activation NAME] [--data SPEC] [--data-dir DIR] ...
 keras-swish evaluate RUN_DIR [--data SPEC] [--data-dir DIR] [--batch-size N]
 keras-swish translate RUN_DIR < sentences.txt
 ```
@@ -11,9 +11,9 @@ Also runnable as `python -m keras_swish.recipes ...`.
 
 import json
 
-from keras_swish.recipes.activations import ACTIVATIONS
-from keras_swish.recipes.config import ConfigError, parse_set
-from keras_swish.recipes.strategy import PRECISIONS, STRATEGIES
+from keras_swish.recipes.core.config import parse_set, to_dict
+from keras_swish.recipes.core.strategy import PRECISIONS, STRATEGIES
+from keras_swish.recipes.models.activations import ACTIVATIONS
 
 # Flags every recipe takes: name → (argparse kwargs). Recipes list the ones
 # they use in `Recipe.flags`; `--image-size` is for image recipes only.
@@ -44,7 +44,7 @@ COMMON_FLAGS = {
 
 def _all_flags():
     """The common flags, then those of each recipe (`Recipe.extra_flags`)."""
-    from keras_swish.recipes.registry import list_recipes
+    from keras_swish.recipes.core.registry import list_recipes
 
     flags = dict(COMMON_FLAGS)
     for recipe in list_recipes():
@@ -54,53 +54,64 @@ def _all_flags():
 
 
 def _recipes(args):
-    from keras_swish.recipes.config import to_dict
-    from keras_swish.recipes.registry import list_recipes
+    from keras_swish.recipes.core.registry import list_experiments, list_recipes
 
-    for recipe in list_recipes():
-        config = to_dict(recipe.default_config())
-        print(f"{recipe.name}: {recipe.summary}")
-        for section, values in config.items():
-            print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-        for key, preset in recipe.presets.items():
-            flat = ", ".join(
-                f"{s}.{k}={v}" for s, values in preset.items() for k, v in values.items()
-            )
-            print(f"  preset '{key}': {flat}")
+    if args.name is None:
+        for recipe in list_recipes():
+            print(f"{recipe.name}: {recipe.summary}")
+            for experiment in list_experiments(recipe.name):
+                default = " (default)" if experiment.default else ""
+                print(f"  {experiment.name}{default}: {experiment.summary}")
+        print("Details, defaults and the learning-rate schedule: keras-swish recipes NAME")
+        return 0
+    from keras_swish.recipes.core import runner
+
+    recipe, experiment, config = runner.resolve(args.name)
+    print(f"{experiment.name}: {experiment.summary}")
+    print(f"  recipe {recipe.name}: {recipe.summary}")
+    if experiment.reference:
+        print(f"  reference: {experiment.reference}")
+    print(f"  reads --data {' or '.join(experiment.data)}")
+    for section, values in to_dict(config).items():
+        print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    steps_per_pass = recipe_steps_per_pass(recipe, experiment, config)
+    if steps_per_pass is None:
+        print(
+            "  Learning rate: needs the data's size; `keras-swish train` prints it "
+            "before the first step."
+        )
+        return 0
+    steps = config.train.steps_per_epoch or steps_per_pass
+    for line in runner.schedule_lines(recipe, config, steps_per_pass, steps):
+        print("  " + line)
     return 0
 
 
-def _recipe_or_error(name):
-    from keras_swish.recipes.registry import get_recipe
-
-    try:
-        return get_recipe(name)
-    except KeyError as error:
-        raise ConfigError(error.args[0]) from None
+def recipe_steps_per_pass(recipe, experiment, config):
+    """Steps of one pass over the experiment's training data, if known without reading it."""
+    if experiment.train_examples is None:
+        return None
+    return max(1, experiment.train_examples // config.train.batch_size)
 
 
 def _train(args):
-    from keras_swish.recipes import driver
+    from keras_swish.recipes.core import runner
 
-    recipe = _recipe_or_error(args.recipe)
     flags = {name: getattr(args, name) for name in _all_flags()}
-    unused = sorted(n for n, v in flags.items() if v is not None and n not in recipe.flags)
-    if unused:
-        raise ConfigError(f"Recipe '{recipe.name}' does not take --{unused[0].replace('_', '-')}.")
-    config = driver.resolve_config(
-        recipe, config_file=args.config, flags=flags, overrides=parse_set(args.set)
+    flags = {name: value for name, value in flags.items() if value is not None}
+    recipe, experiment, config = runner.resolve(
+        args.recipe, config_file=args.config, flags=flags, overrides=parse_set(args.set)
     )
-    driver.train(recipe, config, verbose=args.verbose)
+    runner.train(recipe, experiment, config, verbose=args.verbose)
     return 0
 
 
 def _evaluate(args):
     import dataclasses
 
-    from keras_swish.recipes import driver
-    from keras_swish.recipes.registry import get_recipe
+    from keras_swish.recipes.core import runner
 
-    recipe, config = driver.load_run_config(get_recipe, args.run_dir)
+    recipe, config = runner.load_run_config(args.run_dir)
     data = config.data
     if args.data is not None:
         data = dataclasses.replace(data, source=args.data)
@@ -113,7 +124,8 @@ def _evaluate(args):
         train = dataclasses.replace(train, batch_size=args.batch_size)
     config = dataclasses.replace(config, data=data, train=train)
     recipe.validate(config)
-    report = driver.evaluate(recipe, config, args.run_dir)
+    report = runner.evaluate(recipe, config, args.run_dir)
+    print(f"{report['model']} on {report['data']}:")
     print(json.dumps(report["metrics"], indent=2))
     return 0
 
@@ -121,7 +133,7 @@ def _evaluate(args):
 def _translate(args):
     import sys
 
-    from keras_swish.recipes.transformer_nmt import translator
+    from keras_swish.recipes.tasks.translation import translator
 
     translate = translator(args.run_dir, args.beam_size, args.length_penalty)
     for line in translate(sys.stdin.read().splitlines()):
@@ -131,19 +143,30 @@ def _translate(args):
 
 def add_subcommands(subparsers):
     """Adds `recipes`, `train`, `evaluate` and `translate` to `keras-swish`'s subparsers."""
-    recipes = subparsers.add_parser("recipes", help="list the recipes, their data and defaults")
+    recipes = subparsers.add_parser(
+        "recipes",
+        help="list the recipes and experiments; one's settings and schedule",
+        description=(
+            "Without NAME: every recipe and its named experiments. With a recipe or "
+            "experiment NAME: its reference, resolved settings and learning rate at "
+            "0/25/50/75/100 %% of training."
+        ),
+    )
+    recipes.add_argument("name", metavar="NAME", nargs="?", help="a recipe or experiment")
     recipes.set_defaults(handler=_recipes)
 
     train = subparsers.add_parser(
         "train",
         help="train a recipe (embedded data by default)",
         description=(
-            "Trains RECIPE. Settings: the recipe's reference defaults, then its "
-            "preset for the data, then --config, then flags and --set. Re-running "
-            "the same command resumes an interrupted run."
+            "Trains an experiment (mobilenet/imagenet, ...) or a recipe (mobilenet: its "
+            "experiment for --data, else its embedded one). Settings: the recipe's "
+            "reference defaults, then the experiment's, then --config, then flags and "
+            "--set (null for None). Re-running the same command resumes an interrupted "
+            "run where it stopped; a larger --epochs continues a finished one."
         ),
     )
-    train.add_argument("recipe", metavar="RECIPE", help="see `keras-swish recipes`")
+    train.add_argument("recipe", metavar="RECIPE|EXPERIMENT", help="see `keras-swish recipes`")
     for name, kwargs in _all_flags().items():
         train.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
     train.add_argument("--config", metavar="YAML", help="a YAML file of config sections")
@@ -161,7 +184,10 @@ def add_subcommands(subparsers):
     evaluate = subparsers.add_parser(
         "evaluate",
         help="evaluate a run's best model",
-        description="Evaluates RUN_DIR's best.keras (else final.keras) on validation data.",
+        description=(
+            "Evaluates RUN_DIR's best.keras (the model its metrics.json reports; "
+            "final.keras if there is none) on validation and test data."
+        ),
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--data", metavar="SPEC", help="default: the run's own data")
@@ -174,7 +200,8 @@ def add_subcommands(subparsers):
         help="translate stdin with a transformer_nmt run",
         description=(
             "Reads one sentence a line on stdin and prints one translation a line, "
-            "with RUN_DIR's best.keras (else final.keras) and its SentencePiece model."
+            "with RUN_DIR's best.keras (the model its metrics.json reports) and its "
+            "SentencePiece model."
         ),
     )
     translate.add_argument("run_dir", metavar="RUN_DIR")

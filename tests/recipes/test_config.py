@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from keras_swish.recipes import driver
-from keras_swish.recipes.config import ConfigError, apply_overrides, parse_set
-from keras_swish.recipes.registry import get_recipe, list_recipes
+from keras_swish.recipes.core.config import ConfigError, apply_overrides, parse_set
+from keras_swish.recipes.core.registry import get_recipe, list_recipes
 
 
 @pytest.mark.parametrize("recipe", list_recipes(), ids=lambda r: r.name)

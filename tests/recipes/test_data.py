@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_swish.recipes.embedded import load_mnist_5k
-from keras_swish.recipes.image_data import DataError, make_image_data, parse_data_spec
+from keras_swish.recipes.data.embedded import load_mnist_5k
+from keras_swish.recipes.data.images import DataError, make_image_data, parse_data_spec
 
 tf = pytest.importorskip("tensorflow")
 

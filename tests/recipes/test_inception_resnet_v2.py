@@ -11,12 +11,12 @@ import pytest
 
 from keras_swish import SwishBeta
 from keras_swish.recipes import driver
-from keras_swish.recipes.config import ConfigError, parse_set
-from keras_swish.recipes.inception_resnet_v2 import (
+from keras_swish.recipes.core.config import ConfigError, parse_set
+from keras_swish.recipes.models.inception_resnet_v2 import (
     InceptionResNetV2Config,
     build_inception_resnet_v2,
 )
-from keras_swish.recipes.registry import get_recipe
+from keras_swish.recipes.core.registry import get_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

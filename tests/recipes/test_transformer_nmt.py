@@ -11,18 +11,18 @@ import pytest
 from keras_swish import SwishBeta
 from keras_swish.cli import main
 from keras_swish.recipes import driver, nmt_data
-from keras_swish.recipes.activations import ACTIVATIONS
-from keras_swish.recipes.config import ConfigError, parse_set
-from keras_swish.recipes.nmt_data import BOS_ID, EOS_ID
-from keras_swish.recipes.nmt_decode import CachedDecoder, beam_search, greedy_decode, length_penalty
-from keras_swish.recipes.nmt_model import (
+from keras_swish.recipes.models.activations import ACTIVATIONS
+from keras_swish.recipes.core.config import ConfigError, parse_set
+from keras_swish.recipes.data.text import BOS_ID, EOS_ID
+from keras_swish.recipes.tasks.decoding import CachedDecoder, beam_search, greedy_decode, length_penalty
+from keras_swish.recipes.models.transformer import (
     SmoothedSparseCrossentropy,
     TransformerSchedule,
     build_transformer,
     feedforward_activations,
 )
-from keras_swish.recipes.registry import get_recipe
-from keras_swish.recipes.transformer_nmt import TransformerConfig
+from keras_swish.recipes.core.registry import get_recipe
+from keras_swish.recipes.tasks.translation import TransformerConfig
 from tests.backend_utils import to_numpy
 
 RECIPE = get_recipe("transformer_nmt")

@@ -14,10 +14,10 @@ import keras
 import pytest
 
 from keras_swish.recipes import driver
-from keras_swish.recipes.nmt_data import load_sentencepiece
-from keras_swish.recipes.nmt_decode import corpus_bleu
-from keras_swish.recipes.registry import get_recipe
-from keras_swish.recipes.transformer_nmt import translate_pairs, translator
+from keras_swish.recipes.data.text import load_sentencepiece
+from keras_swish.recipes.tasks.decoding import corpus_bleu
+from keras_swish.recipes.core.registry import get_recipe
+from keras_swish.recipes.tasks.translation import translate_pairs, translator
 from tests.recipes.test_cli import ROOT, _wait_for_epochs, cli
 
 pytestmark = pytest.mark.slow

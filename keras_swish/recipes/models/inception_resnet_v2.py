@@ -1,13 +1,4 @@
-"""Inception-ResNet-v2 on ImageNet, with the activation as a flag and BatchNorm γ on.
-
-The paper's "Inception-ResNet-v2" row, top-1 on ImageNet over 3 runs: ReLU
-79.5 / 79.6 / 79.8, Swish-1 80.2 / 80.3 / 80.4, Swish (trainable β)
-80.2 / 80.2 / 80.3.
-
-Run:
-    keras-swish train inception_resnet_v2            # embedded digits: a smoke run
-    keras-swish train inception_resnet_v2 --activation relu \\
-        --data tfds:imagenet2012 --data-dir ~/tensorflow_datasets --output runs/irv2-relu
+"""Inception-ResNet-v2 with the activation at every nonlinearity and BatchNorm γ on.
 
 The network is `keras.applications.InceptionResNetV2` (stem, 10 × block35,
 reduction A, 20 × block17, reduction B, 10 × block8, residual scales
@@ -17,38 +8,18 @@ output after its scaled residual addition, 243 places — takes the chosen
 activation, and every BatchNormalization keeps its scale γ: the paper points
 out that Swish needs it, and `keras.applications` turns it off. The residual
 scaling is a `Rescaling` and an `Add` layer, so `.keras` files load in safe
-mode.
-
-Reference settings (Inception-v4 paper, TF-Slim defaults): 299×299,
-RMSProp (decay 0.9, momentum 0.9, ε 1.0), lr 0.045 per 32 examples decayed
-×0.94 every 2 epochs (staircase), weight decay 4e-5 (as Keras L2 on every
-kernel), BatchNorm decay 0.9997 and ε 1e-3, dropout 0.2 before the
-classifier, label smoothing 0.1 (from Inception-v3), Inception crops (area
-≥ 5 %, central 87.5 % for evaluation). The papers trained asynchronously, 32
-images on each of 20 (Inception-v4) or 50 (Inception-v3, 100 epochs)
-replicas; the defaults here are the synchronous equivalent of Inception-v4's:
-global batch 640 (peak lr 0.9), 100 epochs, and 5 epochs of linear warm-up
-that synchronous large-batch training needs. The paper tried 3 learning
-rates per activation (`--set optimizer.learning_rate=...`).
-
-On the embedded digits the network keeps its full depth and width (54 M
-parameters) at its smallest input, 75×75, with BatchNorm momentum 0.9 and a
-short schedule (2 epochs of 15 steps of batch 32): a smoke run of the
-paper's network that finishes in about 5 minutes on 2 CPU cores (measured
-here: 2 epochs of 12 steps with two reloads, ~6 minutes on a busy machine).
-With `--activation relu` it learns at once (validation top-1 ≈ 0.9 after
-3 × 40 steps, measured); with swish_beta it starts slowly (≈ 0.3 after the
-same 120 steps): Swish after each residual addition is not an identity at
-the start, so the full network first behaves like one without shortcuts.
+mode. Weight decay wd is the references' penalty wd·Σw²/2 (TF-Slim's
+`l2_regularizer`), Keras's `L2(wd / 2)`, on every kernel. Its training
+settings live in `keras_swish.recipes.configs.inception_resnet_v2`.
 """
 
 import dataclasses
 
 import keras
 
-from keras_swish.recipes import image_classification as ic
-from keras_swish.recipes.activations import activation_layer, is_piecewise_linear
-from keras_swish.recipes.config import ConfigError, TrainConfig
+from keras_swish.recipes.core.config import check
+from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
+from keras_swish.recipes.models.common import classifier_head, reference_l2
 
 MIN_IMAGE_SIZE = 75
 
@@ -57,78 +28,31 @@ MIN_IMAGE_SIZE = 75
 class InceptionResNetV2Config:
     activation: str = "swish_beta"
     dropout: float = 0.2  # TF-Slim keeps 0.8 before the logits
-    weight_decay: float = 4e-5  # L2 on every kernel
+    weight_decay: float = 4e-5  # penalty wd·Σw²/2 on every kernel (TF-Slim)
     batchnorm_momentum: float = 0.9997
     batchnorm_epsilon: float = 1e-3
     batchnorm_scale: bool = True  # forced on for activations that are not piecewise linear
 
 
-@dataclasses.dataclass
-class Config:
-    model: InceptionResNetV2Config = dataclasses.field(default_factory=InceptionResNetV2Config)
-    data: ic.ImageDataConfig = dataclasses.field(
-        default_factory=lambda: ic.ImageDataConfig(image_size=299, crop_area_min=0.05)
-    )
-    optimizer: ic.RMSPropConfig = dataclasses.field(
-        default_factory=lambda: ic.RMSPropConfig(
-            learning_rate=0.045,
-            base_batch_size=32,
-            rho=0.9,
-            momentum=0.9,
-            epsilon=1.0,
-            warmup_epochs=5.0,
-            decay_rate=0.94,
-            decay_epochs=2.0,
-        )
-    )
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(epochs=100, batch_size=640)
-    )
-
-
-PRESETS = {
-    "embedded": {
-        "model": {"batchnorm_momentum": 0.9},
-        "data": {
-            "image_size": MIN_IMAGE_SIZE,
-            "crop_area_min": 0.5,
-            "random_flip": False,
-            "eval_crop": 1.0,
-            "shuffle_buffer": 4000,
-        },
-        "optimizer": {
-            "learning_rate": 0.005,
-            "warmup_epochs": 0.5,
-            "decay_epochs": 1.0,
-            "decay_rate": 0.8,
-        },
-        "train": {"epochs": 2, "steps_per_epoch": 15, "batch_size": 32},
-    },
-}
-
-
 def validate(config):
-    ic.validate_common(config)
+    """Checks the `model` section and the input size."""
     model = config.model
-    ic._check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
-    ic._check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
-    ic._check(
+    check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
+    check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
+    check(
         0 < model.batchnorm_momentum < 1,
         "model.batchnorm_momentum",
         model.batchnorm_momentum,
         "in (0, 1)",
     )
-    ic._check(
+    check(
         model.batchnorm_epsilon > 0,
         "model.batchnorm_epsilon",
         model.batchnorm_epsilon,
         "positive",
     )
-    if config.data.image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(
-            f"Inception-ResNet-v2 needs 'data.image_size' of at least {MIN_IMAGE_SIZE}. "
-            f"Received: data.image_size={config.data.image_size}"
-        )
+    size = config.data.image_size
+    check(size >= MIN_IMAGE_SIZE, "data.image_size", size, f"at least {MIN_IMAGE_SIZE}")
 
 
 def build_inception_resnet_v2(model_config, input_shape, num_classes):
@@ -143,7 +67,7 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
         A functional `keras.Model` named `inception_resnet_v2_<activation>`.
     """
     c = model_config
-    regularizer = keras.regularizers.L2(c.weight_decay) if c.weight_decay else None
+    regularizer = reference_l2(c.weight_decay)
     scale = c.batchnorm_scale or not is_piecewise_linear(c.activation)
 
     def act(x, name):
@@ -269,16 +193,5 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     # no activation after it.
     x = residual_block(x, "block8", 1.0, "block8_10", activation=False)
     x = unit(x, 1536, 1, "conv_7b")  # 8 × 8 × 1536
-    outputs = ic.classifier_head(x, num_classes, c.dropout, regularizer, "inception_resnet_v2")
+    outputs = classifier_head(x, num_classes, c.dropout, regularizer, "inception_resnet_v2")
     return keras.Model(inputs, outputs, name=f"inception_resnet_v2_{c.activation}")
-
-
-RECIPE = ic.register_image_recipe(
-    name="inception_resnet_v2",
-    summary="Inception-ResNet-v2 (paper: ImageNet 79.6 ReLU / 80.2 Swish top-1)",
-    default_config=Config,
-    presets=PRESETS,
-    validate=validate,
-    build_network=build_inception_resnet_v2,
-    docs=__doc__,
-)

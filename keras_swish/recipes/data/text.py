@@ -6,12 +6,15 @@
   `Django` package (`django/**/locale/de/LC_MESSAGES/django.po`) and the
   `jupyterlab-language-pack-de-DE` package (`.mo` catalogs), read with
   Babel's gettext readers (plural forms give two pairs, fuzzy entries and
-  placeholder-only entries are dropped) and split deterministically into
-  train / validation / test by a hash of the English text;
+  placeholder-only entries are dropped) and split into train / validation /
+  test by a hash of the normalized English text (lower case, no
+  punctuation), so that near-duplicates ("Save" and "save.") never fall on
+  both sides of a split, and no split depends on a run's seed;
 - `tfds:NAME[:SPLIT]`: a TensorFlow Datasets translation dataset prepared
   under `--data-dir`, such as `tfds:wmt14_translate/de-en` (train on `train`
   or SPLIT, validate on `validation` = newstest2013, test on `test` =
-  newstest2014); nothing is downloaded at run time;
+  newstest2014; a dataset without a `validation` split is refused rather
+  than validated on its test split); nothing is downloaded at run time;
 - `text:SRC,TGT`: two UTF-8 files with one sentence per line, line i of SRC
   translated by line i of TGT, split like the embedded pairs.
 
@@ -20,6 +23,13 @@ on the training text on first use and kept in the run folder (and, with
 `--data-dir`, cached there for other runs). Ids: 0 padding, 1 unknown, 2
 begin, 3 end of sentence. Batches are bucketed by length so that each holds
 about `tokens_per_batch` tokens (padding included) on its longer side.
+
+Order: epoch k of a run reads a stream of passes over the training pairs
+whose order depends only on the seed and k (`keras_swish.recipes.data.order`),
+so a run resumed at epoch k starts as fast as a fresh one. Batches are
+planned by length, so where epoch k starts inside a pass cannot be known
+without tokenizing what comes before; each epoch therefore starts its own
+stream instead of continuing the previous epoch's pass.
 """
 
 import dataclasses
@@ -34,7 +44,8 @@ import tempfile
 
 import numpy as np
 
-from keras_swish.recipes.sources import DataError, tfds_builder
+from keras_swish.recipes.data.order import Raw, pass_order
+from keras_swish.recipes.data.sources import DataError, tfds_builder
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # Packages whose German message catalogs make the embedded corpus, and where.
@@ -62,11 +73,6 @@ class DataSpec:
     name: str = ""  # TFDS name, or the source file of "text"
     split: str | None = None  # TFDS training split
     target_file: str = ""
-
-    @property
-    def preset(self):
-        """The key of the recipe presets that apply: "embedded", "tfds:NAME", "text"."""
-        return f"tfds:{self.name}" if self.kind == "tfds" else self.kind
 
 
 def parse_data_spec(text):
@@ -164,15 +170,30 @@ def load_catalog_pairs():
     return pairs
 
 
-def split_pairs(pairs, validation_fraction, test_fraction):
-    """Deterministic train / validation / test split by a hash of the source.
+_NOT_WORD = re.compile(r"[\W_]+")
 
-    A pair's side depends on its source text only, so it does not move when
-    other pairs are added or removed.
+
+def normalize_source(text):
+    """Lower case, punctuation and symbols dropped, words single-spaced.
+
+    Example:
+
+    >>> normalize_source("  Save  the file… ")
+    'save the file'
+    """
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+
+
+def split_pairs(pairs, validation_fraction, test_fraction):
+    """A fixed train / validation / test split by a hash of the normalized source.
+
+    A pair's side depends on its normalized source text only: it does not
+    move when other pairs are added or removed, and sources that differ only
+    in case or punctuation ("Save", "save.") always land on the same side.
     """
     splits = ([], [], [])
     for pair in pairs:
-        digest = hashlib.sha256(pair[0].encode("utf-8")).digest()
+        digest = hashlib.sha256(normalize_source(pair[0]).encode("utf-8")).digest()
         u = int.from_bytes(digest[:8], "big") / 2**64
         index = 2 if u < test_fraction else 1 if u < test_fraction + validation_fraction else 0
         splits[index].append(pair)
@@ -205,14 +226,9 @@ def read_text_pairs(source_file, target_file):
 # --- TFDS --------------------------------------------------------------------
 
 
-def _tfds_text(builder, split, languages, shuffle_seed=None):
-    """A dataset of (source, target) strings from one TFDS split."""
-    import tensorflow_datasets as tfds
-
-    read = tfds.ReadConfig(shuffle_seed=shuffle_seed) if shuffle_seed is not None else None
-    dataset = builder.as_dataset(
-        split=split, shuffle_files=shuffle_seed is not None, read_config=read
-    )
+def _tfds_text(builder, split, languages):
+    """A dataset of (source, target) strings from one TFDS split, in file order."""
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
     missing = [lang for lang in languages if lang not in dataset.element_spec]
     if missing:
         raise DataError(
@@ -313,9 +329,11 @@ def estimate_steps(lengths, total, boundaries, batch_sizes):
 class TranslationData:
     """A recipe's data, as the driver uses it (see `Recipe.make_data`)."""
 
-    train: object  # endless, batched: ({"source", "target_in"}, labels, weights)
+    train: object  # (initial_epoch, steps_per_epoch) -> endless, batched:
+    #                ({"source", "target_in"}, labels, weights)
     validation: object  # finite, batched the same way
-    steps_per_epoch: int
+    test: object  # None: the test pairs are scored with BLEU only
+    steps_per_pass: int  # estimated batches of one pass over the training pairs
     examples_per_step: int  # sentence pairs in an average batch
     summary: str
     vocab_size: int  # of the SentencePiece model, ≤ the configured size
@@ -400,22 +418,28 @@ class _Corpus:
     validation_pairs: list
     test_pairs: list
     description: str
+    train_pairs: list | None = None  # in memory (embedded, text files); None for TFDS
 
 
-def _tfds_corpus(spec, config, seed):
+def _tfds_corpus(spec, config):
     builder = tfds_builder(spec.name, config.data_dir)
     languages = (config.source_language, config.target_language)
     splits = builder.info.splits
     train_split = spec.split or "train"
     # Without metadata (mocked data) the splits are not known: use the usual names.
-    val_split = "validation" if "validation" in splits or not splits else "test"
-    test_split = "test" if "test" in splits or not splits else val_split
-    for split in (train_split, val_split):
-        if splits and split.split("[")[0] not in splits:
-            raise DataError(
-                f"TFDS dataset '{spec.name}' has no split '{split}'. Splits: {', '.join(splits)}."
-            )
-    train = _tfds_text(builder, train_split, languages, shuffle_seed=seed)
+    if splits and "validation" not in splits:
+        raise DataError(
+            f"TFDS dataset '{spec.name}' has no validation split (splits: "
+            f"{', '.join(splits)}); models are never chosen on a test split. "
+            "Use text:SRC,TGT files to have one carved from the training pairs."
+        )
+    val_split = "validation"
+    test_split = "test" if "test" in splits or not splits else None
+    if splits and train_split.split("[")[0] not in splits:
+        raise DataError(
+            f"TFDS dataset '{spec.name}' has no split '{train_split}'. Splits: {', '.join(splits)}."
+        )
+    train = _tfds_text(builder, train_split, languages)
     try:
         size = splits[train_split].num_examples
     except (KeyError, ValueError):
@@ -433,10 +457,10 @@ def _tfds_corpus(spec, config, seed):
         sample=train.take(config.length_sample),
         sentences=sentences,
         validation_pairs=_tfds_pairs(_tfds_text(builder, val_split, languages)),
-        test_pairs=_tfds_pairs(_tfds_text(builder, test_split, languages)),
+        test_pairs=_tfds_pairs(_tfds_text(builder, test_split, languages)) if test_split else [],
         description=(
             f"tfds:{spec.name} ({languages[0]}→{languages[1]}; "
-            f"{train_split} / {val_split} / {test_split})"
+            f"{train_split} / {val_split} / {test_split or 'no test split'})"
         ),
     )
 
@@ -469,8 +493,9 @@ def _split_corpus(spec, config):
         sample=dataset,
         sentences=lambda: (sentence for pair in train for sentence in pair),
         validation_pairs=validation,
-        test_pairs=test or validation,
+        test_pairs=test,
         description=description,
+        train_pairs=train,
     )
 
 
@@ -490,9 +515,7 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
     import tensorflow as tf
     import tensorflow_text as tf_text
 
-    corpus = (
-        _tfds_corpus(spec, config, seed) if spec.kind == "tfds" else _split_corpus(spec, config)
-    )
+    corpus = _tfds_corpus(spec, config) if spec.kind == "tfds" else _split_corpus(spec, config)
     model_path = ensure_sentencepiece(spec, config, output, corpus.sentences, seed)
     with open(model_path, "rb") as f:
         tokenizer = tf_text.SentencepieceTokenizer(model=f.read(), add_eos=True)
@@ -526,20 +549,35 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
 
     options = tf.data.Options()
     options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.AUTO
-        if spec.kind == "tfds"
-        else tf.data.experimental.AutoShardPolicy.DATA
-    )
-    train = (
-        corpus.train.shuffle(
-            min(config.shuffle_buffer, corpus.train_size), seed=seed, reshuffle_each_iteration=True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    if spec.kind == "tfds":
+        raw = Raw(corpus.train, corpus.train_size, False)
+    else:
+        sources, targets = zip(*corpus.train_pairs, strict=True)
+        raw = Raw((tf.constant(sources), tf.constant(targets)), corpus.train_size, True)
+
+    def train(initial_epoch=0, steps_per_epoch=None):
+        steps_per_epoch = steps_per_epoch or steps
+
+        def epoch_stream(epoch):
+            def one_pass(pass_index):
+                # Stream key: (epoch, pass inside the epoch); distinct for any pass < 2^20.
+                ordered = pass_order(
+                    raw, epoch * 2**20 + pass_index, seed, 0, raw.count, config.shuffle_buffer
+                )
+                return ordered.map(lambda _, pair: pair)
+
+            pairs = tf.data.Dataset.range(2**20).flat_map(one_pass)
+            pairs = pairs.map(encode, num_parallel_calls=auto).filter(fits)
+            return _batched(pairs, boundaries, sizes).take(steps_per_epoch)
+
+        return (
+            tf.data.Dataset.range(initial_epoch, np.iinfo(np.int64).max)
+            .flat_map(epoch_stream)
+            .prefetch(auto)
+            .with_options(options)
         )
-        .repeat()
-        .map(encode, num_parallel_calls=auto)
-        .filter(fits)
-    )
-    train = _batched(train, boundaries, sizes).prefetch(auto).with_options(options)
+
     validation = _batched(
         _strings(corpus.validation_pairs).map(encode, num_parallel_calls=auto).filter(fits),
         boundaries,
@@ -555,7 +593,8 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
     return TranslationData(
         train=train,
         validation=validation,
-        steps_per_epoch=steps,
+        test=None,  # the test pairs are scored by BLEU (`test_pairs`)
+        steps_per_pass=steps,
         examples_per_step=max(1, round(kept / steps)),
         summary=(
             f"{corpus.description}: {corpus.train_size} training / "

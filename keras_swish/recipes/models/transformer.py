@@ -12,10 +12,9 @@ with 0 as padding; the output is float32 logits `(batch, T, vocab)`.
 import math
 
 import keras
-import keras_hub
 from keras import ops
 
-from keras_swish.recipes.activations import activation_layer
+from keras_swish.recipes.models.activations import activation_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_swish")
@@ -58,6 +57,8 @@ class TokenEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, vocab_size, d_model, positions="sinusoidal", max_length=None, **kwargs):
+        import keras_hub  # imported on use: loading a model needs only keras_swish
+
         super().__init__(**kwargs)
         if positions not in ("sinusoidal", "learned"):
             raise ValueError(
@@ -125,6 +126,8 @@ def build_transformer(config, vocab_size, max_length):
         layers `embedding`, `encoder_<i>`, `decoder_<i>` (and `encoder_norm`,
         `decoder_norm` with `normalize_first`).
     """
+    import keras_hub  # imported on use: loading a model needs only keras_swish
+
     c = config
     source = keras.Input((None,), dtype="int32", name="source")
     target = keras.Input((None,), dtype="int32", name="target_in")
@@ -169,6 +172,8 @@ def build_transformer(config, vocab_size, max_length):
 
 def feedforward_activations(model):
     """The activation of every FFN in `model`, encoder layers first."""
+    import keras_hub  # imported on use: loading a model needs only keras_swish
+
     return [
         layer._feedforward_intermediate_dense.activation
         for layer in model.layers

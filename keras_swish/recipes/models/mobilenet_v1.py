@@ -1,29 +1,25 @@
-"""MobileNet (v1) on ImageNet, with the activation as a flag.
+"""MobileNet v1 with the activation at every nonlinearity.
 
-The paper's "MobileNet" row: ReLU 72.0 / 90.8, Swish-1 74.2 / 91.6, Swish
-(trainable β) 74.2 / 91.7 top-1 / top-5 on ImageNet.
+The network of Howard et al. (2017): a 3×3 stem and 13 depthwise-separable
+blocks, each depthwise and pointwise convolution followed by BatchNorm and
+the activation, then global pooling, dropout and the classifier. Its
+training settings live in `keras_swish.recipes.configs.mobilenet`.
 
-Run:
-    keras-swish train mobilenet                      # embedded digits, CPU, ~2 min
-    keras-swish train mobilenet --activation relu --data tfds:imagenet2012 \\
-        --data-dir ~/tensorflow_datasets --output runs/mnet-relu
-
-Reference settings (TF Model Garden, TPU): batch 4096, 500 epochs, RMSProp
-(ρ 0.9, momentum 0.9, ε 0.002), lr 0.008 × batch/128 with ×0.94 every 2.5
-epochs (staircase) after 5 epochs of linear warm-up, label smoothing 0.1, L2
-1e-5, dropout 0.2; reported 72.3 % top-1 with ReLU6. On the embedded digits
-the defaults shrink to what 4,000 28×28 images support (α = 0.5, BatchNorm
-momentum 0.9, no flips, 5 epochs of batch 64): about 2 minutes on 2 CPU
-cores, validation top-1 above 90 % (chance: 10 %).
+Weight decay follows the references' convention: `weight_decay` wd means a
+penalty wd·Σw²/2 (TF-Slim's `l2_regularizer` and Model Garden's
+`l2_weight_decay`, both `tf.nn.l2_loss`), which is Keras's `L2(wd / 2)`; the
+stem, pointwise and classifier kernels get it, the depthwise kernels do not
+(Model Garden's `DepthwiseSeparableConvBlock(regularize_depthwise=False)`,
+official/vision/modeling/layers/nn_blocks.py).
 """
 
 import dataclasses
 
 import keras
 
-from keras_swish.recipes import image_classification as ic
-from keras_swish.recipes.activations import activation_layer, is_piecewise_linear
-from keras_swish.recipes.config import ConfigError, TrainConfig, check
+from keras_swish.recipes.core.config import check
+from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
+from keras_swish.recipes.models.common import classifier_head, reference_l2
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
 BLOCKS = (
@@ -49,40 +45,15 @@ class MobileNetConfig:
     alpha: float = 1.0  # width multiplier
     depth_multiplier: int = 1
     dropout: float = 0.2
-    weight_decay: float = 1e-5  # L2 on every kernel
-    batchnorm_momentum: float = 0.99
+    weight_decay: float = 1e-5  # penalty wd·Σw²/2, as in the references
+    regularize_depthwise: bool = False  # the references leave depthwise kernels alone
+    batchnorm_momentum: float = 0.997
     batchnorm_epsilon: float = 1e-3
     batchnorm_scale: bool = True  # forced on for activations that are not piecewise linear
 
 
-@dataclasses.dataclass
-class Config:
-    model: MobileNetConfig = dataclasses.field(default_factory=MobileNetConfig)
-    data: ic.ImageDataConfig = dataclasses.field(default_factory=ic.ImageDataConfig)
-    optimizer: ic.RMSPropConfig = dataclasses.field(default_factory=ic.RMSPropConfig)
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(epochs=500, batch_size=4096)
-    )
-
-
-PRESETS = {
-    "embedded": {
-        "model": {"alpha": 0.5, "batchnorm_momentum": 0.9},
-        "data": {
-            "image_size": 28,
-            "crop_area_min": 0.5,
-            "random_flip": False,
-            "eval_crop": 1.0,
-            "shuffle_buffer": 4000,
-        },
-        "optimizer": {"warmup_epochs": 1.0, "decay_epochs": 1.0, "decay_rate": 0.8},
-        "train": {"epochs": 5, "batch_size": 64},
-    },
-}
-
-
 def validate(config):
-    ic.validate_common(config)
+    """Checks the `model` section (a `MobileNetConfig`) and the input size."""
     model = config.model
     check(model.alpha > 0, "model.alpha", model.alpha, "positive")
     check(model.depth_multiplier >= 1, "model.depth_multiplier", model.depth_multiplier, ">= 1")
@@ -94,11 +65,7 @@ def validate(config):
         model.batchnorm_momentum,
         "in (0, 1)",
     )
-    if config.data.image_size < 28:
-        raise ConfigError(
-            "MobileNet needs 'data.image_size' of at least 28. "
-            f"Received: data.image_size={config.data.image_size}"
-        )
+    check(config.data.image_size >= 28, "data.image_size", config.data.image_size, "at least 28")
 
 
 def build_mobilenet(model_config, input_shape, num_classes):
@@ -113,7 +80,8 @@ def build_mobilenet(model_config, input_shape, num_classes):
         A functional `keras.Model` named `mobilenet_<activation>`.
     """
     c = model_config
-    regularizer = keras.regularizers.L2(c.weight_decay) if c.weight_decay else None
+    regularizer = reference_l2(c.weight_decay)
+    depthwise_regularizer = regularizer if c.regularize_depthwise else None
     scale = c.batchnorm_scale or not is_piecewise_linear(c.activation)
 
     def bn_act(x, name):
@@ -148,7 +116,7 @@ def build_mobilenet(model_config, input_shape, num_classes):
             use_bias=False,
             depth_multiplier=c.depth_multiplier,
             depthwise_initializer="he_normal",
-            depthwise_regularizer=regularizer,
+            depthwise_regularizer=depthwise_regularizer,
             name=f"conv_dw_{i}",
         )(x)
         x = bn_act(x, f"conv_dw_{i}")
@@ -161,16 +129,5 @@ def build_mobilenet(model_config, input_shape, num_classes):
             name=f"conv_pw_{i}",
         )(x)
         x = bn_act(x, f"conv_pw_{i}")
-    outputs = ic.classifier_head(x, num_classes, c.dropout, regularizer, "mobilenet")
+    outputs = classifier_head(x, num_classes, c.dropout, regularizer, "mobilenet")
     return keras.Model(inputs, outputs, name=f"mobilenet_{c.activation}")
-
-
-RECIPE = ic.register_image_recipe(
-    name="mobilenet",
-    summary="MobileNet v1 (paper: ImageNet 72.0 ReLU / 74.2 Swish top-1)",
-    default_config=Config,
-    presets=PRESETS,
-    validate=validate,
-    build_network=build_mobilenet,
-    docs=__doc__,
-)

@@ -20,7 +20,7 @@ import weakref
 
 import numpy as np
 
-from keras_swish.recipes.nmt_data import BOS_ID, EOS_ID, PAD_ID
+from keras_swish.recipes.data.text import BOS_ID, EOS_ID, PAD_ID
 
 
 class CachedDecoder:
@@ -274,10 +274,18 @@ def translate_texts(model, processor, texts, beam_size=4, alpha=0.6, max_length=
     return [processor.decode(tokens) for tokens in outputs]
 
 
-def corpus_bleu(hypotheses, references):
-    """sacreBLEU's corpus BLEU (13a tokenization, mixed case) and its signature."""
+def corpus_bleu(hypotheses, references, tokenize="13a"):
+    """sacreBLEU's corpus BLEU (mixed case) and its signature.
+
+    Args:
+        hypotheses: Detokenized translations.
+        references: One detokenized reference per hypothesis.
+        tokenize: sacreBLEU's tokenizer: "13a" (its default, the standard
+            for reporting) or "intl" (splits punctuation and symbols
+            everywhere, like the tokenized BLEU of older papers).
+    """
     import sacrebleu
 
-    bleu = sacrebleu.metrics.BLEU()
+    bleu = sacrebleu.metrics.BLEU(tokenize=tokenize)
     result = bleu.corpus_score(hypotheses, [references])
     return result.score, str(bleu.get_signature())

@@ -1,14 +1,21 @@
-"""Config sections and builders shared by the image-classification recipes."""
+"""The image-classification task: data, optimizer, loss, metrics of the image recipes.
+
+A model builder (`keras_swish.recipes.models`) and a config
+(`keras_swish.recipes.configs`) make a recipe of this task with
+`image_recipe(...)`. The learning-rate schedule counts passes over the
+training data (data epochs): `--steps-per-epoch` changes how often the
+runner validates, saves and logs, never the schedule.
+"""
 
 import dataclasses
 
 import keras
 
-from keras_swish.recipes.activations import check_activation
-from keras_swish.recipes.config import ConfigError, check, validate_train
-from keras_swish.recipes.image_data import DataError, make_image_data, parse_data_spec
-from keras_swish.recipes.registry import Recipe, register_recipe
-from keras_swish.recipes.schedules import WarmupExponentialDecay
+from keras_swish.recipes.core.config import ConfigError, check, validate_train
+from keras_swish.recipes.core.registry import Recipe
+from keras_swish.recipes.core.schedules import WarmupExponentialDecay
+from keras_swish.recipes.data.images import DataError, make_image_data, parse_data_spec
+from keras_swish.recipes.models.activations import check_activation
 
 
 @dataclasses.dataclass
@@ -20,12 +27,15 @@ class ImageDataConfig:
     random_flip: bool = True
     eval_crop: float = 0.875
     shuffle_buffer: int = 10000
+    validation_fraction: float = 0.1  # carved from train when a dataset has no validation split
 
 
 @dataclasses.dataclass
 class RMSPropConfig:
     learning_rate: float = 0.008  # per `base_batch_size` examples
     base_batch_size: int = 128  # peak lr = learning_rate · batch_size / base_batch_size
+    # Model Garden scales by the integer batch_size // base_batch_size.
+    integer_batch_ratio: bool = False
     rho: float = 0.9
     momentum: float = 0.9
     epsilon: float = 0.002
@@ -33,8 +43,6 @@ class RMSPropConfig:
     decay_rate: float = 0.94
     decay_epochs: float = 2.5
 
-
-_check = check  # the name the Inception-ResNet-v2 recipe uses
 
 IMAGE_FLAGS = {
     "activation": "model.activation",
@@ -64,20 +72,18 @@ def validate_common(config):
     check(0 < data.crop_area_min <= 1, "data.crop_area_min", data.crop_area_min, "in (0, 1]")
     check(0 < data.eval_crop <= 1, "data.eval_crop", data.eval_crop, "in (0, 1]")
     check(data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "positive")
+    check(
+        0 < data.validation_fraction < 0.5,
+        "data.validation_fraction",
+        data.validation_fraction,
+        "in (0, 0.5)",
+    )
     check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
     check(opt.base_batch_size >= 1, "optimizer.base_batch_size", opt.base_batch_size, "positive")
     check(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", opt.warmup_epochs, ">= 0")
     check(0 < opt.decay_rate <= 1, "optimizer.decay_rate", opt.decay_rate, "in (0, 1]")
     check(opt.decay_epochs > 0, "optimizer.decay_epochs", opt.decay_epochs, "positive")
     validate_train(train)
-
-
-def preset_key(source):
-    """The preset that applies to `--data source`: "embedded", "tfds:NAME", "folder:..."."""
-    try:
-        return parse_data_spec(source).preset
-    except DataError as error:
-        raise ConfigError(str(error)) from None
 
 
 def make_data(config):
@@ -92,23 +98,31 @@ def make_data(config):
         random_flip=data.random_flip,
         eval_crop=data.eval_crop,
         shuffle_buffer=data.shuffle_buffer,
+        validation_fraction=data.validation_fraction,
     )
 
 
 def peak_learning_rate(config):
     """The reference rule: learning_rate · global batch / base_batch_size."""
     opt = config.optimizer
+    if opt.integer_batch_ratio:
+        return opt.learning_rate * (config.train.batch_size // opt.base_batch_size)
     return opt.learning_rate * config.train.batch_size / opt.base_batch_size
 
 
-def make_rmsprop(config, steps_per_epoch):
+def make_schedule(config, steps_per_pass):
+    """Warm-up and staircase decay, in passes over the training data."""
     opt = config.optimizer
-    schedule = WarmupExponentialDecay(
+    return WarmupExponentialDecay(
         peak=peak_learning_rate(config),
-        warmup_steps=round(opt.warmup_epochs * steps_per_epoch),
-        decay_steps=round(opt.decay_epochs * steps_per_epoch),
+        warmup_steps=round(opt.warmup_epochs * steps_per_pass),
+        decay_steps=round(opt.decay_epochs * steps_per_pass),
         decay_rate=opt.decay_rate,
     )
+
+
+def make_rmsprop(config, schedule):
+    opt = config.optimizer
     return keras.optimizers.RMSprop(
         learning_rate=schedule, rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon
     )
@@ -127,52 +141,41 @@ def make_metrics(config):
     ]
 
 
-def classifier_head(x, num_classes, dropout, regularizer, name):
-    """Global average pooling, dropout and a float32 softmax classifier."""
-    x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
-    return keras.layers.Dense(
-        num_classes,
-        activation="softmax",
-        kernel_regularizer=regularizer,
-        dtype="float32",  # the softmax stays float32 under mixed precision
-        name=f"{name}_predictions",
-    )(x)
-
-
-def register_image_recipe(name, summary, default_config, presets, validate, build_network, docs):
-    """Registers an image-classification recipe with the shared image pieces.
+def image_recipe(name, summary, default_config, validate_model, build_network, docs):
+    """An image-classification `Recipe` from a model builder and its config.
 
     Args:
         name: The recipe's name.
         summary: One line for `keras-swish recipes`.
-        default_config: The config dataclass (model/data/optimizer/train).
-        presets: Per-dataset overrides.
-        validate: `config -> None`; raises `ConfigError`.
+        default_config: The config dataclass (model/data/optimizer/train)
+            with the reference defaults.
+        validate_model: `config -> None`: checks the `model` section;
+            raises `ConfigError`.
         build_network: `(model_config, input_shape, num_classes) -> keras.Model`.
         docs: How to run it, how long it takes and what it reaches.
     """
+
+    def validate(config):
+        validate_common(config)
+        validate_model(config)
 
     def make_model(config, data):
         size = config.data.image_size
         return build_network(config.model, (size, size, 3), data.num_classes)
 
-    return register_recipe(
-        Recipe(
-            name=name,
-            summary=summary,
-            default_config=default_config,
-            presets=presets,
-            preset_key=preset_key,
-            validate=validate,
-            make_data=make_data,
-            make_model=make_model,
-            make_optimizer=make_rmsprop,
-            make_loss=make_loss,
-            make_metrics=make_metrics,
-            monitor="val_top1",
-            flags=IMAGE_FLAGS,
-            docs=docs,
-        )
+    return Recipe(
+        name=name,
+        task="image_classification",
+        summary=summary,
+        default_config=default_config,
+        validate=validate,
+        make_data=make_data,
+        make_model=make_model,
+        make_schedule=make_schedule,
+        make_optimizer=make_rmsprop,
+        make_loss=make_loss,
+        make_metrics=make_metrics,
+        monitor="val_top1",
+        flags=IMAGE_FLAGS,
+        docs=docs,
     )

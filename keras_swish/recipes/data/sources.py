@@ -1,7 +1,9 @@
 """What every recipe's data code shares: its error type and TFDS access."""
 
+from keras_swish.errors import UsageError
 
-class DataError(ValueError):
+
+class DataError(UsageError):
     """A data spec that cannot be read; the message says what to do."""
 
 

