@@ -1,20 +1,33 @@
-"""Recipe configs: every registered recipe validates; precedence; bad keys."""
+"""Recipe configs and experiments: validation, precedence, references, schedules, bad input."""
 
 import dataclasses
+import math
 
 import pytest
 
-from keras_swish.recipes import driver
-from keras_swish.recipes.core.config import ConfigError, apply_overrides, parse_set
-from keras_swish.recipes.core.registry import get_recipe, list_recipes
+from keras_swish.recipes.core import runner
+from keras_swish.recipes.core.config import ConfigError, merge, parse_set
+from keras_swish.recipes.core.registry import (
+    find_experiment,
+    get_recipe,
+    list_experiments,
+    list_recipes,
+)
+from keras_swish.recipes.core.schedules import schedule_points
+
+IMAGENET = 1_281_167
 
 
-@pytest.mark.parametrize("recipe", list_recipes(), ids=lambda r: r.name)
-def test_every_registered_recipe_and_preset_validates(recipe):
-    config = recipe.default_config()
-    recipe.validate(dataclasses.replace(config))
-    for key, preset in recipe.presets.items():
-        recipe.validate(apply_overrides(recipe.default_config(), preset, key))
+@pytest.mark.parametrize("experiment", list_experiments(), ids=lambda e: e.name)
+def test_every_experiment_validates(experiment):
+    recipe = get_recipe(experiment.recipe)
+    config = merge(recipe.default_config(), [(experiment.overrides, experiment.name)])
+    recipe.validate(config)
+    if "source" in experiment.overrides.get("data", {}):
+        assert experiment.reads(config.data.source)  # its own default data
+    else:  # no default data: the user must give some
+        with pytest.raises(ConfigError, match=f"Experiment '{experiment.name}' needs --data"):
+            runner.resolve(experiment.name)
     assert set(recipe.flags.values()) <= {
         f"{section}.{field.name}"
         for section in ("model", "data", "optimizer", "train")
@@ -22,40 +35,119 @@ def test_every_registered_recipe_and_preset_validates(recipe):
     }
 
 
-def test_mobilenet_reference_defaults_match_the_paper_recipe():
-    config = get_recipe("mobilenet").default_config()
+@pytest.mark.parametrize("recipe", list_recipes(), ids=lambda r: r.name)
+def test_every_recipe_has_one_default_experiment_on_embedded_data(recipe):
+    experiment = find_experiment(recipe.name)
+    assert experiment.default and experiment.reads(None) and experiment.reads("embedded")
+
+
+def test_mobilenet_imagenet_is_model_gardens_mobilenet_imagenet():
+    # official/vision/configs/image_classification.py, 'mobilenet_imagenet'.
+    recipe, experiment, config = runner.resolve("mobilenet/imagenet")
+    assert "mobilenet_imagenet" in experiment.reference
     assert (config.train.batch_size, config.train.epochs) == (4096, 500)
     opt = config.optimizer
-    assert (opt.learning_rate, opt.base_batch_size, opt.rho, opt.momentum, opt.epsilon) == (
-        0.008,
-        128,
-        0.9,
-        0.9,
-        0.002,
-    )
-    assert (opt.decay_rate, opt.decay_epochs, opt.warmup_epochs) == (0.94, 2.5, 5.0)
+    assert (opt.rho, opt.momentum, opt.epsilon) == (0.9, 0.9, 0.002)
+    assert (opt.decay_rate, opt.decay_epochs, opt.warmup_epochs) == (0.98, 2.5, 5.0)
     assert config.train.label_smoothing == 0.1
-    assert (config.model.weight_decay, config.model.dropout) == (1e-5, 0.2)
-    assert config.data.image_size == 224
+    model = config.model
+    assert (model.weight_decay, model.regularize_depthwise, model.dropout) == (1e-5, False, 0.2)
+    assert (model.batchnorm_momentum, model.batchnorm_epsilon) == (0.997, 1e-3)
+    assert (config.data.image_size, config.data.source) == (224, "tfds:imagenet2012")
 
 
-def test_precedence_defaults_preset_yaml_flags_set(tmp_path):
-    recipe = get_recipe("mobilenet")
-    # Defaults ← the embedded preset.
-    config = driver.resolve_config(recipe)
+def test_inception_resnet_v2_imagenet_is_tf_slims():
+    _, experiment, config = runner.resolve("inception_resnet_v2/imagenet")
+    assert "train_image_classifier.py" in experiment.reference
+    opt, model = config.optimizer, config.model
+    # train_image_classifier.py: rmsprop_decay, rmsprop_momentum, opt_epsilon,
+    # learning_rate_decay_factor, num_epochs_per_decay; Inception-v4: lr 0.045 per 32.
+    assert (opt.rho, opt.momentum, opt.epsilon) == (0.9, 0.9, 1.0)
+    assert (opt.decay_rate, opt.decay_epochs) == (0.94, 2.0)
+    assert (opt.learning_rate, opt.base_batch_size) == (0.045, 32)
+    # inception_resnet_v2_arg_scope: weight_decay, batch_norm_decay, batch_norm_epsilon.
+    assert (model.weight_decay, model.batchnorm_momentum, model.batchnorm_epsilon) == (
+        4e-5,
+        0.9997,
+        1e-3,
+    )
+    assert config.data.image_size == 299
+
+
+def _model_garden_lr(step, peak, warmup, decay_steps, rate):
+    """Model Garden's LinearWarmup over ExponentialDecay(staircase), written out."""
+    after = peak * rate ** math.floor(step / decay_steps)
+    if step < warmup:
+        return peak * rate ** math.floor(warmup / decay_steps) * step / warmup
+    return after
+
+
+@pytest.mark.parametrize(
+    "name, peak, decay_epochs, rate",
+    [
+        ("mobilenet/imagenet", 0.008 * (4096 // 128), 2.5, 0.98),
+        ("inception_resnet_v2/imagenet", 0.045 * 640 / 32, 2.0, 0.94),
+    ],
+)
+def test_image_schedules_at_fixed_fractions(name, peak, decay_epochs, rate):
+    recipe, _, config = runner.resolve(name)
+    steps_per_pass = IMAGENET // config.train.batch_size
+    total = config.train.epochs * steps_per_pass
+    schedule = recipe.make_schedule(config, steps_per_pass)
+    warmup = round(5 * steps_per_pass)
+    decay = round(decay_epochs * steps_per_pass)
+    for fraction, step, value in schedule_points(schedule, total):
+        expected = _model_garden_lr(step, peak, warmup, decay, rate)
+        assert value == pytest.approx(expected, rel=1e-5), (fraction, step)
+    if name.startswith("mobilenet"):
+        # 500 epochs of ×0.98 per 2.5 epochs: 1.8 % of the peak at the end, not 4e-6.
+        assert schedule_points(schedule, total)[-1][2] / peak == pytest.approx(0.98**199, rel=1e-4)
+        assert schedule_points(schedule, total)[2][2] / peak > 0.1  # halfway: 0.98^100
+
+
+def test_schedule_counts_passes_not_steps_per_epoch():
+    # --steps-per-epoch only sets how often to validate and save.
+    recipe, _, config = runner.resolve("mobilenet/imagenet", flags={"steps_per_epoch": 100})
+    a = recipe.make_schedule(config, IMAGENET // 4096)
+    recipe, _, config = runner.resolve("mobilenet/imagenet")
+    b = recipe.make_schedule(config, IMAGENET // 4096)
+    assert a.get_config() == b.get_config()
+    assert b.decay_steps == round(2.5 * (IMAGENET // 4096))
+
+
+def test_transformer_schedule_is_vaswanis():
+    recipe, _, config = runner.resolve("transformer_nmt/wmt14")
+    schedule = recipe.make_schedule(config, None)
+    for step in (1, 100, 4000, 100_000, 300_000):  # Eq. 3 counts steps from 1
+        expected = 512**-0.5 * min(step**-0.5, step * 4000**-1.5)
+        assert float(schedule(step - 1)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_recipes_cli_prints_the_schedule(capsys):
+    from keras_swish.cli import main
+
+    assert main(["recipes", "mobilenet/imagenet"]) == 0
+    out = capsys.readouterr().out
+    assert "156,000 steps" in out and "mobilenet_imagenet" in out
+    rows = [line for line in out.splitlines() if "of peak)" in line]
+    assert [row.split()[0] for row in rows] == ["0%", "25%", "50%", "75%", "100%"]
+    assert "1.87% of peak" in rows[-1]
+
+
+def test_precedence_defaults_experiment_yaml_flags_set(tmp_path):
+    recipe, experiment, config = runner.resolve("mobilenet")
+    assert experiment.name == "mobilenet/embedded"
     assert config.data.image_size == 28 and config.model.alpha == 0.5
     assert config.train.epochs == 5 and config.optimizer.rho == 0.9
-    assert config.train.output == "runs/mobilenet-swish_beta"
-    # ← YAML.
+    assert config.train.output == "runs/mobilenet-embedded-swish_beta"
     path = tmp_path / "my.yaml"
     path.write_text("model:\n  alpha: 0.25\ntrain:\n  epochs: 7\n  batch_size: 32\n")
-    config = driver.resolve_config(recipe, config_file=str(path))
+    _, _, config = runner.resolve("mobilenet", config_file=str(path))
     assert (config.model.alpha, config.train.epochs, config.train.batch_size) == (0.25, 7, 32)
-    # ← flags ← --set (last wins).
-    config = driver.resolve_config(
-        recipe,
+    _, _, config = runner.resolve(
+        "mobilenet",
         config_file=str(path),
-        flags={"epochs": 9, "activation": "relu", "batch_size": None},
+        flags={"epochs": 9, "activation": "relu"},
         overrides=parse_set(
             ["train.epochs=11", "optimizer.learning_rate=0.2", "model.weight_decay=4e-5"]
         ),
@@ -65,44 +157,76 @@ def test_precedence_defaults_preset_yaml_flags_set(tmp_path):
     assert config.model.activation == "relu"
     assert config.optimizer.learning_rate == 0.2
     assert config.model.weight_decay == 4e-5  # YAML 1.1 would read "4e-5" as a string
-    assert config.train.output == "runs/mobilenet-relu"
+    assert config.train.output == "runs/mobilenet-embedded-relu"
 
 
-def test_preset_follows_the_data_source():
-    recipe = get_recipe("mobilenet")
-    config = driver.resolve_config(recipe, flags={"data": "tfds:imagenet2012"})
+def test_set_null_undoes_a_default():
+    _, _, config = runner.resolve("transformer_nmt/wmt14")
+    assert config.train.steps_per_epoch == 1000
+    _, _, config = runner.resolve(
+        "transformer_nmt/wmt14", overrides=parse_set(["train.steps_per_epoch=null"])
+    )
+    assert config.train.steps_per_epoch is None
+    _, experiment, config = runner.resolve(
+        "mobilenet", overrides=parse_set(["data.source=null", "train.tpu=null"])
+    )
+    assert config.data.source is None and config.train.tpu is None
+    assert experiment.name == "mobilenet/embedded"
+
+
+def test_the_data_source_picks_the_experiment():
+    _, experiment, config = runner.resolve("mobilenet", flags={"data": "tfds:imagenet2012"})
+    assert experiment.name == "mobilenet/imagenet"
     assert config.data.image_size == 224 and config.train.batch_size == 4096
+    _, experiment, _ = runner.resolve("mobilenet", flags={"data": "folder:/data/imagenet"})
+    assert experiment.name == "mobilenet/imagenet"
+
+
+@pytest.mark.parametrize(
+    "name, flags, match",
+    [
+        ("mobilenet", {"data": "tfds:cifar10"}, r"no experiment for --data tfds:cifar10"),
+        ("mobilenet/imagenet", {"data": "tfds:cifar10"}, r"no settings for --data tfds:cifar10"),
+        ("mobilenet/embedded", {"data": "tfds:imagenet2012"}, r"reads --data embedded"),
+        ("mobilenet/cifar", {}, r"Unknown experiment 'mobilenet/cifar'"),
+        ("mobilnet", {}, r"Unknown recipe 'mobilnet'. Recipes: .*mobilenet"),
+        ("mobilenet", {"vocab_size": 10}, r"does not take --vocab-size"),
+    ],
+)
+def test_unknown_pairings_are_refused(name, flags, match):
+    with pytest.raises(ConfigError, match=match):
+        runner.resolve(name, flags=flags)
 
 
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["optimizer.learnin_rate=0.2"], r"Unknown config key 'optimizer.learnin_rate'"),
+        (["optimizer.learnin_rate=0.2"], r"Unknown config key 'optimizer.learnin_rate'.*rho"),
         (["optimiser.learning_rate=0.2"], r"Unknown config section 'optimiser'"),
-        (["train.epochs=three"], r"'train.epochs' must be a int. Received: train.epochs='three'"),
+        (["train.epochs=three"], r"'train.epochs': Value 'three'"),
         (["train.epochs=0"], r"'train.epochs' must be at least 1"),
         (["model.activation=swish_bta"], r"Unknown activation 'swish_bta'"),
         (["train.strategy=gpus"], r"'train.strategy' must be one of auto, default"),
         (["train.precision=fp16"], r"'train.precision' must be one of auto, float32"),
         (["epochs=3"], r"--set takes SECTION.KEY=VALUE"),
-        (["data.image_size=16"], r"MobileNet needs 'data.image_size' of at least 28"),
+        (["data.image_size=16"], r"'data.image_size' must be at least 28"),
+        (["data.validation_fraction=0.7"], r"'data.validation_fraction' must be in"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
-        driver.resolve_config(get_recipe("mobilenet"), overrides=parse_set(overrides))
+        runner.resolve("mobilenet", overrides=parse_set(overrides))
 
 
 def test_bad_yaml_files(tmp_path):
-    recipe = get_recipe("mobilenet")
-    with pytest.raises(ConfigError, match="Cannot read --config"):
-        driver.resolve_config(recipe, config_file=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="Cannot read config file"):
+        runner.resolve("mobilenet", config_file=str(tmp_path / "missing.yaml"))
     (tmp_path / "bad.yaml").write_text("model: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        driver.resolve_config(recipe, config_file=str(tmp_path / "bad.yaml"))
-    (tmp_path / "other.yaml").write_text("recipe: inception\n")
-    with pytest.raises(ConfigError, match="is for recipe 'inception'"):
-        driver.resolve_config(recipe, config_file=str(tmp_path / "other.yaml"))
+        runner.resolve("mobilenet", config_file=str(tmp_path / "bad.yaml"))
+    (tmp_path / "other.yaml").write_text("experiment: inception_resnet_v2/embedded\n")
+    with pytest.raises(ConfigError, match="is for 'inception_resnet_v2/embedded'"):
+        runner.resolve("mobilenet", config_file=str(tmp_path / "other.yaml"))
 
 
 def test_unknown_recipe():

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from keras_swish import SwishBeta
-from keras_swish.recipes import driver
+from keras_swish.recipes.core import runner
 from keras_swish.recipes.core.config import ConfigError, parse_set
+from keras_swish.recipes.core.registry import get_recipe
 from keras_swish.recipes.models.inception_resnet_v2 import (
+    MIN_IMAGE_SIZE,
     InceptionResNetV2Config,
     build_inception_resnet_v2,
 )
-from keras_swish.recipes.core.registry import get_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -124,9 +125,15 @@ def test_saved_model_loads_in_safe_mode(tmp_path):
     assert [type(layer) for layer in restored.layers] == [type(layer) for layer in model.layers]
 
 
-def test_reference_defaults_and_embedded_preset():
+def test_reference_defaults_and_embedded_experiment():
     recipe = get_recipe("inception_resnet_v2")
-    config = driver.resolve_config(recipe, flags={"data": "tfds:imagenet2012"})
+    assert recipe.task == "image_classification"
+    # --data picks the experiment: ImageNet gets TF-Slim's settings.
+    found, experiment, config = runner.resolve(
+        "inception_resnet_v2", flags={"data": "tfds:imagenet2012"}
+    )
+    assert found is recipe and experiment.name == "inception_resnet_v2/imagenet"
+    assert runner.resolve("inception_resnet_v2/imagenet")[2] == config
     assert config.data.image_size == 299
     opt = config.optimizer
     assert (opt.learning_rate, opt.base_batch_size, opt.rho, opt.momentum, opt.epsilon) == (
@@ -145,15 +152,25 @@ def test_reference_defaults_and_embedded_preset():
         1e-3,
     )
     assert model.activation == "swish_beta" and model.batchnorm_scale
-    embedded = driver.resolve_config(recipe)
-    assert embedded.data.image_size == 75
-    assert embedded.train.output == "runs/inception_resnet_v2-swish_beta"
+    assert config.train.output == "runs/inception_resnet_v2-imagenet-swish_beta"
+    _, experiment, embedded = runner.resolve("inception_resnet_v2")
+    assert experiment.name == "inception_resnet_v2/embedded" and experiment.default
+    assert embedded.data.image_size == MIN_IMAGE_SIZE == 75
+    assert embedded.train.output == "runs/inception_resnet_v2-embedded-swish_beta"
+    assert not hasattr(recipe, "presets")
+
+
+def test_unknown_data_for_the_recipe_is_refused():
+    with pytest.raises(ConfigError, match="has no experiment for --data text:a,b"):
+        runner.resolve("inception_resnet_v2", flags={"data": "text:a,b"})
+    with pytest.raises(ConfigError, match="has no settings for --data folder:x"):
+        runner.resolve("inception_resnet_v2/embedded", flags={"data": "folder:x"})
 
 
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["data.image_size=74"], r"Inception-ResNet-v2 needs 'data.image_size' of at least 75"),
+        (["data.image_size=74"], r"'data.image_size' must be at least 75"),
         (["model.dropout=1.0"], r"'model.dropout' must be in \[0, 1\)"),
         (["model.batchnorm_momentum=1"], r"'model.batchnorm_momentum' must be in \(0, 1\)"),
         (["model.batchnorm_epsilon=0"], r"'model.batchnorm_epsilon' must be positive"),
@@ -163,9 +180,8 @@ def test_reference_defaults_and_embedded_preset():
     ],
 )
 def test_bad_config_names_the_key(overrides, match):
-    recipe = get_recipe("inception_resnet_v2")
     with pytest.raises(ConfigError, match=match):
-        driver.resolve_config(recipe, overrides=parse_set(overrides))
+        runner.resolve("inception_resnet_v2", overrides=parse_set(overrides))
 
 
 def cli(*args, timeout=1800):
@@ -206,13 +222,31 @@ def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
     assert second["xent"] < first["xent"], metrics["epochs"]
     for key in ("top1", "top5", "val_top1", "val_top5", "wall_time_s"):
         assert key in second
-    assert {"top1", "top5", "loss"} <= set(metrics["final"])
+    best, last = metrics["best"], metrics["last"]
+    assert best["model"] == "best.keras" and best["monitor"] == "val_top1"
+    assert best["epoch"] in (1, 2)
+    assert {"val_top1", "val_top5", "val_loss"} <= set(best["validation"])
+    assert {"test_top1", "test_top5", "test_loss"} <= set(best["test"])  # embedded has a test split
+    assert last["model"] == "final.keras" and last["epoch"] == 2
+    assert last["validation"]["val_top1"] == second["val_top1"]
+    assert "final" not in metrics
     for name in ("config.yaml", "best.keras", "final.keras"):
         assert (run / name).is_file(), name
-    assert not (run / "backup").exists()
+    # The resume state stays, so that a larger --epochs can continue the run.
+    assert (run / "state" / "state.json").is_file() and not (run / "backup").exists()
     assert os.listdir(run / "logs" / "train") and os.listdir(run / "logs" / "validation")
     again = cli(*args)
     assert again.returncode == 0 and "already complete" in again.stdout
     evaluated = cli("evaluate", str(run))  # loads best.keras in safe mode
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert set(json.loads(evaluated.stdout)) >= {"top1", "top5"}
+    start = evaluated.stdout.index("{")
+    head, body = evaluated.stdout[:start], evaluated.stdout[start:]
+    assert head.strip().startswith("best.keras on embedded"), head
+    report = json.loads(body)
+    assert {"val_top1", "val_top5"} <= set(report["validation"])
+    assert {"test_top1", "test_top5"} <= set(report["test"])
+    # The same model on the same data: the numbers metrics.json reports for best.keras.
+    for split in ("validation", "test"):
+        for key, value in best[split].items():
+            if "top" in key:
+                assert report[split][key] == pytest.approx(value, abs=1e-4), (split, key)

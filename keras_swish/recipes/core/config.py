@@ -83,12 +83,21 @@ def to_dict(config):
     return dataclasses.asdict(config)
 
 
-def _error(error, source):
-    """An OmegaConf error as a one-line `ConfigError`."""
+def _error(error, source, merged):
+    """An OmegaConf error as a one-line `ConfigError` naming the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
     message = str(getattr(error, "msg", None) or error).splitlines()[0]
-    key = getattr(error, "full_key", None)
-    where = f" (key '{key}')" if key and key not in message else ""
-    return ConfigError(f"{source}: {message}{where}.")
+    key = getattr(error, "full_key", None) or ""
+    if isinstance(error, ConfigKeyError) and key:
+        parent, _, _ = key.rpartition(".")
+        node = OmegaConf.select(merged, parent) if parent else merged
+        known = ", ".join(node.keys()) if OmegaConf.is_config(node) else ""
+        kind = "key" if parent else "section"
+        where = f" Keys of '{parent}': {known}." if parent else f" Sections: {known}."
+        return ConfigError(f"Unknown config {kind} '{key}' in {source}.{where}")
+    return ConfigError(f"{source}: '{key}': {message}." if key else f"{source}: {message}.")
 
 
 def merge(config, layers):
@@ -117,7 +126,7 @@ def merge(config, layers):
         try:
             merged = OmegaConf.merge(merged, overrides)
         except OmegaConfBaseException as error:
-            raise _error(error, source) from None
+            raise _error(error, source, merged) from None
     return OmegaConf.to_object(merged)
 
 
@@ -143,10 +152,10 @@ def load_yaml(path):
     try:
         content = OmegaConf.to_container(OmegaConf.load(path))
     except OSError as error:
-        raise ConfigError(f"Cannot read {path}: {error.strerror}") from None
+        raise ConfigError(f"Cannot read config file {path}: {error.strerror}") from None
     except Exception as error:  # yaml's and OmegaConf's parse errors
         first = str(error).splitlines()[0]
-        raise ConfigError(f"{path} is not a valid YAML config: {first}") from None
+        raise ConfigError(f"Config file {path} is not valid YAML: {first}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -104,6 +104,11 @@ def resolve(name, config_file=None, flags=None, overrides=None):
         recipe.default_config(),
         [(experiment.overrides, f"experiment '{experiment.name}'"), *layers],
     )
+    if not experiment.reads(config.data.source):
+        raise ConfigError(
+            f"Experiment '{experiment.name}' needs --data {' or '.join(experiment.data)}. "
+            f"Received: data.source={config.data.source!r}"
+        )
     if config.train.output is None:
         output = os.path.join(
             "runs", f"{experiment.name.replace('/', '-')}-{config.model.activation}"
