@@ -1,4 +1,4 @@
-"""Image data: the embedded digits, class folders, TFDS (mocked), errors."""
+"""Image data: the embedded digits, class folders, TFDS (real and mocked), splits, order, errors."""
 
 import numpy as np
 import pytest
@@ -24,32 +24,79 @@ def first_batch(dataset):
     return images.numpy(), labels.numpy()
 
 
-def test_embedded_digits_are_real_stratified_and_deterministic():
-    (x, y), (xv, yv) = load_mnist_5k()
-    assert x.shape == (4000, 28, 28) and xv.shape == (1000, 28, 28)
-    assert np.bincount(y).tolist() == [400] * 10 and np.bincount(yv).tolist() == [100] * 10
+def _rows(images):
+    return {image.tobytes() for image in images}
+
+
+def test_embedded_digits_are_real_stratified_disjoint_and_fixed():
+    (x, y), (xv, yv), (xt, yt) = load_mnist_5k()
+    assert (len(x), len(xv), len(xt)) == (4000, 500, 500)
+    assert np.bincount(y).tolist() == [400] * 10
+    assert np.bincount(yv).tolist() == np.bincount(yt).tolist() == [50] * 10
     assert x.dtype == np.uint8 and x.max() == 255 and 20 < x.mean() < 50  # ink on black
-    (x2, _), _ = load_mnist_5k()
-    np.testing.assert_array_equal(x, x2)
-    (x3, _), _ = load_mnist_5k(seed=1)
-    assert not np.array_equal(x, x3)
+    assert not _rows(x) & _rows(xv) and not _rows(x) & _rows(xt) and not _rows(xv) & _rows(xt)
+    (x2, _), (xv2, _), (xt2, _) = load_mnist_5k()  # no seed: the split is the dataset's
+    for a, b in ((x, x2), (xv, xv2), (xt, xt2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_embedded_splits_do_not_depend_on_the_run_seed():
+    seen = []
+    for seed in (0, 1, 7):
+        data = make_image_data(parse_data_spec(None), None, **dict(PIPELINE, seed=seed))
+        seen.append(
+            [np.concatenate([b[0].numpy() for b in d]) for d in (data.validation, data.test)]
+        )
+    for other in seen[1:]:
+        for a, b in zip(seen[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_embedded_pipeline_shapes_ranges_and_seed():
     data = make_image_data(parse_data_spec(None), None, **PIPELINE)
-    assert (data.num_classes, data.train_examples, data.validation_examples) == (10, 4000, 1000)
-    images, labels = first_batch(data.train)
+    assert (data.num_classes, data.train_examples, data.validation_examples) == (10, 4000, 500)
+    assert data.test_examples == 500 and data.steps_per_pass == 4000 // 8
+    images, labels = first_batch(data.train())
     assert images.shape == (8, 32, 32, 3) and labels.shape == (8, 10)
     assert -1.0 <= images.min() and images.max() <= 1.0
     np.testing.assert_array_equal(images[..., 0], images[..., 2])  # grey → 3 equal channels
     np.testing.assert_array_equal(labels.sum(axis=1), 1)
     again = make_image_data(parse_data_spec(None), None, **PIPELINE)
-    np.testing.assert_array_equal(first_batch(again.train)[0], images)
+    np.testing.assert_array_equal(first_batch(again.train())[0], images)
     other = make_image_data(parse_data_spec(None), None, **dict(PIPELINE, seed=4))
-    assert not np.array_equal(first_batch(other.train)[0], images)
+    assert not np.array_equal(first_batch(other.train())[0], images)
     val_images, _ = first_batch(data.validation)
     assert val_images.shape == (8, 32, 32, 3)
-    assert sum(int(b[0].shape[0]) for b in data.validation) == 1000
+    assert sum(int(b[0].shape[0]) for b in data.validation) == 500
+
+
+def test_a_resumed_stream_starts_where_the_run_was_and_passes_are_permutations():
+    kw = dict(PIPELINE, batch_size=400, image_size=28, random_flip=False)
+    data = make_image_data(parse_data_spec(None), None, **kw)
+    assert data.steps_per_pass == 10
+    stream = iter(data.train(0, 3))  # epochs of 3 steps: passes and epochs do not align
+    batches = [next(stream) for _ in range(25)]
+    for epoch in (1, 4, 7):  # epoch 7 starts at step 21: pass 2, batch 1
+        resumed = first_batch(data.train(epoch, 3))
+        np.testing.assert_array_equal(resumed[0], batches[3 * epoch][0].numpy())
+        np.testing.assert_array_equal(resumed[1], batches[3 * epoch][1].numpy())
+    for p in (0, 1):  # each pass sees every training digit once, in its own order
+        labels = np.concatenate([b[1].numpy().argmax(1) for b in batches[10 * p : 10 * p + 10]])
+        assert np.bincount(labels).tolist() == [400] * 10
+    assert not np.array_equal(batches[0][1].numpy(), batches[10][1].numpy())
+
+
+def test_pass_order_starts_at_the_resume_position_without_reading_before_it():
+    from keras_swish.recipes.data.order import Raw, pass_order
+
+    raw = Raw((tf.range(100, dtype=tf.int64),), 100, True)
+    full = [int(p) for p, _ in pass_order(raw, tf.constant(3, tf.int64), 0, 0, 100, 10)]
+    late = pass_order(raw, tf.constant(3, tf.int64), 0, tf.constant(60, tf.int64), 100, 10)
+    # An indexable split starts at position 60 itself: 40 elements, none before.
+    assert int(late.cardinality()) == 40
+    assert [int(p) for p, _ in late] == full[60:]
+    values = [int(v[0]) for _, v in pass_order(raw, tf.constant(3, tf.int64), 0, 0, 100, 10)]
+    assert sorted(values) == list(range(100)) and values != list(range(100))
 
 
 def test_class_folders(tmp_path):
@@ -65,7 +112,8 @@ def test_class_folders(tmp_path):
         parse_data_spec(f"folder:{tmp_path}"), None, **dict(PIPELINE, batch_size=2)
     )
     assert (data.num_classes, data.train_examples, data.validation_examples) == (2, 6, 4)
-    images, labels = first_batch(data.train)
+    assert data.test is None and data.test_examples == 0
+    images, labels = first_batch(data.train())
     assert images.shape == (2, 32, 32, 3) and labels.shape == (2, 2)
 
 
@@ -103,6 +151,74 @@ def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
             parse_data_spec("tfds:imagenet2012"), str(tmp_path), **dict(PIPELINE, batch_size=4)
         )
         assert data.num_classes == 1000
-        images, labels = first_batch(data.train)
+        images, labels = first_batch(data.train())
         assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 1000)
-        assert data.summary.startswith("tfds:imagenet2012 (train / validation)")
+        assert data.summary.startswith("tfds:imagenet2012 (train train, validation split")
+
+
+def _tiny_tfds(data_dir, name="tiny_digits"):
+    """A real prepared TFDS dataset with train and test splits only (like cifar10)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        images = rng.integers(0, 255, size=(n, 28, 28, 1), dtype=np.uint8)
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": np.arange(n) % 10})
+
+    features = tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(28, 28, 1)),
+            "label": tfds.features.ClassLabel(num_classes=10),
+        }
+    )
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name,
+        version="1.0.0",
+        features=features,
+        split_datasets={"train": split(200), "test": split(50)},
+        data_dir=str(data_dir),
+        config=None,
+        description="test data",
+    )
+    return tfds.builder(name, data_dir=str(data_dir))
+
+
+def _all_images(dataset):
+    return _rows(np.concatenate([b[0].numpy() for b in dataset]))
+
+
+def test_tfds_without_validation_carves_it_from_train_never_from_test(tmp_path):
+    builder = _tiny_tfds(tmp_path)
+    kw = dict(PIPELINE, image_size=28, crop_area_min=1.0, random_flip=False, eval_crop=1.0)
+    data = make_image_data(parse_data_spec("tfds:tiny_digits"), str(tmp_path), **kw)
+    assert (data.train_examples, data.validation_examples, data.test_examples) == (180, 20, 50)
+    assert "validation carved from train" in data.summary
+    validation, test = _all_images(data.validation), _all_images(data.test)
+    assert len(validation) == 20 and len(test) == 50 and not validation & test
+    # The validation images are the last 10 % of TFDS's train split, for every seed.
+    tail = builder.as_dataset(split="train[90%:]", as_supervised=False)
+    expected = {
+        ((e["image"].numpy().astype(np.float32) / 127.5 - 1.0) * np.ones((1, 1, 3)))
+        .astype(np.float32)
+        .tobytes()
+        for e in tail
+    }
+    assert validation == expected
+    train_images = set()
+    stream = iter(data.train(0, data.steps_per_pass))
+    for _ in range(data.steps_per_pass):
+        train_images |= _rows(next(stream)[0].numpy())
+    assert not train_images & validation and not train_images & test
+    other = make_image_data(parse_data_spec("tfds:tiny_digits"), str(tmp_path), **dict(kw, seed=9))
+    assert _all_images(other.validation) == validation
+
+
+def test_tfds_stream_resumes_exactly(tmp_path):
+    _tiny_tfds(tmp_path)
+    data = make_image_data(parse_data_spec("tfds:tiny_digits"), str(tmp_path), **PIPELINE)
+    stream = iter(data.train(0, 5))
+    batches = [next(stream) for _ in range(30)]  # 22 steps a pass: crosses into pass 1
+    for epoch in (3, 5):
+        np.testing.assert_array_equal(
+            first_batch(data.train(epoch, 5))[0], batches[5 * epoch][0].numpy()
+        )

@@ -82,22 +82,32 @@ def test_full_size_parameter_count_matches_keras_applications():
     assert sum(int(np.prod(b.shape)) for b in betas) == 32 + sum(depthwise_inputs) + sum(widths)
 
 
-def test_weight_decay_reaches_every_kernel():
+def test_weight_decay_is_the_references_half_sum_of_squares_without_depthwise():
+    # Model Garden: l2(l2_weight_decay / 2) on every kernel but the depthwise ones.
     config = dataclasses.replace(MobileNetConfig(), alpha=0.25, weight_decay=1e-4)
     model = build_mobilenet(config, (32, 32, 3), 10)
-    kernels = [
-        layer
+    regularized = [
+        layer.kernel
         for layer in model.layers
-        if isinstance(
-            layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-        )
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+        and not isinstance(layer, keras.layers.DepthwiseConv2D)
     ]
-    assert len(model.losses) == len(kernels) == 28
+    assert len(model.losses) == len(regularized) == 15  # stem, 13 pointwise, classifier
+    expected = sum(
+        1e-4 * float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) / 2 for k in regularized
+    )
+    total = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+    assert total == pytest.approx(expected, rel=1e-5)
+    everywhere = build_mobilenet(
+        dataclasses.replace(config, regularize_depthwise=True), (32, 32, 3), 10
+    )
+    assert len(everywhere.losses) == 28
 
 
 def test_warmup_exponential_decay():
+    # Model Garden's LinearWarmup: the ramp ends at the decayed rate of step 10.
     schedule = WarmupExponentialDecay(peak=0.1, warmup_steps=10, decay_steps=5, decay_rate=0.5)
     values = [float(schedule(step)) for step in (0, 5, 10, 14, 15, 20)]
-    np.testing.assert_allclose(values, [0.0, 0.05, 0.025, 0.025, 0.0125, 0.00625], rtol=1e-6)
+    np.testing.assert_allclose(values, [0.0, 0.0125, 0.025, 0.025, 0.0125, 0.00625], rtol=1e-6)
     restored = WarmupExponentialDecay.from_config(schedule.get_config())
     assert float(restored(12)) == pytest.approx(0.025)

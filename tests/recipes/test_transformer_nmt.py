@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import os
 import types
 
 import keras
@@ -10,18 +11,25 @@ import pytest
 
 from keras_swish import SwishBeta
 from keras_swish.cli import main
-from keras_swish.recipes import driver, nmt_data
-from keras_swish.recipes.models.activations import ACTIVATIONS
+from keras_swish.recipes.core import runner
 from keras_swish.recipes.core.config import ConfigError, parse_set
+from keras_swish.recipes.core.registry import get_recipe
+from keras_swish.recipes.data import text as text_data
 from keras_swish.recipes.data.text import BOS_ID, EOS_ID
-from keras_swish.recipes.tasks.decoding import CachedDecoder, beam_search, greedy_decode, length_penalty
+from keras_swish.recipes.models.activations import ACTIVATIONS
 from keras_swish.recipes.models.transformer import (
     SmoothedSparseCrossentropy,
     TransformerSchedule,
     build_transformer,
     feedforward_activations,
 )
-from keras_swish.recipes.core.registry import get_recipe
+from keras_swish.recipes.tasks.decoding import (
+    CachedDecoder,
+    beam_search,
+    corpus_bleu,
+    greedy_decode,
+    length_penalty,
+)
 from keras_swish.recipes.tasks.translation import TransformerConfig
 from tests.backend_utils import to_numpy
 
@@ -59,19 +67,38 @@ def test_reference_defaults_are_transformer_base():
     assert (o.beta_1, o.beta_2, o.epsilon, o.warmup_steps, o.scale) == (0.9, 0.98, 1e-9, 4000, 1.0)
     assert (d.vocab_size, d.tokens_per_batch) == (32000, 25000)
     assert t.epochs * t.steps_per_epoch == 300_000  # the paper's steps
-    wmt = driver.resolve_config(RECIPE, flags={"data": "tfds:wmt14_translate/de-en"})
+    assert RECIPE.task == "translation" and not hasattr(RECIPE, "presets")
+    recipe, experiment, wmt = runner.resolve(
+        "transformer_nmt", flags={"data": "tfds:wmt14_translate/de-en"}
+    )
+    assert recipe is RECIPE and experiment.name == "transformer_nmt/wmt14"
     assert wmt.model == TransformerConfig() and wmt.data.vocab_size == 32000
+    assert wmt.train.output == "runs/transformer_nmt-wmt14-swish_beta"
+    # The experiment by name reads WMT14 without --data.
+    _, _, named = runner.resolve("transformer_nmt/wmt14")
+    assert named == wmt and named.data.source == "tfds:wmt14_translate/de-en"
+    _, experiment, own = runner.resolve("transformer_nmt", flags={"data": "text:a.en,b.de"})
+    assert experiment.name == "transformer_nmt/text" and own.model == TransformerConfig()
 
 
-def test_embedded_preset_and_recipe_flags():
-    config = driver.resolve_config(RECIPE)
+def test_data_without_an_experiment_is_refused():
+    with pytest.raises(ConfigError, match="has no experiment for --data folder:x"):
+        runner.resolve("transformer_nmt", flags={"data": "folder:x"})
+    with pytest.raises(ConfigError, match="has no settings for --data text:a.en,b.de"):
+        runner.resolve("transformer_nmt/wmt14", flags={"data": "text:a.en,b.de"})
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_embedded_experiment_and_recipe_flags():
+    _, experiment, config = runner.resolve("transformer_nmt")
+    assert experiment.name == "transformer_nmt/embedded" and experiment.default
     assert config.data.source is None
     assert (config.model.d_model, config.model.encoder_layers, config.data.vocab_size) == (
         128,
         2,
         1000,
     )
-    assert config.train.output == "runs/transformer_nmt-swish_beta"
+    assert config.train.output == "runs/transformer_nmt-embedded-swish_beta"
     flags = {
         "vocab_size": 500,
         "tokens_per_batch": 800,
@@ -81,7 +108,11 @@ def test_embedded_preset_and_recipe_flags():
         "activation": "relu",
         "epochs": 3,
     }
-    config = driver.resolve_config(RECIPE, flags=flags, overrides=parse_set(["model.dropout=0.2"]))
+    _, _, config = runner.resolve(
+        "transformer_nmt", flags=flags, overrides=parse_set(["model.dropout=0.2"])
+    )
+    assert config.train.output == "runs/transformer_nmt-embedded-relu"
+    assert config.model.activation == "relu" and config.train.epochs == 3
     assert (config.data.vocab_size, config.data.tokens_per_batch, config.data.max_length) == (
         500,
         800,
@@ -109,12 +140,12 @@ def test_embedded_preset_and_recipe_flags():
 )
 def test_bad_config_values(flags, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        driver.resolve_config(RECIPE, flags=flags)
+        runner.resolve("transformer_nmt", flags=flags)
 
 
 def test_heads_must_divide_width():
     with pytest.raises(ConfigError, match="'model.d_model' must be a multiple of model.num_heads"):
-        driver.resolve_config(RECIPE, overrides={"model": {"num_heads": 5}})
+        runner.resolve("transformer_nmt", overrides={"model": {"num_heads": 5}})
 
 
 # --- The network ------------------------------------------------------------------
@@ -258,6 +289,26 @@ def test_beam_search_finds_what_greedy_misses():
     assert length_penalty(1, 0.6) == 1.0 and length_penalty(7, 0.6) == pytest.approx(2**0.6)
 
 
+def test_corpus_bleu_13a_and_intl_tokenizers():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    # Hyphens and German quotes glued to words: 13a keeps them on the word
+    # (ASCII "-" and „“ are not in its split set), intl splits them off.
+    hypotheses = ["Die E-Mail-Adresse ist „ungültig“.", "Passwort ändern?"]
+    references = ["Die E-Mail Adresse ist ungültig!", "Passwort ändern."]
+    scores = {}
+    for tokenize in ("13a", "intl"):
+        score, signature = corpus_bleu(hypotheses, references, tokenize=tokenize)
+        direct = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize)
+        assert score == pytest.approx(direct.score, abs=1e-9)
+        assert f"tok:{tokenize}|" in signature and signature.startswith("nrefs:1|case:mixed")
+        scores[tokenize] = score
+    assert corpus_bleu(hypotheses, references)[0] == scores["13a"]  # the default
+    # intl matches "E", "-", "Mail", "ungültig" that 13a sees as unmatched words.
+    assert scores["intl"] > scores["13a"] + 5, scores
+    perfect, _ = corpus_bleu(references, references, tokenize="intl")
+    assert perfect == pytest.approx(100.0)
+
+
 # --- Data ----------------------------------------------------------------------------
 
 PO_TEXT = r"""
@@ -304,7 +355,7 @@ msgstr "Mai"
 def test_po_catalog_reader(tmp_path):
     path = tmp_path / "django.po"
     path.write_text(PO_TEXT, encoding="utf-8")
-    assert nmt_data.catalog_pairs(str(path)) == [
+    assert text_data.catalog_pairs(str(path)) == [
         ("Save", "Speichern"),
         ("Please correct the errors below.", "Bitte die unten aufgeführten Fehler korrigieren."),
         ("%(count)d item", "%(count)d Element"),
@@ -314,38 +365,62 @@ def test_po_catalog_reader(tmp_path):
 
 
 def test_embedded_pairs_are_real_and_split_deterministically():
-    pairs = nmt_data.load_catalog_pairs()
+    pairs = text_data.load_catalog_pairs()
     assert len(pairs) > 1800
     assert len({s for s, _ in pairs}) == len(pairs)
     assert ("Delete", "Löschen") in pairs
-    assert all(nmt_data.has_words(s) and nmt_data.has_words(t) for s, t in pairs)
-    train, val, test = nmt_data.split_pairs(pairs, 0.1, 0.1)
-    assert nmt_data.split_pairs(list(reversed(pairs)), 0.1, 0.1)[2] == list(reversed(test))
+    assert all(text_data.has_words(s) and text_data.has_words(t) for s, t in pairs)
+    data = runner.resolve("transformer_nmt")[2].data
+    fractions = (data.validation_fraction, data.test_fraction)
+    assert fractions == (0.1, 0.1)
+    train, val, test = text_data.split_pairs(pairs, *fractions)
+    assert text_data.split_pairs(list(reversed(pairs)), *fractions)[2] == list(reversed(test))
     assert len(train) + len(val) + len(test) == len(pairs)
     assert 0.07 < len(test) / len(pairs) < 0.13 and 0.07 < len(val) / len(pairs) < 0.13
     assert not {s for s, _ in test} & {s for s, _ in train}
 
 
+def test_normalized_sources_never_cross_splits():
+    assert text_data.normalize_source("  Save  the file… ") == "save the file"
+    assert text_data.normalize_source("E-mail address:") == text_data.normalize_source(
+        "e-mail Address"
+    )
+    pairs = text_data.load_catalog_pairs()
+    # The corpus has near-duplicates ("Delete" / "Delete?"): the split must keep them together.
+    groups = collections.Counter(text_data.normalize_source(s) for s, _ in pairs)
+    assert sum(count > 1 for count in groups.values()) > 20
+    data = runner.resolve("transformer_nmt")[2].data
+    train, val, test = text_data.split_pairs(
+        pairs, data.validation_fraction, data.test_fraction
+    )
+    seen = {text_data.normalize_source(s) for s, _ in train}
+    for name, split in (("validation", val), ("test", test)):
+        leaks = [s for s, _ in split if text_data.normalize_source(s) in seen]
+        assert not leaks, f"{name} sources also in training after normalization: {leaks[:5]}"
+    val_sources = {text_data.normalize_source(s) for s, _ in val}
+    assert not val_sources & {text_data.normalize_source(s) for s, _ in test}
+
+
 @pytest.mark.parametrize(
     "text, spec",
     [
-        (None, nmt_data.DataSpec("embedded", "catalogs")),
-        ("tfds:wmt14_translate/de-en", nmt_data.DataSpec("tfds", "wmt14_translate/de-en")),
+        (None, text_data.DataSpec("embedded", "catalogs")),
+        ("tfds:wmt14_translate/de-en", text_data.DataSpec("tfds", "wmt14_translate/de-en")),
         (
             "tfds:wmt14_translate/de-en:train[:1%]",
-            nmt_data.DataSpec("tfds", "wmt14_translate/de-en", "train[:1%]"),
+            text_data.DataSpec("tfds", "wmt14_translate/de-en", "train[:1%]"),
         ),
-        ("text:a.en,b.de", nmt_data.DataSpec("text", "a.en", target_file="b.de")),
+        ("text:a.en,b.de", text_data.DataSpec("text", "a.en", target_file="b.de")),
     ],
 )
 def test_data_specs(text, spec):
-    assert nmt_data.parse_data_spec(text) == spec
+    assert text_data.parse_data_spec(text) == spec
 
 
 @pytest.mark.parametrize("text", ["text:a.en", "text:a,b,c", "text:,b", "folder:x", "tfds:"])
 def test_bad_data_specs(text):
-    with pytest.raises(nmt_data.DataError, match="Cannot read --data"):
-        nmt_data.parse_data_spec(text)
+    with pytest.raises(text_data.DataError, match="Cannot read --data"):
+        text_data.parse_data_spec(text)
 
 
 def _data_config(**changes):
@@ -362,7 +437,9 @@ def _data_config(**changes):
 
 
 def _check_batches(data, config):
-    for dataset in (data.train.take(8), data.validation):
+    assert data.test is None  # translation test pairs are scored by BLEU only
+    assert data.steps_per_pass >= 1 and not hasattr(data, "steps_per_epoch")
+    for dataset in (data.train().take(8), data.validation):
         for inputs, labels, weights in dataset.as_numpy_iterator():
             source, target_in = inputs["source"], inputs["target_in"]
             assert source.shape[0] == labels.shape[0] == target_in.shape[0]
@@ -385,34 +462,34 @@ def test_text_files(tmp_path):
         tgt.append(" ".join(german[i] for i in idx))
     (tmp_path / "a.en").write_text("\n".join(src) + "\n", encoding="utf-8")
     (tmp_path / "a.de").write_text("\n".join(tgt) + "\n", encoding="utf-8")
-    spec = nmt_data.parse_data_spec(f"text:{tmp_path / 'a.en'},{tmp_path / 'a.de'}")
+    spec = text_data.parse_data_spec(f"text:{tmp_path / 'a.en'},{tmp_path / 'a.de'}")
     config = _data_config()
     out = tmp_path / "run"
-    data = nmt_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
+    data = text_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
     assert (out / "sentencepiece.model").exists() and data.vocab_size <= 60
     assert data.train_examples + len(data.validation_pairs) + len(data.test_pairs) <= 120
     assert data.summary.startswith(f"text:{tmp_path / 'a.en'}")
     _check_batches(data, config)
     before = (out / "sentencepiece.model").stat().st_mtime_ns
-    nmt_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
+    text_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
     assert (out / "sentencepiece.model").stat().st_mtime_ns == before  # reused
 
     (tmp_path / "short.de").write_text("Haus\n", encoding="utf-8")
-    with pytest.raises(nmt_data.DataError, match="has 120 lines but"):
-        nmt_data.read_text_pairs(str(tmp_path / "a.en"), str(tmp_path / "short.de"))
+    with pytest.raises(text_data.DataError, match="has 120 lines but"):
+        text_data.read_text_pairs(str(tmp_path / "a.en"), str(tmp_path / "short.de"))
 
 
 def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    spec = nmt_data.parse_data_spec("tfds:wmt14_translate/de-en")
-    with pytest.raises(nmt_data.DataError, match="not prepared"):
-        nmt_data.make_translation_data(
+    spec = text_data.parse_data_spec("tfds:wmt14_translate/de-en")
+    with pytest.raises(text_data.DataError, match="not prepared"):
+        text_data.make_translation_data(
             spec, _data_config(data_dir=str(tmp_path)), str(tmp_path / "r"), batch_size=8, seed=0
         )
     monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
     config = _data_config(data_dir=str(tmp_path), max_length=64, tokens_per_batch=256)
     with tfds.testing.mock_data(num_examples=40):
-        data = nmt_data.make_translation_data(
+        data = text_data.make_translation_data(
             spec, config, str(tmp_path / "run"), batch_size=8, seed=0
         )
         assert data.summary.startswith(

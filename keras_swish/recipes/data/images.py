@@ -174,8 +174,8 @@ def _raw_datasets(spec, data_dir, validation_fraction):
             if split is None:
                 return None
             dataset = builder.as_dataset(
-                split=split, as_supervised=True, shuffle_files=False, decoders=decoders
-            )
+                split=split, shuffle_files=False, decoders=decoders
+            ).map(lambda example: (example["image"], example["label"]))
             return Raw(dataset, _num_examples(splits, split, dataset), False)
 
         raws = [split_raw(s) for s in (train_split, val_split, test_split)]
