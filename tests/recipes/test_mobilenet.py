@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from keras_swish import SwishBeta
+from keras_swish.recipes.core.schedules import WarmupExponentialDecay
 from keras_swish.recipes.models.activations import ACTIVATIONS, activation_layer
 from keras_swish.recipes.models.mobilenet_v1 import MobileNetConfig, build_mobilenet
-from keras_swish.recipes.core.schedules import WarmupExponentialDecay
 
 KIND = {
     "relu": keras.layers.ReLU,

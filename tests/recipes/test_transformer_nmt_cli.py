@@ -4,19 +4,21 @@ One short run serves every test here: it is killed after its first epoch,
 resumed, and then read back (BLEU against an untrained model, `translate`).
 """
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import types
 
 import keras
 import pytest
 
-from keras_swish.recipes import driver
+from keras_swish.recipes.core import runner
 from keras_swish.recipes.data.text import load_sentencepiece
 from keras_swish.recipes.tasks.decoding import corpus_bleu
-from keras_swish.recipes.core.registry import get_recipe
 from keras_swish.recipes.tasks.translation import translate_pairs, translator
 from tests.recipes.test_cli import ROOT, _wait_for_epochs, cli
 
@@ -50,7 +52,7 @@ def run(tmp_path_factory):
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert (run / "backup").is_dir()
+    assert (run / "state" / "state.json").is_file()
     second = cli(*args)
     assert second.returncode == 0, second.stderr[-3000:]
     return run, second.stdout
@@ -63,26 +65,49 @@ def test_killed_run_resumes_and_records_bleu(run):
     assert metrics["completed"] is True
     assert [s["started_at_epoch"] for s in metrics["sessions"]] == [1, 2]
     assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, EPOCHS + 1))
-    final = metrics["final"]
-    assert {"loss", "accuracy", "val_bleu", "bleu"} <= set(final)
-    assert final["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert metrics["recipe"] == "transformer_nmt"
+    assert metrics["experiment"] == "transformer_nmt/embedded"
+    assert "final" not in metrics
+    best, last = metrics["best"], metrics["last"]
+    assert best["model"] == "best.keras" and best["monitor"] == "val_accuracy"
+    best_epoch = max(metrics["epochs"], key=lambda e: e["val_accuracy"])["epoch"]
+    assert best["epoch"] == best_epoch
+    # BLEU goes where its prefix says: validation pairs and test pairs.
+    assert {"val_loss", "val_accuracy", "val_bleu", "val_bleu_intl"} <= set(best["validation"])
+    assert {"test_bleu", "test_bleu_intl"} <= set(best["test"])
+    bleus = [v for split in ("validation", "test") for k, v in best[split].items() if "bleu" in k]
+    assert len(bleus) == 4 and all(0 <= v <= 100 for v in bleus)
+    signatures = best["signatures"]
+    assert signatures["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert signatures["bleu_intl_signature"].startswith(
+        "nrefs:1|case:mixed|eff:no|tok:intl|smooth:exp"
+    )
+    assert last == {
+        "model": "final.keras",
+        "epoch": EPOCHS,
+        "validation": {k: v for k, v in metrics["epochs"][-1].items() if k.startswith("val_")},
+    }
     assert metrics["epochs"][-1]["val_accuracy"] > metrics["epochs"][0]["val_accuracy"] + 0.1
     for name in ("config.yaml", "best.keras", "final.keras", "sentencepiece.model"):
         assert (run / name).is_file(), name
-    assert not (run / "backup").exists()
+    # The resume state stays (a larger --epochs continues the run); no Keras backup.
+    assert (run / "state" / "state.json").is_file() and not (run / "backup").exists()
     assert os.listdir(run / "logs" / "train") and os.listdir(run / "logs" / "validation")
-    assert "bleu_signature nrefs:1|" in stdout
+    assert f"best.keras (epoch {best_epoch}): " in stdout
+    assert f"val_bleu {best['validation']['val_bleu']:.4f}" in stdout
+    assert f"test_bleu {best['test']['test_bleu']:.4f}" in stdout
 
 
 def test_bleu_rises_clearly_above_an_untrained_model(run):
     run, _ = run
-    recipe, config = driver.load_run_config(get_recipe, str(run))
+    recipe, config = runner.load_run_config(str(run))
+    assert recipe.name == "transformer_nmt" and config.train.output == str(run)
     data = recipe.make_data(config)  # the run's own vocabulary and split
     keras.utils.set_random_seed(config.train.seed)
     untrained = recipe.make_model(config, data)
     processor = load_sentencepiece(str(run / "sentencepiece.model"))
     untrained_bleu, _ = corpus_bleu(*translate_pairs(config, untrained, processor, data.test_pairs))
-    trained_bleu = json.loads((run / "metrics.json").read_text())["final"]["bleu"]
+    trained_bleu = json.loads((run / "metrics.json").read_text())["best"]["test"]["test_bleu"]
     assert trained_bleu > untrained_bleu + 5, (trained_bleu, untrained_bleu)
 
 
@@ -102,7 +127,14 @@ def test_translate_reads_stdin_and_prints_one_line_each(run):
     assert len(lines) == len(sentences) and lines[2] == ""
     assert all(line.strip() for i, line in enumerate(lines) if i != 2)
     # The same as translating in this process with the run's best model and beam.
+    assert runner.model_path(str(run)) == str(run / "best.keras")
     assert lines == translator(str(run))(sentences)
+    _, config = runner.load_run_config(str(run))
+    processor = load_sentencepiece(str(run / "sentencepiece.model"))
+    best = keras.models.load_model(run / "best.keras")
+    texts = [s for s in sentences if s]
+    expected, _ = translate_pairs(config, best, processor, [(s, "") for s in texts])
+    assert [line for line in lines if line] == expected
 
     greedy = subprocess.run(
         [sys.executable, "-m", "keras_swish.recipes", "translate", str(run), "--beam-size", "1"],
@@ -114,3 +146,34 @@ def test_translate_reads_stdin_and_prints_one_line_each(run):
     )
     assert greedy.returncode == 0, greedy.stderr[-3000:]
     assert greedy.stdout.splitlines() == translator(str(run), beam_size=1)(["Delete"])
+
+
+def test_translate_uses_best_keras_not_final_keras(run, tmp_path):
+    """A copy of the run whose best.keras is an untrained model: translate follows it."""
+    run, _ = run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("config.yaml", "sentencepiece.model", "final.keras"):
+        shutil.copy(run / name, copy / name)
+    recipe, config = runner.load_run_config(str(run))
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, beam_size=1))
+    processor = load_sentencepiece(str(run / "sentencepiece.model"))
+    keras.utils.set_random_seed(1)
+    untrained = recipe.make_model(config, types.SimpleNamespace(vocab_size=processor.vocab_size()))
+    untrained.save(copy / "best.keras")
+    sentences = ["Delete", "Change password"]
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_swish.recipes", "translate", str(copy), "--beam-size", "1"],
+        input="\n".join(sentences) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    pairs = [(s, "") for s in sentences]
+    from_best, _ = translate_pairs(config, untrained, processor, pairs)
+    final = keras.models.load_model(copy / "final.keras")
+    from_final, _ = translate_pairs(config, final, processor, pairs)
+    assert from_best != from_final  # so that the check below tells them apart
+    assert result.stdout.splitlines() == from_best

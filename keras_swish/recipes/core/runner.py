@@ -350,7 +350,7 @@ def train(recipe, experiment, config, verbose=1):
         if chief:
             write_atomic(metrics_path, json.dumps(_metrics_record(header, state, extra), indent=2))
 
-    if rolled:
+    if rolled or state.epoch:  # metrics.json may lag the last commit: roll it forward
         write_metrics()
     start = time.perf_counter()
     initial_epoch = state.epoch

@@ -1,0 +1,63 @@
+"""Checks of a finished run folder that every recipe's end-to-end test shares."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Loads both models in a process that has imported only keras and keras_swish,
+# then (and only then) rebuilds the run's validation data and evaluates them.
+_LOADER = r"""
+import json, sys
+import keras
+import keras_swish
+
+run = sys.argv[1]
+recipe_modules = [m for m in sys.modules if m.startswith(("keras_swish.recipes.tasks",
+                  "keras_swish.recipes.configs", "keras_swish.recipes.data", "keras_hub"))]
+assert not recipe_modules, recipe_modules
+models = {name: keras.models.load_model(f"{run}/{name}", safe_mode=True)
+          for name in ("best.keras", "final.keras")}
+
+from keras_swish.recipes.core import runner
+
+recipe, config = runner.load_run_config(run)
+data = recipe.make_data(config)
+out = {name: {"val_" + k: float(v) for k, v in
+              model.evaluate(data.validation, return_dict=True, verbose=0).items()}
+       for name, model in models.items()}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def assert_loads_anywhere(run, tolerance=1e-4):
+    """best.keras and final.keras load in safe mode in a fresh process and predict the same.
+
+    "The same": evaluated on the run's validation data there, they give the
+    numbers metrics.json reports for them (best: its final evaluation; last:
+    the validation of its epoch during training).
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADER, str(run)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    measured = json.loads(line[len("RESULT ") :])
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name, key in (("best.keras", "best"), ("final.keras", "last")):
+        reported = metrics[key]["validation"]
+        for metric, value in measured[name].items():
+            if metric in reported:
+                assert abs(value - reported[metric]) <= tolerance * max(1.0, abs(value)), (
+                    name,
+                    metric,
+                    value,
+                    reported[metric],
+                )
+    return measured

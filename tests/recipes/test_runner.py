@@ -1,0 +1,244 @@
+"""The runner keeps a run whole: kills at every stage, resume, reruns, loads elsewhere."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from keras_swish.cli import main
+from keras_swish.errors import UsageError
+from keras_swish.recipes.core import faults, runner
+from keras_swish.recipes.core.run_state import RunState
+from tests.recipes.run_checks import ROOT, assert_loads_anywhere
+
+
+class FakeModel:
+    """Writes which epoch it is at instead of weights, so files can be told apart."""
+
+    epoch = 0
+
+    def save_weights(self, path):
+        with open(path, "w") as f:
+            f.write(f"weights {self.epoch}")
+
+    def save(self, path):
+        with open(path, "w") as f:
+            f.write(f"model {self.epoch}")
+
+
+class Killed(Exception):
+    pass
+
+
+def _commit(state, model, epoch, value):
+    model.epoch = epoch
+    return state.commit_epoch(model, epoch, {"epoch": epoch, "val_top1": value}, "val_top1")
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_best_model_is_the_best_of_the_whole_run_across_restarts(tmp_path):
+    model = FakeModel()
+    state = RunState(str(tmp_path))
+    assert [_commit(state, model, e, v) for e, v in ((1, 0.5), (2, 0.7), (3, 0.6))] == [
+        True,
+        True,
+        False,
+    ]
+    assert _read(tmp_path / "best.keras") == "model 2"
+    assert sorted(os.listdir(tmp_path / "state")) == ["epoch-3.weights.h5", "state.json"]
+    resumed = RunState(str(tmp_path))  # a new process: the best value is remembered
+    assert resumed.epoch == 3 and resumed.best == {"epoch": 2, "monitor": "val_top1", "value": 0.7}
+    assert _commit(resumed, model, 4, 0.65) is False  # not better than epoch 2's 0.7
+    assert _read(tmp_path / "best.keras") == "model 2"
+    assert [e["epoch"] for e in RunState(str(tmp_path)).history] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "point, epochs_after, best_after", [("epoch_saved", 3, 2), ("epoch_committed", 4, 4)]
+)
+def test_a_kill_inside_an_epoch_commit_loses_nothing_committed(
+    tmp_path, monkeypatch, point, epochs_after, best_after
+):
+    model = FakeModel()
+    state = RunState(str(tmp_path))
+    for epoch, value in ((1, 0.5), (2, 0.7), (3, 0.6)):
+        _commit(state, model, epoch, value)
+
+    def die(name, epoch=None):
+        if name == point and epoch == 4:
+            raise Killed
+
+    monkeypatch.setattr(faults, "point", die)
+    with pytest.raises(Killed):
+        _commit(state, model, 4, 0.9)  # a new best, killed half-way
+    monkeypatch.undo()
+    resumed = RunState(str(tmp_path))
+    resumed.recover()
+    assert resumed.epoch == epochs_after
+    assert resumed.best["epoch"] == best_after
+    assert _read(tmp_path / "best.keras") == f"model {best_after}"
+    assert _read(resumed.checkpoint) == f"weights {epochs_after}"
+    assert sorted(os.listdir(tmp_path / "state")) == [
+        f"epoch-{epochs_after}.weights.h5",
+        "state.json",
+    ]
+    assert [e["epoch"] for e in resumed.history] == list(range(1, epochs_after + 1))
+
+
+ARGS = ["train", "mobilenet", "--epochs", "3", "--steps-per-epoch", "4", "--verbose", "2"]
+
+
+def _train(run, *extra, kill_at=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # a killed process's output, whole
+    env.pop(faults.KILL_ENV, None)
+    if kill_at:
+        env[faults.KILL_ENV] = kill_at
+    return subprocess.run(
+        [sys.executable, "-m", "keras_swish.recipes", *ARGS, "--output", str(run), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+
+
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def _state(run):
+    return json.loads((run / "state" / "state.json").read_text())
+
+
+def _epochs_run(result):
+    return [
+        int(line.split()[1].split("/")[0])
+        for line in result.stdout.splitlines()
+        if line.startswith("Epoch ")
+    ]
+
+
+def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
+    run = tmp_path / "run"
+    trained = []
+
+    # Killed after epoch 2's files are written, before its commit: epoch 2 is redone.
+    result = _train(run, kill_at="epoch_saved:2")
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    trained += _epochs_run(result)
+    assert _state(run)["epoch"] == 1 and _metrics(run)["completed"] is False
+    assert [e["epoch"] for e in _metrics(run)["epochs"]] == [1]
+    assert (run / "best.keras").is_file()
+
+    # Killed just after epoch 3's commit: nothing of epoch 3 may be lost.
+    result = _train(run, kill_at="epoch_committed:3")
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert "Resuming at epoch 2 of 3." in result.stdout
+    trained += _epochs_run(result)
+    assert _state(run)["epoch"] == 3
+
+    # Killed in the final evaluation, then while saving final.keras, then before
+    # the run is marked complete: no epoch is trained again.
+    for point in ("final_evaluation", "saving_final", "before_complete"):
+        result = _train(run, kill_at=point)
+        assert result.returncode == -signal.SIGKILL, (point, result.stderr[-2000:])
+        assert _epochs_run(result) == [], point
+        metrics = _metrics(run)
+        assert metrics["completed"] is False, point
+        assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3], point  # rolled forward
+        assert (run / "final.keras").is_file() == (point == "before_complete"), point
+
+    result = _train(run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _epochs_run(result) == []
+    assert trained == [1, 2, 2, 3]  # only the epoch in progress at a kill ran twice
+
+    metrics = _metrics(run)
+    assert metrics["completed"] is True
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    assert [s["started_at_epoch"] for s in metrics["sessions"]] == [1, 2]
+    values = [e["val_top1"] for e in metrics["epochs"]]
+    best_epoch = values.index(max(values)) + 1
+    assert metrics["best"]["epoch"] == best_epoch and metrics["best"]["model"] == "best.keras"
+    # best.keras, loaded back and evaluated, is that epoch's model.
+    assert metrics["best"]["validation"]["val_top1"] == pytest.approx(max(values), abs=1e-6)
+    assert set(metrics["best"]["test"]) >= {"test_top1", "test_top5", "test_loss"}
+    assert metrics["last"]["epoch"] == 3 and metrics["last"]["model"] == "final.keras"
+    assert not [n for n in os.listdir(run) if n.startswith(".tmp")]
+    assert sorted(os.listdir(run / "state")) == ["epoch-3.weights.h5", "state.json"]
+    for name in ("config.yaml", "metrics.json", "best.keras", "final.keras"):
+        assert stat.S_IMODE(os.stat(run / name).st_mode) == 0o644, name  # umask 022, not 0600
+    for folder in ("train", "validation", "beta"):
+        assert os.listdir(run / "logs" / folder), folder
+    assert f"TensorBoard logs: {run / 'logs'}" in result.stdout
+
+    assert_loads_anywhere(run)
+
+    # The same run, its folder spelled another way: nothing to do.
+    (tmp_path / "elsewhere").mkdir()
+    for spelled in (f"{tmp_path}/elsewhere/../run", f"{tmp_path}/./run/"):
+        again = _train(spelled)
+        assert again.returncode == 0 and "already complete" in again.stdout, again.stdout
+    # More epochs continue it: epoch 4 only.
+    longer = _train(run, "--epochs", "4")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert _epochs_run(longer) == [4]
+    metrics = _metrics(run)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4] and metrics["completed"]
+    assert "epochs: 4" in (run / "config.yaml").read_text()
+    # Fewer epochs, or any other change, is another run.
+    shorter = _train(run, "--epochs", "2")
+    assert shorter.returncode == 2 and "would shorten it" in shorter.stderr
+    other = _train(run, "--epochs", "4", "--seed", "3")
+    assert other.returncode == 2 and "train.seed (0 → 3)" in other.stderr
+
+
+def test_a_run_folder_without_a_model_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="holds no model yet"):
+        runner.model_path(str(tmp_path))
+
+
+def test_a_deep_keras_error_keeps_its_traceback(tmp_path):
+    # A run folder whose best.keras is not a Keras file: Keras's own error
+    # must reach the user as a traceback, not as a one-line usage message.
+    _, experiment, config = runner.resolve("mobilenet")
+    (tmp_path / "config.yaml").write_text(runner.config_text(experiment, config))
+    (tmp_path / "best.keras").write_bytes(b"not a zip file")
+    with pytest.raises(Exception) as error:
+        main(["evaluate", str(tmp_path)])
+    assert not isinstance(error.value, UsageError)
+
+
+def test_console_script_hides_tensorflow_start_up_lines():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_swish_cli", "recipes"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mobilenet/imagenet" in result.stdout
+    for noise in ("I0000", "E0000", "cuInit", "absl::InitializeLog", "oneDNN"):
+        assert noise not in result.stderr, result.stderr
+    verbose = subprocess.run(
+        [sys.executable, "-m", "keras_swish_cli", "--verbose", "recipes"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert verbose.returncode == 0 and "mobilenet/imagenet" in verbose.stdout
