@@ -327,7 +327,7 @@ def estimate_steps(lengths, total, boundaries, batch_sizes):
 
 @dataclasses.dataclass
 class TranslationData:
-    """A recipe's data, as the driver uses it (see `Recipe.make_data`)."""
+    """A recipe's data, as the runner uses it (see `Recipe.make_data`)."""
 
     train: object  # (initial_epoch, steps_per_epoch) -> endless, batched:
     #                ({"source", "target_in"}, labels, weights)
