@@ -92,10 +92,10 @@ register_experiment(
         name="inception_resnet_v2/imagenet",
         recipe="inception_resnet_v2",
         summary="ImageNet, TF-Slim's Inception-ResNet-v2 settings, synchronous batch 640",
-        data=("tfds:imagenet2012", "tfds:imagenet2012:*", "folder:*"),
+        data=ic.IMAGENET_DATA,
         overrides={"data": {"source": "tfds:imagenet2012"}},
         reference=REFERENCE,
-        train_examples=1_281_167,
+        train_examples=ic.IMAGENET_TRAIN_EXAMPLES,
     )
 )
 
@@ -107,14 +107,7 @@ register_experiment(
         data=("embedded",),
         overrides={
             "model": {"batchnorm_momentum": 0.9},
-            "data": {
-                "source": None,
-                "image_size": irv2.MIN_IMAGE_SIZE,
-                "crop_area_min": 0.5,
-                "random_flip": False,
-                "eval_crop": 1.0,
-                "shuffle_buffer": 4000,
-            },
+            "data": ic.embedded_data(irv2.MIN_IMAGE_SIZE),
             # A pass of the digits is 125 steps of 32: warm-up 8 steps, ×0.8 every 15.
             "optimizer": {
                 "learning_rate": 0.005,

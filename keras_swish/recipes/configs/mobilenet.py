@@ -40,7 +40,6 @@ REFERENCE = (
     "TF Model Garden, official/vision/configs/image_classification.py, "
     "experiment 'mobilenet_imagenet'"
 )
-IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 
 @dataclasses.dataclass
@@ -86,10 +85,10 @@ register_experiment(
         name="mobilenet/imagenet",
         recipe="mobilenet",
         summary="ImageNet, Model Garden's 500-epoch mobilenet_imagenet config",
-        data=("tfds:imagenet2012", "tfds:imagenet2012:*", "folder:*"),
+        data=ic.IMAGENET_DATA,
         overrides={"data": {"source": "tfds:imagenet2012"}},
         reference=REFERENCE,
-        train_examples=IMAGENET_TRAIN_EXAMPLES,
+        train_examples=ic.IMAGENET_TRAIN_EXAMPLES,
     )
 )
 
@@ -101,14 +100,7 @@ register_experiment(
         data=("embedded",),
         overrides={
             "model": {"alpha": 0.5, "batchnorm_momentum": 0.9},
-            "data": {
-                "source": None,
-                "image_size": 28,
-                "crop_area_min": 0.5,
-                "random_flip": False,
-                "eval_crop": 1.0,
-                "shuffle_buffer": 4000,
-            },
+            "data": ic.embedded_data(28),
             "optimizer": {
                 "integer_batch_ratio": False,
                 "warmup_epochs": 1.0,

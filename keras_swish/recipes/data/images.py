@@ -173,9 +173,9 @@ def _raw_datasets(spec, data_dir, validation_fraction):
         def split_raw(split):
             if split is None:
                 return None
-            dataset = builder.as_dataset(
-                split=split, shuffle_files=False, decoders=decoders
-            ).map(lambda example: (example["image"], example["label"]))
+            dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders).map(
+                lambda example: (example["image"], example["label"])
+            )
             return Raw(dataset, _num_examples(splits, split, dataset), False)
 
         raws = [split_raw(s) for s in (train_split, val_split, test_split)]

@@ -60,6 +60,23 @@ IMAGE_FLAGS = {
 }
 
 
+# The data an ImageNet experiment reads, and its size (to print a schedule before any data).
+IMAGENET_DATA = ("tfds:imagenet2012", "tfds:imagenet2012:*", "folder:*")
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+
+
+def embedded_data(image_size):
+    """The `data` overrides of an experiment on the embedded 28×28 digits."""
+    return {
+        "source": None,
+        "image_size": image_size,
+        "crop_area_min": 0.5,  # small digits: mild crops
+        "random_flip": False,  # a flipped digit is another glyph
+        "eval_crop": 1.0,
+        "shuffle_buffer": 4000,  # not used by the indexable digits; kept for the record
+    }
+
+
 def validate_common(config):
     """Checks the sections every image recipe shares."""
     data, opt, train = config.data, config.optimizer, config.train
