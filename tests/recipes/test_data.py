@@ -86,6 +86,22 @@ def test_a_resumed_stream_starts_where_the_run_was_and_passes_are_permutations()
     assert not np.array_equal(batches[0][1].numpy(), batches[10][1].numpy())
 
 
+def test_orders_differ_for_passes_256_apart_and_across_seeds():
+    # tf.random.experimental.index_shuffle keeps only 8 bits of each seed word;
+    # pass_order must not repeat an order every 256 passes or across seeds.
+    from keras_swish.recipes.data.order import Raw, pass_order
+
+    raw = Raw((tf.range(1000, dtype=tf.int64),), 1000, True)
+
+    def order(seed, p):
+        dataset = pass_order(raw, tf.constant(p, tf.int64), seed, 0, 1000, 10)
+        return [int(v[0]) for _, v in dataset]
+
+    orders = [order(0, 0), order(0, 256), order(0, 1), order(1, 0), order(0, 67), order(1, 256)]
+    assert len({tuple(o) for o in orders}) == len(orders)
+    assert order(0, 256) == order(0, 256)  # and each is reproducible
+
+
 def test_pass_order_starts_at_the_resume_position_without_reading_before_it():
     from keras_swish.recipes.data.order import Raw, pass_order
 

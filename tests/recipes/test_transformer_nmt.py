@@ -452,15 +452,6 @@ def test_training_stream_resumed_at_epoch_k_reads_what_a_whole_run_reads(embedde
     assert _same_batch(next(data.train(1, steps).as_numpy_iterator()), whole[steps])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Library bug: tf.random.experimental.index_shuffle (RandomIndexShuffle) uses only "
-        "the low 8 bits of each seed component, and data.order.pass_order's key "
-        "seed * 1_000_003 + epoch * 2**20 + pass loses the epoch mod 256: every epoch "
-        "of the embedded/text stream reads the same order."
-    ),
-)
 def test_each_epoch_has_its_own_order(embedded_data):
     _, data = embedded_data
     steps = 3

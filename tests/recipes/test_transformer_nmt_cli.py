@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import keras
@@ -20,11 +21,26 @@ from keras_swish.recipes.core import runner
 from keras_swish.recipes.data.text import load_sentencepiece
 from keras_swish.recipes.tasks.decoding import corpus_bleu
 from keras_swish.recipes.tasks.translation import translate_pairs, translator
-from tests.recipes.test_cli import ROOT, _wait_for_epochs, cli
+from tests.recipes.test_cli import ROOT, cli
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 15
+
+
+def _wait_for_epochs(path, count, process, timeout=600):
+    """Waits until `path` (metrics.json) lists `count` epochs while `process` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        try:
+            with open(path) as f:
+                if len(json.load(f)["epochs"]) >= count:
+                    return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} epoch(s) in {path} after {timeout} s")
 
 
 @pytest.fixture(scope="module")

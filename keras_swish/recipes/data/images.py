@@ -21,8 +21,8 @@ a function of the seed and p only, and augmentation draws from (seed, p,
 position), so a run resumed at any step starts reading exactly where the
 interrupted run was, without reading what came before. Embedded digits and
 class folders are indexable: the order is a stateless permutation
-(`tf.random.experimental.index_shuffle`), and resuming mid-pass costs
-nothing. A TFDS split is a stream of records: each pass reads it in file
+(an argsort of stateless noise), and resuming mid-pass costs
+nothing but a sort of its indices. A TFDS split is a stream of records: each pass reads it in file
 order and shuffles it in windows of `shuffle_buffer` records with a
 stateless permutation seeded by (seed, p, window); resuming mid-pass reads
 (does not decode) the records of that pass before the resume point.
@@ -316,7 +316,7 @@ def make_image_data(
                 image, label = example
                 image = train_transform(
                     _rgb(decode(image)),
-                    tf.stack([key, position]),
+                    tf.stack([key, position]),  # stateless ops use both full words
                     image_size,
                     crop_area_min,
                     random_flip,

@@ -6,9 +6,9 @@ training data (a data epoch) p gets an order that is a function of the
 seed and p alone, drawn with stateless random ops, and a pass can start at
 any position:
 
-- an indexable split (arrays in memory, a list of files) is permuted with
-  `tf.random.experimental.index_shuffle`: starting at position k costs
-  nothing;
+- an indexable split (arrays in memory, a list of files) is permuted by
+  sorting stateless uniform noise seeded by (seed, p): starting at position
+  k costs one argsort of the split's indices, not k examples;
 - a streamed split (TFDS records) is read in file order and shuffled in
   windows of `window` records, each window by its own stateless
   permutation; starting at position k reads (does not decode) the first k
@@ -45,22 +45,26 @@ def pass_order(raw, pass_index, seed, start, per_pass, window):
     """
     import tensorflow as tf
 
-    key = tf.cast(seed, tf.int64) * SEED_STRIDE + pass_index
+    # Stateless seeds of two full int64 words: (seed, pass). Not
+    # `tf.random.experimental.index_shuffle`, whose seed words keep only their
+    # low 8 bits (TF 2.21): passes 256 apart, or seeds 0 and 1, would repeat.
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(pass_index, tf.int64)])
     if raw.indexable:
+        order = tf.argsort(tf.random.stateless_uniform([raw.count], seed=key))[:per_pass]
+        order = tf.cast(order, tf.int64)
         positions = tf.data.Dataset.range(start, per_pass)
-
-        def pick(position):
-            index = tf.random.experimental.index_shuffle(
-                position, tf.stack([key, tf.constant(17, tf.int64)]), raw.count - 1
+        return positions.map(
+            lambda position: (
+                position,
+                tuple(tf.gather(t, order[position]) for t in raw.examples),
             )
-            return position, tuple(tf.gather(t, index) for t in raw.examples)
-
-        return positions.map(pick)
+        )
     count = min(window, raw.count)
 
     def shuffle_window(window_index, block):
         n = tf.shape(block[0])[0]
-        noise = tf.random.stateless_uniform([n], seed=tf.stack([key, window_index]))
+        window_key = tf.stack([key[0] * SEED_STRIDE + key[1], window_index])
+        noise = tf.random.stateless_uniform([n], seed=window_key)
         order = tf.argsort(noise)
         return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(t, order) for t in block))
 

@@ -561,7 +561,7 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
 
         def epoch_stream(epoch):
             def one_pass(pass_index):
-                # Stream key: (epoch, pass inside the epoch); distinct for any pass < 2^20.
+                # Stream key: (epoch, pass inside the epoch), distinct for any pass < 2^20.
                 ordered = pass_order(
                     raw, epoch * 2**20 + pass_index, seed, 0, raw.count, config.shuffle_buffer
                 )
