@@ -18,6 +18,7 @@ from keras_swish.recipes.models.inception_resnet_v2 import (
     InceptionResNetV2Config,
     build_inception_resnet_v2,
 )
+from tests.recipes.run_checks import assert_loads_anywhere
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,11 +84,17 @@ def test_residual_scales_and_weight_decay():
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert len(adds) == 40
     kernels = [
-        layer
+        layer.kernel
         for layer in model.layers
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
     ]
     assert len(model.losses) == len(kernels) == UNITS + 40 + 1
+    # TF-Slim's l2_regularizer(wd) is wd·Σw²/2 (tf.nn.l2_loss): Keras L2(wd / 2).
+    expected = sum(
+        1e-4 * float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) / 2 for k in kernels
+    )
+    total = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+    assert total == pytest.approx(expected, rel=1e-5)
 
 
 def test_full_size_parameter_count():
@@ -250,3 +257,4 @@ def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
         for key, value in best[split].items():
             if "top" in key:
                 assert report[split][key] == pytest.approx(value, abs=1e-4), (split, key)
+    assert_loads_anywhere(run)  # both .keras files, safe mode, a process with only keras_swish

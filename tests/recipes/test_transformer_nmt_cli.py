@@ -21,6 +21,7 @@ from keras_swish.recipes.core import runner
 from keras_swish.recipes.data.text import load_sentencepiece
 from keras_swish.recipes.tasks.decoding import corpus_bleu
 from keras_swish.recipes.tasks.translation import translate_pairs, translator
+from tests.recipes.run_checks import assert_loads_anywhere
 from tests.recipes.test_cli import ROOT, cli
 
 pytestmark = pytest.mark.slow
@@ -193,3 +194,7 @@ def test_translate_uses_best_keras_not_final_keras(run, tmp_path):
     from_final, _ = translate_pairs(config, final, processor, pairs)
     assert from_best != from_final  # so that the check below tells them apart
     assert result.stdout.splitlines() == from_best
+
+
+def test_best_and_final_load_in_a_fresh_process_and_evaluate_the_same(run):
+    assert_loads_anywhere(run[0])
