@@ -30,9 +30,11 @@ activation from the input shape, and is marked unbuilt, so that Keras
 builds both on the first (symbolic) call.
 
 This is the only module of keras_swish that touches Keras internals
-(`keras.src.activations`). Serialization needs no hook: Keras serializes a
-Layer-valued activation as a full config and deserializes it through the
-registered name `keras_swish>SwishBeta`.
+(`keras.src.activations`, `Layer._post_build`, and — only when a recipe runs
+under MultiWorkerMirroredStrategy — two functions of Keras's TensorFlow
+trainer, see `patch_multi_worker_fit`). Serialization needs no hook: Keras
+serializes a Layer-valued activation as a full config and deserializes it
+through the registered name `keras_swish>SwishBeta`.
 """
 
 import difflib
@@ -199,3 +201,83 @@ def install():
 
 
 register_activation("swish_beta", SwishBeta)
+
+
+# --- MultiWorkerMirroredStrategy and Keras's fit ------------------------------------
+#
+# Keras 3.15's `fit` fails under MultiWorkerMirroredStrategy on the TensorFlow
+# backend (keras-team/keras#20585; upstream master has the same code), in two
+# places of keras/src/backend/tensorflow/trainer.py:
+#
+# 1. `TensorFlowTrainer._maybe_symbolic_build` reduces the first batch with
+#    `strategy.reduce("MEAN", batch, axis=None)` only to learn its shapes.
+#    MirroredStrategy maps that over the nest; the collective strategy's
+#    `_reduce_to` does not: "ValueError: Attempt to convert a value (PerReplica...)".
+#    Fix: build from one replica's local batch (shapes and dtypes, no collective).
+# 2. `reduce_per_replica(..., "mean")` reduces every step log with
+#    `strategy.reduce("MEAN", v, axis=0)` under the collective strategy; the
+#    logs are scalars: "Invalid reduction dimension 0 for input with 0
+#    dimensions". Fix: a scalar is reduced as a mean over replicas (axis=None).
+#
+# Both replacements act only when the strategy is a multi-worker collective one
+# and otherwise call Keras's own function. tests/test_multi_worker.py pins the
+# source of the patched functions, so a Keras upgrade that changes them fails
+# loudly (and the patch can be dropped once upstream is fixed).
+
+_MULTI_WORKER_PATCHED = "_keras_swish_multi_worker_patch"
+
+
+def patch_multi_worker_fit():
+    """Makes `Model.fit` work under MultiWorkerMirroredStrategy (TensorFlow backend).
+
+    Idempotent; without a multi-worker collective strategy the patched
+    functions behave exactly as Keras's own.
+
+    Returns:
+        The patched trainer module (`keras.src.backend.tensorflow.trainer`).
+    """
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer, _MULTI_WORKER_PATCHED, False):
+        return tf_trainer
+    trainer_class = tf_trainer.TensorFlowTrainer
+    keras_build = trainer_class._maybe_symbolic_build
+    keras_reduce = tf_trainer.reduce_per_replica
+    multi_worker = tf_trainer._collective_all_reduce_multi_worker
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None or not multi_worker(strategy):
+            return keras_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tree.map_structure(
+                lambda x: (
+                    strategy.experimental_local_results(x)[0]
+                    if isinstance(x, tf.distribute.DistributedValues)
+                    else x
+                ),
+                batch,
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("mean", "auto") or not multi_worker(strategy):
+            return keras_reduce(values, strategy, reduction)
+
+        def reduce(value):
+            local = strategy.experimental_local_results(value)
+            if all(getattr(t, "shape", None) is not None and t.shape.rank == 0 for t in local):
+                return strategy.reduce("MEAN", value, axis=None)
+            return keras_reduce(value, strategy, reduction)
+
+        return tree.map_structure(reduce, values)
+
+    trainer_class._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    setattr(tf_trainer, _MULTI_WORKER_PATCHED, True)
+    return tf_trainer

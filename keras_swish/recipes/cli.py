@@ -1,14 +1,16 @@
-"""The recipe commands of `keras-swish`: `recipes`, `train`, `evaluate`, `translate`.
+"""The recipe commands of `keras-swish`: `recipes`, `train`, `evaluate`, `launch`, `translate`.
 
 ```
 keras-swish recipes [RECIPE | EXPERIMENT]
 keras-swish train RECIPE|EXPERIMENT [--activation NAME] [--data SPEC] [--data-dir DIR] ...
 keras-swish evaluate RUN_DIR [--data SPEC] [--data-dir DIR] [--batch-size N]
+keras-swish launch --workers N RECIPE|EXPERIMENT [train flags]
 keras-swish translate RUN_DIR < sentences.txt
 ```
 Also runnable as `python -m keras_swish.recipes ...`.
 """
 
+import argparse
 import json
 
 from keras_swish.recipes.core.config import parse_set, to_dict
@@ -130,6 +132,12 @@ def _evaluate(args):
     return 0
 
 
+def _launch(args):
+    from keras_swish.recipes.launch import launch
+
+    return launch(args.workers, args.train_args)
+
+
 def _translate(args):
     import sys
 
@@ -194,6 +202,26 @@ def add_subcommands(subparsers):
     evaluate.add_argument("--data-dir", dest="data_dir", metavar="DIR")
     evaluate.add_argument("--batch-size", dest="batch_size", type=int, metavar="N")
     evaluate.set_defaults(handler=_evaluate)
+
+    launch = subparsers.add_parser(
+        "launch",
+        help="train with N worker processes on this machine (multi-worker on loopback)",
+        description=(
+            "Starts N `keras-swish train EXPERIMENT [train flags]` workers, each with a "
+            "TF_CONFIG naming all of them on free 127.0.0.1 ports, so that they train "
+            "together under MultiWorkerMirroredStrategy (worker 0 is the chief and writes "
+            "the run folder). Streams the chief's output; stops every worker when one "
+            "fails. Re-running the same command resumes the run."
+        ),
+    )
+    launch.add_argument("--workers", type=int, required=True, metavar="N", help="at least 2")
+    launch.add_argument(
+        "train_args",
+        nargs=argparse.REMAINDER,
+        metavar="EXPERIMENT [train flags]",
+        help="what `keras-swish train` takes",
+    )
+    launch.set_defaults(handler=_launch)
 
     translate = subparsers.add_parser(
         "translate",

@@ -44,7 +44,6 @@ def cli(*args, timeout=900):
         (["train", "mobilenet", "--data", "folder:/no/such/dir"], "is not a directory"),
         (["train", "mobilenet", "--epochs", "0"], "'train.epochs' must be at least 1"),
         (["evaluate", "/no/such/run"], "is not a run folder"),
-        (["train", "mobilenet", "--strategy", "multi_worker"], "keras-team/keras#20585"),
     ],
 )
 def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):

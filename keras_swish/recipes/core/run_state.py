@@ -7,7 +7,9 @@ a kill at any moment, so the runner keeps its own state in `<run>/state/`:
 
     state/state.json              the commit record: epochs done, best so
                                   far, per-epoch history, sessions
-    state/epoch-E.weights.h5      weights and optimizer state after epoch E
+    state/epoch-E.weights.h5      weights and optimizer state after epoch E (the
+                                  random-number generators' states — dropout's
+                                  — which Keras does not save, are in state.json)
     state/best-E.keras            a new best model, until moved to best.keras
 
 At the end of epoch E the runner (1) writes `epoch-E.weights.h5` and, when
@@ -32,6 +34,11 @@ from keras_swish.recipes.core.config import write_atomic
 STATE_DIR = "state"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 _PENDING_BEST = re.compile(r"^best-(\d+)\.keras$")
+
+
+def _generator_states(model):
+    """The state variables of the model's `keras.random.SeedGenerator`s, in order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def read_json(path):
@@ -138,7 +145,11 @@ class RunState:
         faults.point("epoch_saved", epoch)
         previous = self.record["checkpoint"]
         self.record["history"] = [e for e in self.history if e["epoch"] < epoch] + [entry]
-        self.record.update(epoch=epoch, checkpoint=checkpoint)
+        self.record.update(
+            epoch=epoch,
+            checkpoint=checkpoint,
+            generators=[v.numpy().tolist() for v in _generator_states(model)],
+        )
         if improved:
             self.record["best"] = {"epoch": epoch, "monitor": monitor, "value": value}
         self.save()  # the commit
@@ -154,6 +165,19 @@ class RunState:
             except FileNotFoundError:
                 pass
         return improved
+
+    def restore(self, model):
+        """Loads the committed weights, optimizer and generator states into `model`.
+
+        The model's optimizer must be built. Restoring the generators too makes
+        a resumed run draw the dropout masks the uninterrupted run would have.
+        """
+        model.load_weights(self.checkpoint)
+        saved = self.record.get("generators") or []
+        variables = _generator_states(model)
+        if len(saved) == len(variables):
+            for variable, value in zip(variables, saved, strict=True):
+                variable.assign(value)
 
     def save(self):
         if self.write:

@@ -31,6 +31,8 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 
 from keras_swish.recipes.core import faults
@@ -265,23 +267,8 @@ def train(recipe, experiment, config, verbose=1):
 
     from keras_swish.callbacks import BetaMonitor
     from keras_swish.callbacks.chief import is_chief
-    from keras_swish.recipes.core.strategy import (
-        make_strategy,
-        resolve_precision,
-        tf_config_workers,
-    )
+    from keras_swish.recipes.core.strategy import make_strategy, resolve_precision
 
-    if config.train.strategy == "multi_worker" or (
-        config.train.strategy == "auto" and not config.train.tpu and tf_config_workers() > 1
-    ):
-        # Keras 3's fit fails inside its own distribution code under
-        # MultiWorkerMirroredStrategy (keras-team/keras#20585): say so up front.
-        raise ConfigError(
-            "MultiWorkerMirroredStrategy (TF_CONFIG with several workers, or --strategy "
-            f"multi_worker) is not supported by Keras {keras.__version__}'s fit on the "
-            "TensorFlow backend (keras-team/keras#20585). Use --strategy mirrored on one "
-            "machine with several GPUs, or --tpu."
-        )
     strategy, strategy_name = make_strategy(config.train.strategy, config.train.tpu)
     precision = resolve_precision(config.train.precision, strategy_name)
     replicas = strategy.num_replicas_in_sync
@@ -301,7 +288,14 @@ def train(recipe, experiment, config, verbose=1):
     state = RunState(output, write=chief)
     rolled = state.recover()
     keras.utils.set_random_seed(config.train.seed)
-    data = recipe.make_data(config)
+    scratch = None
+    if not chief:  # files a recipe's data writes (a vocabulary) go to a private folder
+        scratch = tempfile.mkdtemp(prefix="keras-swish-worker-")
+        data = recipe.make_data(
+            dataclasses.replace(config, train=dataclasses.replace(config.train, output=scratch))
+        )
+    else:
+        data = recipe.make_data(config)
     steps = config.train.steps_per_epoch or data.steps_per_pass
     print(f"Data: {data.summary}")
     for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
@@ -325,7 +319,7 @@ def train(recipe, experiment, config, verbose=1):
             )
             if state.checkpoint:
                 model.optimizer.build(model.trainable_variables)
-                model.load_weights(state.checkpoint)
+                state.restore(model)
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -364,16 +358,35 @@ def train(recipe, experiment, config, verbose=1):
         callbacks.append(
             _state_callback(state, recipe.monitor, data.examples_per_step, steps, write_metrics)
         )
-        model.fit(
-            data.train(initial_epoch, steps),
-            initial_epoch=initial_epoch,
-            epochs=config.train.epochs,
-            steps_per_epoch=steps,
-            validation_data=data.validation,
-            callbacks=callbacks,
-            shuffle=False,  # the pipeline orders the data, by seed and epoch
-            verbose=verbose,
-        )
+        try:
+            model.fit(
+                data.train(initial_epoch, steps),
+                initial_epoch=initial_epoch,
+                epochs=config.train.epochs,
+                steps_per_epoch=steps,
+                validation_data=data.validation,
+                callbacks=callbacks,
+                shuffle=False,  # the pipeline orders the data, by seed and epoch
+                verbose=verbose,
+            )
+        except _peer_errors() as error:
+            if strategy_name != "multi_worker":
+                raise
+            raise RuntimeError(
+                f"A peer worker was lost during epoch {state.epoch + 1} "
+                f"({type(error).__name__}); {state.epoch} finished epoch(s) are committed in "
+                f"{output}. Restart every worker with the same command to resume."
+            ) from error
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+    elif scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if strategy_name == "multi_worker":
+        print(f"Trainable weights checksum (the same on every worker): {weights_checksum(model)}")
+    if not chief:
+        print(f"Worker done; the chief writes the run folder {output}.")
+        return {"completed": True, "chief": False}
     record = _finish(recipe, config, model, data, state, header, chief, metrics_path)
     record["train_wall_time_s"] = round(time.perf_counter() - start, 2)
     print(
@@ -381,6 +394,30 @@ def train(recipe, experiment, config, verbose=1):
         f"TensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})"
     )
     return record
+
+
+def _peer_errors():
+    """What TensorFlow raises in a collective when a peer process is gone."""
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
+
+
+def weights_checksum(model):
+    """A SHA-256 of every trainable weight's bytes (β included): equal models, equal sums.
+
+    BatchNorm's moving statistics are left out: under MultiWorkerMirroredStrategy
+    each worker's track its own local batches (the chief's are the ones saved,
+    as MirroredStrategy keeps the first replica's).
+    """
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for weight in model.trainable_weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _finish(recipe, config, model, data, state, header, chief, metrics_path):

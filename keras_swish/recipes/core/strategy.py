@@ -45,18 +45,27 @@ def make_strategy(name="auto", tpu=None):
     `auto`: TPUStrategy when `tpu` is given, MultiWorkerMirroredStrategy when
     TF_CONFIG names several workers, MirroredStrategy on several GPUs, the
     default strategy otherwise. `mirrored` without GPUs mirrors over the
-    logical CPU devices.
+    logical CPU devices. `multi_worker` is created before anything starts
+    TensorFlow's runtime, and makes Keras's `fit` work under it
+    (`keras_swish.activations.patch_multi_worker_fit`).
     """
     import tensorflow as tf
 
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy '{name}'. Choose one of: {', '.join(STRATEGIES)}.")
+    if name == "auto" and not tpu and tf_config_workers() > 1:
+        name = "multi_worker"
+    if name == "multi_worker":
+        # Before anything starts TensorFlow's runtime (listing devices does):
+        # collective ops must be configured at program startup.
+        from keras_swish.activations import patch_multi_worker_fit
+
+        patch_multi_worker_fit()
+        return tf.distribute.MultiWorkerMirroredStrategy(), name
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         if tpu:
             name = "tpu"
-        elif tf_config_workers() > 1:
-            name = "multi_worker"
         elif len(gpus) > 1:
             name = "mirrored"
         else:
@@ -66,8 +75,6 @@ def make_strategy(name="auto", tpu=None):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver), name
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy(), name
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices), name

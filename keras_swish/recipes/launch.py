@@ -1,0 +1,134 @@
+"""`keras-swish launch --workers N EXPERIMENT [train flags]`: N workers on this machine.
+
+Each worker is an ordinary `keras-swish train EXPERIMENT [train flags]`
+process with its own `TF_CONFIG` naming every worker on a free loopback port
+(worker 0 is the chief). The chief's output streams to this terminal; the
+other workers' goes to log files. When any worker fails, the others are
+stopped and the failing worker's last lines are shown, so nothing waits on a
+dead peer. On N machines, run the same `keras-swish train` on each with a
+`TF_CONFIG` naming all of them (see the README); this command is that setup
+on one machine, for trying it out and for the tests.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from keras_swish.errors import UsageError
+
+_GRACE_S = 10  # between SIGTERM and SIGKILL when stopping workers
+
+
+def free_ports(count):
+    """`count` distinct free TCP ports on 127.0.0.1."""
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
+def tf_config(ports, index):
+    """The TF_CONFIG of worker `index` in a loopback cluster on `ports`."""
+    return json.dumps(
+        {
+            "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+    )
+
+
+def _stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _GRACE_S
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _tail(path, lines=20):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+def launch(workers, train_args, poll_s=0.5):
+    """Runs `keras-swish train *train_args` as `workers` loopback workers.
+
+    Args:
+        workers: How many worker processes (at least 2).
+        train_args: The arguments after `train` (experiment and flags).
+        poll_s: How often to check the workers.
+
+    Returns:
+        0 when every worker finished; else the exit status of the first
+        worker that failed (the others are stopped).
+    """
+    if workers < 2:
+        raise UsageError(f"--workers must be at least 2. Received: --workers {workers}")
+    if not train_args or train_args[0].startswith("-"):
+        raise UsageError("launch needs an experiment or recipe, e.g. launch --workers 2 mobilenet")
+    if "--strategy" in train_args:
+        raise UsageError("launch sets the strategy (multi_worker); leave out --strategy.")
+    ports = free_ports(workers)
+    logs = tempfile.mkdtemp(prefix="keras-swish-launch-")
+    command = [sys.executable, "-m", "keras_swish_cli", "train", *train_args]
+    processes = []
+    print(
+        f"Launching {workers} workers on 127.0.0.1 ports {', '.join(map(str, ports))}; "
+        f"worker 0 is the chief, the others log to {logs}",
+        flush=True,
+    )
+    try:
+        for index in range(workers):
+            env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONUNBUFFERED="1")
+            if index == 0:
+                out = None  # the chief's output is this command's
+            else:
+                out = open(os.path.join(logs, f"worker-{index}.log"), "w", encoding="utf-8")
+            processes.append(
+                subprocess.Popen(
+                    command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+                )
+            )
+            if out is not None:
+                out.close()
+        while True:
+            codes = [p.poll() for p in processes]
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                index, code = failed[0]
+                _stop(processes)
+                where = "above" if index == 0 else os.path.join(logs, f"worker-{index}.log")
+                detail = "" if index == 0 else "\n" + _tail(where)
+                print(
+                    f"keras-swish launch: worker {index} failed (exit status {code}); "
+                    f"stopped the others. Its output: {where}{detail}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return code if code > 0 else 1
+            if all(c == 0 for c in codes):
+                shutil.rmtree(logs, ignore_errors=True)
+                return 0
+            time.sleep(poll_s)
+    except BaseException:
+        _stop(processes)
+        raise
