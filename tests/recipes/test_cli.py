@@ -44,6 +44,8 @@ def cli(*args, timeout=900):
         (["train", "mobilenet", "--data", "folder:/no/such/dir"], "is not a directory"),
         (["train", "mobilenet", "--epochs", "0"], "'train.epochs' must be at least 1"),
         (["evaluate", "/no/such/run"], "is not a run folder"),
+        (["train", "mobilenet", "--tpu", "grpc://127.0.0.1:1"], "Cannot reach TPU"),
+        (["train", "mobilenet", "--tpu", "no-such-tpu.invalid"], "Cannot reach TPU"),
     ],
 )
 def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):

@@ -71,10 +71,7 @@ def make_strategy(name="auto", tpu=None):
         else:
             name = "default"
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver), name
+        return _tpu_strategy(tf, tpu), name
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices), name
@@ -82,6 +79,56 @@ def make_strategy(name="auto", tpu=None):
         device = gpus[0].name if gpus else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device), name
     return tf.distribute.get_strategy(), name
+
+
+TPU_CONNECT_TIMEOUT_S = 10
+
+
+def _probe(master):
+    """Fails fast when a grpc://HOST:PORT TPU address does not accept connections.
+
+    TensorFlow's own connection to an unreachable TPU worker retries for
+    minutes; one TCP connect with a timeout says at once.
+    """
+    import socket
+    import urllib.parse
+
+    if not master or not master.startswith("grpc://"):
+        return  # a local TPU (TPU VM): nothing to reach over the network
+    address = urllib.parse.urlparse(master)
+    try:
+        with socket.create_connection(
+            (address.hostname, address.port), timeout=TPU_CONNECT_TIMEOUT_S
+        ):
+            pass
+    except OSError as error:
+        raise RuntimeError(f"{master} does not accept connections ({error})") from error
+
+
+def _tpu_strategy(tf, tpu):
+    """TPUStrategy for `--tpu`; a TPU that cannot be found or reached is a usage error.
+
+    TPUClusterResolver looks a name up through the Cloud TPU API and the GCE
+    metadata server, which fails within seconds off Google Cloud; its errors
+    (URLError, ValueError, TensorFlow's NotFound/Unavailable) become one
+    message that says what `--tpu` takes.
+    """
+    import urllib.error
+
+    from keras_swish.recipes.core.config import ConfigError
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        _probe(resolver.master())
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (urllib.error.URLError, ValueError, RuntimeError, tf.errors.OpError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"Cannot reach TPU {tpu or '(auto)'!r}: {reason}. --tpu takes the name of a Cloud "
+            "TPU this machine can reach, its grpc://HOST:PORT address, or 'local' on a TPU VM."
+        ) from error
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def resolve_precision(precision, strategy_name):
