@@ -7,6 +7,7 @@ the reference config it cites, and names its experiments.
 """
 
 from keras_swish.recipes.configs import (  # noqa: F401  (each registers itself)
+    cifar,
     inception_resnet_v2,
     mobilenet,
     transformer_nmt,

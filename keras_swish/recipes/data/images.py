@@ -215,14 +215,40 @@ def _rgb(image):
     return image
 
 
-def _to_float(image):
+# Per-channel (mean, std) of the training images, on a 0–1 scale, for
+# `normalize="cifar10"` / `"cifar100"` (the standard values of both datasets).
+CHANNEL_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+NORMALIZATIONS = ("symmetric", *CHANNEL_STATS)
+AUGMENTATIONS = ("inception", "pad_crop")
+
+
+def _to_float(image, normalize="symmetric"):
+    """uint8 → float32: to [-1, 1] ("symmetric") or per-channel standardized."""
     import tensorflow as tf
 
     image = tf.ensure_shape(image, [None, None, 3])
-    return tf.cast(image, tf.float32) / 127.5 - 1.0
+    if normalize == "symmetric":
+        return tf.cast(image, tf.float32) / 127.5 - 1.0
+    mean, std = CHANNEL_STATS[normalize]
+    return (tf.cast(image, tf.float32) / 255.0 - mean) / std
 
 
-def train_transform(image, seed, size, crop_area_min, flip):
+def pad_crop_transform(image, seed, size, pad, flip, normalize="symmetric"):
+    """He et al. (2016)'s CIFAR augmentation: pad `pad` zeros, random `size` crop, flip."""
+    import tensorflow as tf
+
+    image = tf.image.resize(_to_float(image, normalize), (size, size))
+    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])  # zeros after normalization
+    image = tf.image.stateless_random_crop(image, (size, size, 3), seed=seed)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
+    return image
+
+
+def train_transform(image, seed, size, crop_area_min, flip, normalize="symmetric"):
     """Random resized crop (area ≥ `crop_area_min`, aspect 3/4–4/3) and flip."""
     import tensorflow as tf
 
@@ -237,13 +263,13 @@ def train_transform(image, seed, size, crop_area_min, flip):
         use_image_if_no_bounding_boxes=True,
     )
     image = tf.slice(image, begin, crop_size)
-    image = tf.image.resize(_to_float(image), (size, size))
+    image = tf.image.resize(_to_float(image, normalize), (size, size))
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
     return image
 
 
-def eval_transform(image, size, crop_fraction):
+def eval_transform(image, size, crop_fraction, normalize="symmetric"):
     """Central crop of `crop_fraction` of the side, resized to `size`."""
     import tensorflow as tf
 
@@ -252,7 +278,7 @@ def eval_transform(image, size, crop_fraction):
     top = (shape[0] - side) // 2
     left = (shape[1] - side) // 2
     image = tf.slice(image, [top, left, 0], [side, side, -1])
-    return tf.image.resize(_to_float(image), (size, size))
+    return tf.image.resize(_to_float(image, normalize), (size, size))
 
 
 def make_image_data(
@@ -267,6 +293,9 @@ def make_image_data(
     eval_crop,
     shuffle_buffer,
     validation_fraction=0.1,
+    augmentation="inception",
+    pad=4,
+    normalize="symmetric",
 ):
     """Builds the training, validation and test pipelines.
 
@@ -282,6 +311,11 @@ def make_image_data(
         shuffle_buffer: Shuffle window of a streamed (TFDS) training split.
         validation_fraction: Share of a TFDS training split held out for
             validation when the dataset has no validation split.
+        augmentation: "inception" (random resized crop and flip, ImageNet's)
+            or "pad_crop" (pad, random crop of the input size and flip, CIFAR's).
+        pad: Pixels of zero padding on each side for "pad_crop".
+        normalize: "symmetric" (pixels to [-1, 1]) or "cifar10"/"cifar100"
+            (per-channel mean and standard deviation of that dataset).
     """
     import tensorflow as tf
 
@@ -314,13 +348,20 @@ def make_image_data(
 
             def transform(position, example):
                 image, label = example
-                image = train_transform(
-                    _rgb(decode(image)),
-                    tf.stack([key, position]),  # stateless ops use both full words
-                    image_size,
-                    crop_area_min,
-                    random_flip,
-                )
+                seeds = tf.stack([key, position])  # stateless ops use both full words
+                if augmentation == "pad_crop":
+                    image = pad_crop_transform(
+                        _rgb(decode(image)), seeds, image_size, pad, random_flip, normalize
+                    )
+                else:
+                    image = train_transform(
+                        _rgb(decode(image)),
+                        seeds,
+                        image_size,
+                        crop_area_min,
+                        random_flip,
+                        normalize,
+                    )
                 return image, one_hot(label)
 
             return pass_order(train_raw, pass_index, seed, start, per_pass, shuffle_buffer).map(
@@ -344,7 +385,7 @@ def make_image_data(
         return (
             dataset.map(
                 lambda image, label: (
-                    eval_transform(_rgb(decode(image)), image_size, eval_crop),
+                    eval_transform(_rgb(decode(image)), image_size, eval_crop, normalize),
                     one_hot(label),
                 ),
                 num_parallel_calls=auto,

@@ -14,7 +14,13 @@ import keras
 from keras_swish.recipes.core.config import ConfigError, check, validate_train
 from keras_swish.recipes.core.registry import Recipe
 from keras_swish.recipes.core.schedules import WarmupExponentialDecay
-from keras_swish.recipes.data.images import DataError, make_image_data, parse_data_spec
+from keras_swish.recipes.data.images import (
+    AUGMENTATIONS,
+    NORMALIZATIONS,
+    DataError,
+    make_image_data,
+    parse_data_spec,
+)
 from keras_swish.recipes.models.activations import check_activation
 
 
@@ -28,6 +34,9 @@ class ImageDataConfig:
     eval_crop: float = 0.875
     shuffle_buffer: int = 10000
     validation_fraction: float = 0.1  # carved from train when a dataset has no validation split
+    augmentation: str = "inception"  # or "pad_crop" (CIFAR: pad, random crop, flip)
+    pad: int = 4  # pixels of padding for "pad_crop"
+    normalize: str = "symmetric"  # pixels to [-1, 1]; or "cifar10"/"cifar100" per channel
 
 
 @dataclasses.dataclass
@@ -42,6 +51,24 @@ class RMSPropConfig:
     warmup_epochs: float = 5.0
     decay_rate: float = 0.94
     decay_epochs: float = 2.5
+
+
+@dataclasses.dataclass
+class SGDConfig:
+    """SGD with momentum and a step schedule: the CIFAR papers' optimizer."""
+
+    learning_rate: float = 0.1  # per `base_batch_size` examples
+    base_batch_size: int = 128  # peak lr = learning_rate · batch_size / base_batch_size
+    momentum: float = 0.9
+    nesterov: bool = False
+    # The rate is multiplied by `decay_factor` at each of these fractions of the
+    # run (so a shorter --epochs keeps the shape of the schedule).
+    decay_at: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.75])
+    decay_factor: float = 0.1
+    # Steps at `warmup_factor` × the rate before it starts (He et al. 2016b warm up
+    # ResNet-164 at 0.01 for ~400 iterations); 0: none.
+    warmup_steps: int = 0
+    warmup_factor: float = 0.1
 
 
 IMAGE_FLAGS = {
@@ -77,6 +104,21 @@ def embedded_data(image_size):
     }
 
 
+def _validate_sgd(opt):
+    check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
+    check(opt.base_batch_size >= 1, "optimizer.base_batch_size", opt.base_batch_size, "positive")
+    check(0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum, "in [0, 1)")
+    check(
+        all(0 < f < 1 for f in opt.decay_at) and list(opt.decay_at) == sorted(opt.decay_at),
+        "optimizer.decay_at",
+        list(opt.decay_at),
+        "increasing fractions of the run in (0, 1)",
+    )
+    check(0 < opt.decay_factor <= 1, "optimizer.decay_factor", opt.decay_factor, "in (0, 1]")
+    check(opt.warmup_steps >= 0, "optimizer.warmup_steps", opt.warmup_steps, ">= 0")
+    check(0 < opt.warmup_factor <= 1, "optimizer.warmup_factor", opt.warmup_factor, "in (0, 1]")
+
+
 def validate_common(config):
     """Checks the sections every image recipe shares."""
     data, opt, train = config.data, config.optimizer, config.train
@@ -90,11 +132,28 @@ def validate_common(config):
     check(0 < data.eval_crop <= 1, "data.eval_crop", data.eval_crop, "in (0, 1]")
     check(data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "positive")
     check(
+        data.augmentation in AUGMENTATIONS,
+        "data.augmentation",
+        data.augmentation,
+        f"one of {', '.join(AUGMENTATIONS)}",
+    )
+    check(data.pad >= 0, "data.pad", data.pad, ">= 0")
+    check(
+        data.normalize in NORMALIZATIONS,
+        "data.normalize",
+        data.normalize,
+        f"one of {', '.join(NORMALIZATIONS)}",
+    )
+    check(
         0 < data.validation_fraction < 0.5,
         "data.validation_fraction",
         data.validation_fraction,
         "in (0, 0.5)",
     )
+    if isinstance(opt, SGDConfig):
+        _validate_sgd(opt)
+        validate_train(train)
+        return
     check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
     check(opt.base_batch_size >= 1, "optimizer.base_batch_size", opt.base_batch_size, "positive")
     check(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", opt.warmup_epochs, ">= 0")
@@ -116,20 +175,37 @@ def make_data(config):
         eval_crop=data.eval_crop,
         shuffle_buffer=data.shuffle_buffer,
         validation_fraction=data.validation_fraction,
+        augmentation=data.augmentation,
+        pad=data.pad,
+        normalize=data.normalize,
     )
 
 
 def peak_learning_rate(config):
     """The reference rule: learning_rate · global batch / base_batch_size."""
     opt = config.optimizer
-    if opt.integer_batch_ratio:
+    if getattr(opt, "integer_batch_ratio", False):
         return opt.learning_rate * (config.train.batch_size // opt.base_batch_size)
     return opt.learning_rate * config.train.batch_size / opt.base_batch_size
 
 
 def make_schedule(config, steps_per_pass):
-    """Warm-up and staircase decay, in passes over the training data."""
+    """The learning rate over optimizer steps, defined in passes over the training data.
+
+    RMSProp recipes: warm-up and staircase exponential decay. SGD recipes: a
+    step schedule whose steps fall at fractions of the run (its epochs ×
+    steps per epoch).
+    """
     opt = config.optimizer
+    if isinstance(opt, SGDConfig):
+        total = config.train.epochs * (config.train.steps_per_epoch or steps_per_pass)
+        peak = peak_learning_rate(config)
+        boundaries = [max(1, round(f * total)) for f in opt.decay_at]
+        values = [peak * opt.decay_factor**i for i in range(len(boundaries) + 1)]
+        if opt.warmup_steps:
+            boundaries = [opt.warmup_steps] + [max(b, opt.warmup_steps + 1) for b in boundaries]
+            values = [peak * opt.warmup_factor] + values
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     return WarmupExponentialDecay(
         peak=peak_learning_rate(config),
         warmup_steps=round(opt.warmup_epochs * steps_per_pass),
@@ -138,8 +214,13 @@ def make_schedule(config, steps_per_pass):
     )
 
 
-def make_rmsprop(config, schedule):
+def make_optimizer(config, schedule):
+    """RMSProp or SGD, after the type of the config's `optimizer` section."""
     opt = config.optimizer
+    if isinstance(opt, SGDConfig):
+        return keras.optimizers.SGD(
+            learning_rate=schedule, momentum=opt.momentum, nesterov=opt.nesterov
+        )
     return keras.optimizers.RMSprop(
         learning_rate=schedule, rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon
     )
@@ -189,7 +270,7 @@ def image_recipe(name, summary, default_config, validate_model, build_network, d
         make_data=make_data,
         make_model=make_model,
         make_schedule=make_schedule,
-        make_optimizer=make_rmsprop,
+        make_optimizer=make_optimizer,
         make_loss=make_loss,
         make_metrics=make_metrics,
         monitor="val_top1",
