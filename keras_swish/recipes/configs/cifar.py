@@ -109,7 +109,7 @@ NETWORKS = {
         },
     ),
     "wide_resnet_28_10": dict(
-        summary="Wide ResNet 28-10, Zagoruyko & Komodakis 2016 (36.5 M; C10 95.3 ReLU / 95.5 Swish)",
+        summary="Wide ResNet 28-10, Zagoruyko, Komodakis 2016 (36.5 M; C10 95.3 ReLU / 95.5 Swish)",
         reference="Zagoruyko and Komodakis (2016), Wide Residual Networks, section 4",
         model=cifar.CifarNetConfig(
             architecture="wide_resnet", depth=28, widen_factor=10, weight_decay=5e-4
