@@ -242,3 +242,21 @@ def test_console_script_hides_tensorflow_start_up_lines():
         timeout=300,
     )
     assert verbose.returncode == 0 and "mobilenet/imagenet" in verbose.stdout
+
+
+def test_importing_keras_swish_registers_every_class_the_recipes_save():
+    # A class registered only when a recipe module is imported would make that
+    # recipe's .keras files fail to load in a process that imports keras_swish.
+    script = (
+        "import keras, keras_swish\n"
+        "names = lambda: {k for k in keras.saving.get_custom_objects() if 'keras_swish' in k}\n"
+        "before = names()\n"
+        "import keras_swish.recipes.configs\n"
+        "print(sorted(names() - before)); print(len(before))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    missing, count = result.stdout.strip().splitlines()[-2:]
+    assert missing == "[]" and int(count) >= 7
