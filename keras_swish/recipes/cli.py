@@ -1,9 +1,10 @@
-"""The recipe commands of `keras-swish`: `recipes`, `train`, `evaluate`, `launch`, `translate`.
+"""The recipe commands of `keras-swish`: recipes, train, evaluate, compare, launch, translate.
 
 ```
 keras-swish recipes [RECIPE | EXPERIMENT]
 keras-swish train RECIPE|EXPERIMENT [--activation NAME] [--data SPEC] [--data-dir DIR] ...
 keras-swish evaluate RUN_DIR [--data SPEC] [--data-dir DIR] [--batch-size N]
+keras-swish compare EXPERIMENT --activations LIST|paper --seeds N [train flags]
 keras-swish launch --workers N RECIPE|EXPERIMENT [train flags]
 keras-swish translate RUN_DIR < sentences.txt
 ```
@@ -132,6 +133,49 @@ def _evaluate(args):
     return 0
 
 
+def _compare(args):
+    import os
+
+    from keras_swish.recipes.compare import compare, parse_activations, parse_learning_rates
+
+    experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
+    flags = {name: getattr(args, name) for name in _all_flags() if name not in _COMPARE_OWN}
+    flags = {name: value for name, value in flags.items() if value is not None}
+    train_args = []
+    for name, value in flags.items():
+        train_args += ["--" + name.replace("_", "-"), str(value)]
+    if args.config:
+        train_args += ["--config", args.config]
+    for item in args.set or ():
+        train_args += ["--set", item]
+    output = args.output or os.path.join(
+        "runs", "compare-" + "+".join(e.replace("/", "-") for e in experiments)
+    )
+    results = compare(
+        experiments,
+        parse_activations(args.activations),
+        args.seeds,
+        output,
+        learning_rates=parse_learning_rates(args.learning_rates),
+        baseline=args.baseline,
+        parallel=args.parallel,
+        train_flags=flags,
+        train_args=train_args,
+        overrides=parse_set(args.set),
+        config_file=args.config,
+    )
+    print(open(os.path.join(output, "results.md"), encoding="utf-8").read())
+    print(
+        f"Results: {output}/results.md, results.csv, results.json and PNG plots; "
+        f"HParams: tensorboard --logdir {output}/hparams"
+    )
+    return 1 if results["failed"] else 0
+
+
+# compare's own flags: it sets these per run itself.
+_COMPARE_OWN = ("activation", "seed", "output")
+
+
 def _launch(args):
     from keras_swish.recipes.launch import launch
 
@@ -202,6 +246,50 @@ def add_subcommands(subparsers):
     evaluate.add_argument("--data-dir", dest="data_dir", metavar="DIR")
     evaluate.add_argument("--batch-size", dest="batch_size", type=int, metavar="N")
     evaluate.set_defaults(handler=_evaluate)
+
+    compare = subparsers.add_parser(
+        "compare",
+        help="activations × seeds (× learning rates) of an experiment: the paper's tables",
+        description=(
+            "Trains EXPERIMENT (or several, comma-separated) once per activation and seed "
+            "(and learning rate), each an ordinary run in its own folder under --output, "
+            "and writes results.md (the paper's layout: median, mean ± std, every run, a "
+            "paired comparison with --baseline: bootstrap 95 %% interval and sign test), "
+            "results.csv, results.json, PNG plots and a TensorBoard HParams dashboard. "
+            "Finished runs are reused and interrupted ones resume: re-running the same "
+            "command after a kill only trains what is left."
+        ),
+    )
+    compare.add_argument("experiments", metavar="EXPERIMENT[,EXPERIMENT...]")
+    compare.add_argument(
+        "--activations",
+        required=True,
+        metavar="LIST",
+        help="comma-separated names, or 'paper' for "
+        "relu,leaky_relu,prelu,softplus,elu,selu,gelu,swish,swish_beta",
+    )
+    compare.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds 0..N-1 (3)")
+    compare.add_argument(
+        "--learning-rates",
+        dest="learning_rates",
+        metavar="A,B,...",
+        help="try each; keep the best per activation on validation (default: the experiment's)",
+    )
+    compare.add_argument("--baseline", default="relu", metavar="NAME", help="default relu")
+    compare.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="runs at a time, each on its own GPU (or share of CPU cores)",
+    )
+    for name, kwargs in _all_flags().items():
+        if name not in _COMPARE_OWN:
+            compare.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
+    compare.add_argument("--output", metavar="DIR", help="default runs/compare-EXPERIMENT")
+    compare.add_argument("--config", metavar="YAML", help="a YAML file of config sections")
+    compare.add_argument("--set", action="append", metavar="KEY=VALUE", help="for every run")
+    compare.set_defaults(handler=_compare)
 
     launch = subparsers.add_parser(
         "launch",

@@ -1,0 +1,522 @@
+"""`keras-swish compare`: activations × seeds (× learning rates) on one runner, with intervals.
+
+Every (experiment, activation, seed, learning rate) is an ordinary run of
+`keras-swish train` in its own folder under the comparison's output:
+
+    <output>/<experiment>/<activation>/seed<S>[-lr<LR>]/   a run folder (metrics.json, ...)
+    <output>/results.json, results.csv, results.md          the tables
+    <output>/final_metric.png, validation_curves.png, betas.png
+    <output>/hparams/                                        TensorBoard's HParams dashboard
+
+A finished run is reused (its `metrics.json` says `completed`); an
+interrupted one resumes where it stopped, so a killed comparison re-run with
+the same command only trains what is left. With several learning rates, each
+activation keeps the rate whose runs have the best median validation metric,
+as the paper did on ImageNet; the reported numbers are then that rate's.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+from keras_swish.errors import UsageError
+from keras_swish.recipes.compare import stats
+from keras_swish.recipes.compare.paper import PAPER_METRIC, paper_numbers
+
+PAPER_ACTIVATIONS = (
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "softplus",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "swish_beta",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of a comparison."""
+
+    experiment: str
+    activation: str
+    seed: int
+    learning_rate: float | None  # None: the experiment's own
+    output: str  # its run folder
+
+    @property
+    def key(self):
+        lr = "" if self.learning_rate is None else f"-lr{self.learning_rate:g}"
+        return f"{self.experiment}/{self.activation}/seed{self.seed}{lr}"
+
+
+def parse_activations(text):
+    """`"relu,swish"` or `"paper"` → a tuple of activation names, checked."""
+    from keras_swish.recipes.models.activations import ACTIVATIONS
+
+    names = PAPER_ACTIVATIONS if text == "paper" else tuple(a.strip() for a in text.split(","))
+    bad = [a for a in names if a not in ACTIVATIONS]
+    if bad or not names or len(set(names)) != len(names):
+        raise UsageError(
+            f"--activations takes 'paper' or distinct names from: {', '.join(ACTIVATIONS)}. "
+            f"Received: --activations {text}"
+        )
+    return names
+
+
+def parse_learning_rates(text):
+    if text is None:
+        return (None,)
+    try:
+        rates = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        rates = ()
+    if not rates or any(r <= 0 for r in rates):
+        raise UsageError(
+            f"--learning-rates takes positive numbers separated by commas. Received: {text}"
+        )
+    return rates
+
+
+def plan(
+    experiments,
+    activations,
+    seeds,
+    learning_rates,
+    output,
+    train_flags,
+    overrides,
+    config_file=None,
+):
+    """Every cell of the comparison, each checked by the runner before anything runs.
+
+    Raises:
+        UsageError: a bad experiment, flag or setting (nothing is written).
+    """
+    from keras_swish.recipes.core import runner
+
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1. Received: --seeds {seeds}")
+    cells = []
+    for experiment in experiments:
+        for activation in activations:
+            for lr in learning_rates:
+                for seed in range(seeds):
+                    set_lr = {} if lr is None else {"optimizer": {"learning_rate": lr}}
+                    _, resolved, _ = runner.resolve(
+                        experiment,
+                        config_file=config_file,
+                        flags=dict(train_flags, activation=activation, seed=seed),
+                        overrides=_merge(overrides, set_lr),
+                    )
+                    lr_part = "" if lr is None else f"-lr{lr:g}"
+                    folder = os.path.join(
+                        output,
+                        resolved.name.replace("/", "-"),
+                        activation,
+                        f"seed{seed}{lr_part}",
+                    )
+                    cells.append(Cell(resolved.name, activation, seed, lr, folder))
+    return cells
+
+
+def _merge(a, b):
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in (a or {}).items()}
+    for section, values in (b or {}).items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def is_done(cell):
+    try:
+        with open(os.path.join(cell.output, "metrics.json"), encoding="utf-8") as f:
+            return bool(json.load(f).get("completed"))
+    except (OSError, ValueError):
+        return False
+
+
+def _command(cell, train_args):
+    args = [
+        sys.executable,
+        "-m",
+        "keras_swish_cli",
+        "train",
+        cell.experiment,
+        "--activation",
+        cell.activation,
+        "--seed",
+        str(cell.seed),
+        "--output",
+        cell.output,
+        "--verbose",
+        "2",
+        *train_args,
+    ]
+    if cell.learning_rate is not None:
+        args += ["--set", f"optimizer.learning_rate={cell.learning_rate!r}"]
+    return args
+
+
+def _gpu_count():
+    """GPUs on this machine (nvidia-smi), without starting TensorFlow here."""
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.splitlines())
+
+
+def _pinning(slot, parallel, gpus):
+    """(env changes, CPU cores) that give worker slot `slot` its own devices."""
+    if parallel <= 1:
+        return {}, None
+    if gpus:
+        return {"CUDA_VISIBLE_DEVICES": str(slot % gpus)}, None
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < parallel:
+        return {}, None
+    share = len(cores) // parallel
+    return {}, set(cores[slot * share : (slot + 1) * share])
+
+
+def _eta(seconds):
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else (f"{seconds // 60}m{seconds % 60:02d}s")
+    )
+
+
+def execute(cells, train_args, parallel=1, poll_s=1.0, stream=sys.stdout):
+    """Trains every cell not yet done, `parallel` at a time; returns the failed cells."""
+    done = [c for c in cells if is_done(c)]
+    pending = [c for c in cells if not is_done(c)]
+    print(
+        f"compare: {len(cells)} runs, {len(done)} already done, {len(pending)} to run, "
+        f"{parallel} at a time",
+        file=stream,
+        flush=True,
+    )
+    gpus = _gpu_count()
+    free_slots = list(range(parallel))
+    running, failed, durations = {}, [], []
+    started = time.monotonic()
+
+    def progress():
+        left = len(pending)
+        if durations:
+            eta = sum(durations) / len(durations) * (left + len(running) / 2) / parallel
+            eta = f", ETA {_eta(eta)}"
+        else:
+            eta = ""
+        print(
+            f"compare: {len(cells) - left - len(running)}/{len(cells)} done, "
+            f"{len(running)} running, {left} left{eta} "
+            f"({_eta(time.monotonic() - started)} elapsed)",
+            file=stream,
+            flush=True,
+        )
+
+    try:
+        while pending or running:
+            while pending and free_slots:
+                cell = pending.pop(0)
+                slot = free_slots.pop(0)
+                env_changes, cores = _pinning(slot, parallel, gpus)
+                os.makedirs(cell.output, exist_ok=True)
+                log = open(os.path.join(cell.output, "train.log"), "a", encoding="utf-8")
+                process = subprocess.Popen(
+                    _command(cell, train_args),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=dict(os.environ, **env_changes),
+                    preexec_fn=(lambda c=cores: os.sched_setaffinity(0, c)) if cores else None,
+                )
+                log.close()
+                running[process] = (cell, slot, time.monotonic())
+                progress()
+            for process in [p for p in running if p.poll() is not None]:
+                cell, slot, t0 = running.pop(process)
+                free_slots.append(slot)
+                if process.returncode == 0 and is_done(cell):
+                    durations.append(time.monotonic() - t0)
+                else:
+                    failed.append(cell)
+                    print(
+                        f"compare: {cell.key} failed (exit status {process.returncode}); "
+                        f"see {os.path.join(cell.output, 'train.log')}",
+                        file=stream,
+                        flush=True,
+                    )
+                progress()
+            time.sleep(poll_s)
+    except BaseException:
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
+        raise
+    return failed
+
+
+# --- Results ---------------------------------------------------------------------
+
+
+def _metrics_of(cell):
+    with open(os.path.join(cell.output, "metrics.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def metric_names(metrics):
+    """(headline metric, second metric or None, split) that a run reports."""
+    best = metrics["best"]
+    split = "test" if best.get("test") else "validation"
+    prefix = "test_" if split == "test" else "val_"
+    values = best[split]
+    if prefix + "bleu" in values:
+        return prefix + "bleu", prefix + "bleu_intl", split
+    return prefix + "top1", prefix + "top5", split
+
+
+def _selection_metric(metrics):
+    """The validation number a learning rate is chosen by."""
+    values = metrics["best"]["validation"]
+    return values.get("val_bleu", values.get("val_top1"))
+
+
+def collect(cells, baseline):
+    """The results of every finished cell: tables per experiment, as plain data."""
+    results = {"experiments": {}, "baseline": baseline}
+    by_experiment = {}
+    for cell in cells:
+        if is_done(cell):
+            by_experiment.setdefault(cell.experiment, []).append((cell, _metrics_of(cell)))
+    for experiment, runs in by_experiment.items():
+        head, second, split = metric_names(runs[0][1])
+        activations = {}
+        for cell, metrics in runs:
+            entry = activations.setdefault(cell.activation, {"rates": {}})
+            rate = entry["rates"].setdefault(str(cell.learning_rate), [])
+            rate.append((cell, metrics))
+        table = {}
+        for activation, entry in activations.items():
+            # The learning rate with the best median validation metric (paper: ImageNet).
+            rates = entry["rates"]
+            chosen = max(
+                rates,
+                key=lambda r: stats.summary([_selection_metric(m) for _, m in rates[r]])["median"],
+            )
+            chosen_runs = sorted(rates[chosen], key=lambda cm: cm[0].seed)
+            row = {
+                "learning_rate": None if chosen == "None" else float(chosen),
+                "learning_rates_tried": [None if r == "None" else float(r) for r in rates],
+                "seeds": [c.seed for c, _ in chosen_runs],
+                "runs": [c.output for c, _ in chosen_runs],
+                head: stats.summary([m["best"][split][head] for _, m in chosen_runs]),
+            }
+            if second and all(second in m["best"][split] for _, m in chosen_runs):
+                row[second] = stats.summary([m["best"][split][second] for _, m in chosen_runs])
+            row["by_seed"] = {c.seed: m["best"][split][head] for c, m in chosen_runs}
+            row["curves"] = [
+                [e.get("val_" + head.split("_", 1)[1], e.get("val_accuracy")) for e in m["epochs"]]
+                for _, m in chosen_runs
+            ]
+            table[activation] = row
+        if baseline in table:
+            for activation, row in table.items():
+                if activation != baseline:
+                    row["vs_baseline"] = stats.paired(row["by_seed"], table[baseline]["by_seed"])
+        results["experiments"][experiment] = {
+            "metric": head,
+            "second_metric": second,
+            "split": split,
+            "activations": table,
+            "paper": paper_numbers(experiment),
+            "paper_metric": PAPER_METRIC.get(experiment),
+        }
+    if len(results["experiments"]) > 1:
+        results["table3"] = table3(results)
+    return results
+
+
+def table3(results):
+    """The paper's Table 3: per activation, in how many experiments its median beats,
+    ties or trails the baseline's."""
+    baseline = results["baseline"]
+    counts = {}
+    for experiment in results["experiments"].values():
+        rows = experiment["activations"]
+        if baseline not in rows:
+            continue
+        base = rows[baseline][experiment["metric"]]["median"]
+        for activation, row in rows.items():
+            if activation == baseline:
+                continue
+            median = row[experiment["metric"]]["median"]
+            c = counts.setdefault(activation, {"better": 0, "equal": 0, "worse": 0})
+            c["better" if median > base else "equal" if median == base else "worse"] += 1
+    return counts
+
+
+def _scale(metric):
+    return 1.0 if "bleu" in metric else 100.0  # accuracies as %, like the paper
+
+
+def results_markdown(results):
+    lines = ["# Comparison", ""]
+    for experiment, table in results["experiments"].items():
+        head, second = table["metric"], table["second_metric"]
+        scale = _scale(head)
+        unit = "BLEU" if scale == 1 else "%"
+        lines += [f"## {experiment}", ""]
+        lines.append(
+            f"{head} ({unit}, best.keras of each run, {table['split']} split): median, "
+            "mean ± std, every run (by seed)."
+        )
+        if results["baseline"] in table["activations"]:
+            lines.append(
+                f"Δ vs {results['baseline']}: mean paired difference over seeds with its "
+                "bootstrap 95 % interval, and the sign test's two-sided p-value."
+            )
+        lines.append("")
+        paper = table["paper"]
+        header = ["activation", "median", "mean ± std", "runs"]
+        if second:
+            header.append(f"{second} median")
+        header += [f"Δ vs {results['baseline']} [95 % CI]", "p"]
+        if paper:
+            header.append(f"paper median ({table['paper_metric']})")
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for activation, row in table["activations"].items():
+            s = row[head]
+            cells = [
+                activation + (f" (lr {row['learning_rate']:g})" if row["learning_rate"] else ""),
+                f"{s['median'] * scale:.2f}",
+                f"{s['mean'] * scale:.2f} ± {s['std'] * scale:.2f}",
+                " ".join(f"{v * scale:.2f}" for v in s["runs"]),
+            ]
+            if second:
+                cells.append(f"{row[second]['median'] * scale:.2f}" if second in row else "")
+            vs = row.get("vs_baseline")
+            if vs and vs["mean_difference"] is not None:
+                low, high = vs["ci95"]
+                diff = vs["mean_difference"] * scale
+                cells += [
+                    f"{diff:+.2f} [{low * scale:+.2f}, {high * scale:+.2f}]",
+                    f"{vs['sign_test_p']:.3g}",
+                ]
+            else:
+                cells += ["", ""]
+            if paper:
+                cells.append(f"{paper[activation]:.1f} (paper)" if activation in paper else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if "table3" in results:
+        lines += [
+            f"## Against {results['baseline']} over every experiment (the paper's Table 3)",
+            "",
+            "| activation | better | equal | worse |",
+            "|---|---|---|---|",
+        ]
+        for activation, c in results["table3"].items():
+            lines.append(f"| {activation} | {c['better']} | {c['equal']} | {c['worse']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def results_csv(results):
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["experiment", "activation", "learning_rate", "seed", "metric", "value", "run"])
+    for experiment, table in results["experiments"].items():
+        for activation, row in table["activations"].items():
+            for seed, run, value in zip(
+                row["seeds"], row["runs"], row[table["metric"]]["runs"], strict=True
+            ):
+                writer.writerow(
+                    [
+                        experiment,
+                        activation,
+                        row["learning_rate"],
+                        seed,
+                        table["metric"],
+                        value,
+                        run,
+                    ]
+                )
+    return out.getvalue()
+
+
+def write_results(results, output):
+    from keras_swish.recipes.core.config import write_atomic
+
+    os.makedirs(output, exist_ok=True)
+    write_atomic(os.path.join(output, "results.json"), json.dumps(results, indent=2))
+    write_atomic(os.path.join(output, "results.csv"), results_csv(results))
+    write_atomic(os.path.join(output, "results.md"), results_markdown(results))
+
+
+def compare(
+    experiments,
+    activations,
+    seeds,
+    output,
+    learning_rates=(None,),
+    baseline="relu",
+    parallel=1,
+    train_flags=None,
+    train_args=(),
+    overrides=None,
+    config_file=None,
+    stream=sys.stdout,
+):
+    """Runs (or finishes) a comparison and writes its results; returns them.
+
+    Args:
+        experiments: Experiment or recipe names.
+        activations: Activation names.
+        seeds: Seeds per setting (0 … seeds − 1).
+        output: The comparison's folder.
+        learning_rates: Rates to try per activation, or `(None,)` for the experiment's own.
+        baseline: The activation the others are compared with.
+        parallel: Runs at a time.
+        train_flags: {flag: value} of `keras-swish train` flags (to check the plan).
+        train_args: The same, as command-line arguments for the runs.
+        overrides: `--set` overrides (nested dict) for every run.
+        config_file: A `--config` YAML file for every run.
+    """
+    from keras_swish.recipes.compare import plots
+
+    if parallel < 1:
+        raise UsageError(f"--parallel must be at least 1. Received: --parallel {parallel}")
+    if baseline not in activations:
+        raise UsageError(
+            f"--baseline {baseline} is not among --activations {','.join(activations)}."
+        )
+    cells = plan(
+        experiments,
+        activations,
+        seeds,
+        learning_rates,
+        output,
+        train_flags or {},
+        overrides,
+        config_file,
+    )
+    failed = execute(cells, list(train_args), parallel=parallel, stream=stream)
+    results = collect(cells, baseline)
+    results["failed"] = [c.key for c in failed]
+    write_results(results, output)
+    plots.write_plots(results, output)
+    plots.write_hparams(cells, results, output)
+    return results
