@@ -1,0 +1,238 @@
+"""`keras-swish compare`: statistics, tables from runs, a real comparison, kills, bad input."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from keras_swish.cli import main
+from keras_swish.recipes.compare import Cell, collect, results_markdown, stats, write_results
+from tests.recipes.run_checks import ROOT
+
+# --- statistics ----------------------------------------------------------------
+
+
+def test_summary_is_numpys():
+    values = [0.91, 0.93, 0.92, 0.95]
+    s = stats.summary(values)
+    assert s["median"] == pytest.approx(np.median(values))
+    assert s["mean"] == pytest.approx(np.mean(values))
+    assert s["std"] == pytest.approx(np.std(values, ddof=1))
+    assert s["runs"] == values and s["n"] == 4
+
+
+def test_sign_test_exact_values():
+    assert stats.sign_test([0.1] * 5) == pytest.approx(2 / 32)  # 5 of 5 better
+    assert stats.sign_test([0.1, -0.1]) == 1.0
+    assert stats.sign_test([0.2, 0.1, 0.3, -0.1, 0.0]) == pytest.approx(
+        2 * (math.comb(4, 0) + math.comb(4, 1)) / 16
+    )
+    assert stats.sign_test([0.0, 0.0]) == 1.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
+    d = [0.01, 0.02, -0.005, 0.015, 0.03]
+    low, high = stats.bootstrap_interval(d)
+    assert low < np.mean(d) < high and min(d) <= low and high <= max(d)
+    assert stats.bootstrap_interval(d) == (low, high)
+    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)  # the same resampling, written out
+    means = np.asarray(d)[rng.integers(0, 5, size=(stats.BOOTSTRAP_RESAMPLES, 5))].mean(axis=1)
+    assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert stats.bootstrap_interval([0.5]) == (0.5, 0.5)
+
+
+# --- tables from run folders -------------------------------------------------------
+
+
+def _fake_run(folder, val, test, epochs=3):
+    os.makedirs(folder, exist_ok=True)
+    metrics = {
+        "completed": True,
+        "epochs": [{"epoch": e + 1, "val_top1": val * (e + 1) / epochs} for e in range(epochs)],
+        "best": {
+            "model": "best.keras",
+            "validation": {"val_top1": val, "val_top5": 1.0},
+            "test": {"test_top1": test, "test_top5": 1.0},
+        },
+    }
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump(metrics, f)
+
+
+def test_tables_pick_the_learning_rate_on_validation_and_pair_by_seed(tmp_path):
+    cells = []
+    # relu: one rate. swish: 0.1 is better on validation (but worse on test) than 0.2.
+    for seed, (val, test) in enumerate([(0.80, 0.79), (0.82, 0.80), (0.81, 0.78)]):
+        cell = Cell("preact_resnet164/cifar10", "relu", seed, None, str(tmp_path / f"relu{seed}"))
+        _fake_run(cell.output, val, test)
+        cells.append(cell)
+    for lr, rows in ((0.1, [(0.85, 0.81), (0.86, 0.83), (0.84, 0.82)]), (0.2, [(0.70, 0.90)] * 3)):
+        for seed, (val, test) in enumerate(rows):
+            folder = str(tmp_path / f"swish{lr}-{seed}")
+            cell = Cell("preact_resnet164/cifar10", "swish_beta", seed, lr, folder)
+            _fake_run(cell.output, val, test)
+            cells.append(cell)
+    results = collect(cells, "relu")
+    table = results["experiments"]["preact_resnet164/cifar10"]
+    assert table["metric"] == "test_top1" and table["split"] == "test"
+    swish = table["activations"]["swish_beta"]
+    assert swish["learning_rate"] == 0.1 and sorted(swish["learning_rates_tried"]) == [0.1, 0.2]
+    assert swish["test_top1"]["median"] == pytest.approx(0.82)
+    vs = swish["vs_baseline"]
+    assert vs["differences"] == pytest.approx([0.02, 0.03, 0.04])
+    assert vs["better"] == 3 and vs["sign_test_p"] == pytest.approx(0.25)
+    write_results(results, str(tmp_path / "out"))
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| swish_beta (lr 0.1) | 82.00 |" in md and "94.5 (paper)" in md and "93.8 (paper)" in md
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert len(rows) == 6 and {r["activation"] for r in rows} == {"relu", "swish_beta"}
+
+
+def test_table3_counts_experiments_where_the_median_beats_the_baseline(tmp_path):
+    cells = []
+    for experiment, gelu in (("a/x", 0.9), ("b/x", 0.7), ("c/x", 0.8)):
+        for activation, value in (("relu", 0.8), ("gelu", gelu)):
+            folder = str(tmp_path / experiment.replace("/", "-") / activation)
+            _fake_run(folder, value, value)
+            cells.append(Cell(experiment, activation, 0, None, folder))
+    results = collect(cells, "relu")
+    assert results["table3"] == {"gelu": {"better": 1, "equal": 1, "worse": 1}}
+    assert "(the paper's Table 3)" in results_markdown(results)
+
+
+# --- a real comparison ---------------------------------------------------------------
+
+ARGS = [
+    "compare",
+    "mobilenet",
+    "--activations",
+    "relu,swish_beta",
+    "--seeds",
+    "2",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "3",
+]
+
+
+def _compare(output, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_swish_cli", *ARGS, "--output", str(output)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1200,
+        **kwargs,
+    )
+
+
+def _runs(output):
+    return sorted(
+        os.path.join(root) for root, _, files in os.walk(output) if "metrics.json" in files
+    )
+
+
+@pytest.mark.slow
+def test_compare_writes_every_file_and_its_numbers_come_from_the_runs(tmp_path):
+    output = tmp_path / "cmp"
+    result = _compare(output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compare: 4 runs, 0 already done, 4 to run" in result.stdout
+    for name in (
+        "results.md",
+        "results.csv",
+        "results.json",
+        "final_metric.png",
+        "validation_curves.png",
+        "betas.png",
+    ):
+        assert (output / name).stat().st_size > 0, name
+    assert os.listdir(output / "hparams")
+    results = json.loads((output / "results.json").read_text())
+    table = results["experiments"]["mobilenet/embedded"]["activations"]
+    by_run = {}
+    for run in _runs(output):
+        metrics = json.loads(open(os.path.join(run, "metrics.json")).read())
+        activation, seed = run.split(os.sep)[-2], int(run.split(os.sep)[-1][4:])
+        by_run[(activation, seed)] = metrics["best"]["test"]["test_top1"]
+    assert len(by_run) == 4
+    for activation in ("relu", "swish_beta"):
+        values = [by_run[(activation, s)] for s in (0, 1)]
+        assert table[activation]["test_top1"]["median"] == pytest.approx(np.median(values))
+        assert table[activation]["test_top1"]["runs"] == pytest.approx(values)
+    differences = [by_run[("swish_beta", s)] - by_run[("relu", s)] for s in (0, 1)]
+    vs = table["swish_beta"]["vs_baseline"]
+    assert vs["differences"] == pytest.approx(differences)
+    assert vs["ci95"] == pytest.approx(list(stats.bootstrap_interval(differences)))
+    # A re-run trains nothing.
+    stamps = {run: os.path.getmtime(os.path.join(run, "metrics.json")) for run in _runs(output)}
+    again = _compare(output)
+    assert again.returncode == 0 and "4 already done, 0 to run" in again.stdout
+    assert stamps == {r: os.path.getmtime(os.path.join(r, "metrics.json")) for r in _runs(output)}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_comparison_then_the_same_command_finishes_it(tmp_path):
+    output = tmp_path / "cmp"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "keras_swish_cli", *ARGS, "--output", str(output)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its process group: the comparison and its current run
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not any(
+            json.loads(open(os.path.join(r, "metrics.json")).read()).get("completed")
+            for r in _runs(output)
+        ):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    finished = {
+        r: os.path.getmtime(os.path.join(r, "metrics.json"))
+        for r in _runs(output)
+        if json.loads(open(os.path.join(r, "metrics.json")).read()).get("completed")
+    }
+    assert 1 <= len(finished) < 4
+    again = _compare(output)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{len(finished)} already done, {4 - len(finished)} to run" in again.stdout
+    for run, stamp in finished.items():  # nothing finished ran again
+        assert os.path.getmtime(os.path.join(run, "metrics.json")) == stamp
+    results = json.loads((output / "results.json").read_text())
+    rows = results["experiments"]["mobilenet/embedded"]["activations"]
+    assert all(rows[a]["test_top1"]["n"] == 2 for a in ("relu", "swish_beta"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--activations", "relu,swish_bta"], "--activations takes 'paper' or distinct names"),
+        (["--activations", "relu,relu"], "--activations takes 'paper' or distinct names"),
+        (["--activations", "relu", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--activations", "gelu,swish"], "--baseline relu is not among --activations"),
+        (["--activations", "relu", "--learning-rates", "0.1,x"], "--learning-rates takes"),
+        (["--activations", "relu", "--parallel", "0"], "--parallel must be at least 1"),
+        (["--activations", "relu", "--data", "tfds:cifar10"], "no experiment for --data"),
+        (["--activations", "relu", "--set", "train.epochs=0"], "'train.epochs' must be"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message_and_writes_nothing(args, message, tmp_path, capsys):
+    output = tmp_path / "cmp"
+    assert main(["compare", "mobilenet", *args, "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not output.exists()
