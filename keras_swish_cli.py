@@ -26,9 +26,13 @@ def wants_tf_logs(argv):
     return False
 
 
+_OURS = "KERAS_SWISH_QUIET_TF"  # marks a TF_CPP_MIN_LOG_LEVEL set here, not by the user
+
+
 def import_tensorflow_quietly():
     """Imports TensorFlow with its C++ start-up lines hidden; replays them on failure."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ[_OURS] = "1"  # the runs `compare` and `launch` start stay quiet too
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -48,7 +52,8 @@ def import_tensorflow_quietly():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not wants_tf_logs(argv) and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    users_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ and os.environ.get(_OURS) != "1"
+    if not wants_tf_logs(argv) and not users_level:
         try:
             import_tensorflow_quietly()
         except ImportError:

@@ -233,6 +233,16 @@ def test_console_script_hides_tensorflow_start_up_lines():
     assert "mobilenet/imagenet" in result.stdout
     for noise in ("I0000", "E0000", "cuInit", "absl::InitializeLog", "oneDNN"):
         assert noise not in result.stderr, result.stderr
+    # A run started by compare or launch inherits the quiet setting, not a "user's" level.
+    child = subprocess.run(
+        [sys.executable, "-m", "keras_swish_cli", "recipes"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(env, TF_CPP_MIN_LOG_LEVEL="3", KERAS_SWISH_QUIET_TF="1"),
+        timeout=300,
+    )
+    assert child.returncode == 0 and "I0000" not in child.stderr, child.stderr
     verbose = subprocess.run(
         [sys.executable, "-m", "keras_swish_cli", "--verbose", "recipes"],
         capture_output=True,

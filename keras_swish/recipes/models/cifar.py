@@ -30,7 +30,7 @@ import keras
 
 from keras_swish.recipes.core.config import check
 from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
-from keras_swish.recipes.models.common import reference_l2
+from keras_swish.recipes.models.common import reference_l2, validate_regularization
 
 ARCHITECTURES = ("resnet", "preact_resnet", "wide_resnet", "densenet")
 
@@ -104,14 +104,7 @@ def validate(config):
     _blocks(model)
     check(model.widen_factor >= 1, "model.widen_factor", model.widen_factor, "at least 1")
     check(model.growth_rate >= 1, "model.growth_rate", model.growth_rate, "at least 1")
-    check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
-    check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
-    check(
-        0 < model.batchnorm_momentum < 1,
-        "model.batchnorm_momentum",
-        model.batchnorm_momentum,
-        "in (0, 1)",
-    )
+    validate_regularization(model)
     check(config.data.image_size >= 8, "data.image_size", config.data.image_size, "at least 8")
 
 

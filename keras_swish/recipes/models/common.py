@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_swish.recipes.core.config import check
+
 
 def reference_l2(weight_decay):
     """The L2 regularizer of weight decay wd as TF-Slim and Model Garden mean it.
@@ -32,3 +34,15 @@ def classifier_head(x, num_classes, dropout, regularizer, name):
         dtype="float32",  # the softmax stays float32 under mixed precision
         name=f"{name}_predictions",
     )(x)
+
+
+def validate_regularization(model):
+    """Checks `dropout`, `weight_decay` and `batchnorm_momentum` of a `model` section."""
+    check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
+    check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
+    check(
+        0 < model.batchnorm_momentum < 1,
+        "model.batchnorm_momentum",
+        model.batchnorm_momentum,
+        "in (0, 1)",
+    )

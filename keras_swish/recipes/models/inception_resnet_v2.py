@@ -19,7 +19,11 @@ import keras
 
 from keras_swish.recipes.core.config import check
 from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
-from keras_swish.recipes.models.common import classifier_head, reference_l2
+from keras_swish.recipes.models.common import (
+    classifier_head,
+    reference_l2,
+    validate_regularization,
+)
 
 MIN_IMAGE_SIZE = 75
 
@@ -37,14 +41,7 @@ class InceptionResNetV2Config:
 def validate(config):
     """Checks the `model` section and the input size."""
     model = config.model
-    check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
-    check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
-    check(
-        0 < model.batchnorm_momentum < 1,
-        "model.batchnorm_momentum",
-        model.batchnorm_momentum,
-        "in (0, 1)",
-    )
+    validate_regularization(model)
     check(
         model.batchnorm_epsilon > 0,
         "model.batchnorm_epsilon",

@@ -19,7 +19,11 @@ import keras
 
 from keras_swish.recipes.core.config import check
 from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
-from keras_swish.recipes.models.common import classifier_head, reference_l2
+from keras_swish.recipes.models.common import (
+    classifier_head,
+    reference_l2,
+    validate_regularization,
+)
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
 BLOCKS = (
@@ -57,14 +61,7 @@ def validate(config):
     model = config.model
     check(model.alpha > 0, "model.alpha", model.alpha, "positive")
     check(model.depth_multiplier >= 1, "model.depth_multiplier", model.depth_multiplier, ">= 1")
-    check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
-    check(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, ">= 0")
-    check(
-        0 < model.batchnorm_momentum < 1,
-        "model.batchnorm_momentum",
-        model.batchnorm_momentum,
-        "in (0, 1)",
-    )
+    validate_regularization(model)
     check(config.data.image_size >= 28, "data.image_size", config.data.image_size, "at least 28")
 
 
