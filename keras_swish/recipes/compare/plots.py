@@ -22,7 +22,10 @@ def final_metric_plot(results, path):
     """Every run's metric per activation (dots), the median (bar), the paper's (cross)."""
     plt = _pyplot()
     experiments = results["experiments"]
-    fig, axes = plt.subplots(1, len(experiments), figsize=(4 + 1.2 * 9, 4), squeeze=False)
+    widest = max(len(table["activations"]) for table in experiments.values())
+    fig, axes = plt.subplots(
+        1, len(experiments), figsize=((2 + 1.3 * widest) * len(experiments), 4), squeeze=False
+    )
     for ax, (experiment, table) in zip(axes[0], experiments.items(), strict=True):
         metric, scale = table["metric"], _scale(table["metric"])
         names = list(table["activations"])
