@@ -290,3 +290,40 @@ def test_launch_bad_input_exits_2(capsys):
     assert "--workers must be at least 2" in capsys.readouterr().err
     assert main(["launch", "--workers", "2", "mobilenet", "--strategy", "mirrored"]) == 2
     assert "leave out --strategy" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_launch_trains_the_translation_recipe_too(tmp_path):
+    # Bucketed batches of varying size and a vocabulary the data step writes:
+    # the chief keeps its SentencePiece model in the run, the other worker its own copy
+    # in a temporary folder it removes.
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_swish_cli",
+            "launch",
+            "--workers",
+            "2",
+            "transformer_nmt",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "3",
+            "--output",
+            str(run),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Trainable weights checksum" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["completed"] and metrics["strategy"] == "multi_worker"
+    assert {"val_bleu", "val_bleu_intl"} <= set(metrics["best"]["validation"])
+    assert (run / "sentencepiece.model").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no scratch or launch logs left
