@@ -46,7 +46,7 @@ def assert_loads_anywhere(run, tolerance=1e-4):
         cwd=ROOT,
         timeout=900,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
     line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
     measured = json.loads(line[len("RESULT ") :])
     metrics = json.loads((run / "metrics.json").read_text())

@@ -20,6 +20,7 @@ class FakeModel:
     """Writes which epoch it is at instead of weights, so files can be told apart."""
 
     epoch = 0
+    variables = []  # no random-number generators to keep
 
     def save_weights(self, path):
         with open(path, "w") as f:
