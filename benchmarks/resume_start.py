@@ -84,17 +84,18 @@ def main():
         "embedded digits (indexable)": (None, None),
         "TFDS, 4,000 images (streamed)": ("tfds:bench_digits", directory),
     }
-    print(f"Time to the first batch of epoch k (batch 64, epochs of 62 steps), median of {args.runs}")
+    print(f"Time to the first batch of epoch k (batch 64, 62-step epochs), median of {args.runs}")
     print(f"{'data':32} {'epoch k':>8} {'seeded (s)':>11} {'replay (s)':>11} {'replay/seeded':>14}")
     for label, (spec, data_dir) in sources.items():
         data = make_image_data(parse_data_spec(spec), data_dir, **PIPELINE)
         steps = data.steps_per_pass
         for epoch in (0, 10, 50):
             seeded = statistics.median(
-                first_batch_seconds(lambda e=epoch: data.train(e, steps)) for _ in range(args.runs)
+                first_batch_seconds(lambda d=data, e=epoch, s=steps: d.train(e, s))
+                for _ in range(args.runs)
             )
             replayed = statistics.median(
-                first_batch_seconds(lambda e=epoch: replay(data, e, steps))
+                first_batch_seconds(lambda d=data, e=epoch, s=steps: replay(d, e, s))
                 for _ in range(args.runs if epoch <= 10 else 1)
             )
             print(
