@@ -236,3 +236,17 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(args, message, tm
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not output.exists()
+
+
+def test_parallel_slots_get_their_own_devices(monkeypatch):
+    from keras_swish.recipes import compare
+
+    assert compare._pinning(0, 1, gpus=4) == ({}, None)  # one at a time: everything
+    assert [compare._pinning(s, 3, gpus=2)[0] for s in range(3)] == [
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        {"CUDA_VISIBLE_DEVICES": "1"},
+        {"CUDA_VISIBLE_DEVICES": "0"},
+    ]
+    monkeypatch.setattr(compare.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    cores = [compare._pinning(s, 2, gpus=0)[1] for s in range(2)]
+    assert cores == [{0, 1}, {2, 3}]  # disjoint shares of the CPU
