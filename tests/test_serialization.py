@@ -74,10 +74,12 @@ def test_loaded_model_keeps_training(tmp_path, data):
     restored = keras.models.load_model(tmp_path / "m.keras")
     restored.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     before = beta_values(restored)
-    restored.fit(data, np.ones((3, 3)), epochs=3, verbose=0)
+    restored.fit(data, np.ones((3, 3)), epochs=1, verbose=0)  # one batch: one step
     after = beta_values(restored)
-    for path in before:  # Adam moves each β by about lr per step
-        assert np.abs(after[path] - before[path]).max() > 1e-3, path
+    # Adam's first step moves every parameter with a gradient by lr · g / |g| = ±lr
+    # (later steps can cancel it, so a bound on several steps is flaky).
+    for path in before:
+        assert np.abs(after[path] - before[path]).max() > 0.5 * 0.01, path
 
 
 def test_keras_file_loads_in_fresh_process(tmp_path, data):
