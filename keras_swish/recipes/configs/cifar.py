@@ -1,7 +1,7 @@
 """The CIFAR family: the paper's Table 2 and 4 networks and the search's child network.
 
 Run:
-    keras-swish train resnet20                          # resnet20/embedded: CPU, ~1 min
+    keras-swish train resnet20                          # resnet20/embedded: CPU, ~2 min
     keras-swish train resnet20/cifar10 --activation relu --data-dir ~/tensorflow_datasets
     keras-swish train wide_resnet_28_10/cifar100 --data-dir ~/tensorflow_datasets
 
@@ -32,7 +32,7 @@ held out 5k; the 10,000 test images only report it. The paper's numbers
   model.bottleneck_compression=true` gives DenseNet-BC, 0.8 M).
 
 The `/embedded` experiments run each network on the embedded 28×28 digits
-(no flips): ResNet-20 for a few epochs (about a minute on 2 CPU cores), the
+(no flips): ResNet-20 for 6 epochs (about 2 minutes on 2 CPU cores), the
 three large networks as smoke runs of 2 epochs of 10 steps.
 """
 
