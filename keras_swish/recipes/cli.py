@@ -6,6 +6,8 @@ keras-swish train RECIPE|EXPERIMENT [--activation NAME] [--data SPEC] [--data-di
 keras-swish evaluate RUN_DIR [--data SPEC] [--data-dir DIR] [--batch-size N]
 keras-swish compare EXPERIMENT --activations LIST|paper --seeds N [train flags]
 keras-swish launch --workers N RECIPE|EXPERIMENT [train flags]
+keras-swish search [EXPERIMENT] [--strategy exhaustive|random|rnn] [--units N] ... [--workers N]
+keras-swish search --retrain K EXPERIMENT --output SEARCH_DIR [--seeds N]
 keras-swish translate RUN_DIR < sentences.txt
 ```
 Also runnable as `python -m keras_swish.recipes ...`.
@@ -182,6 +184,108 @@ def _launch(args):
     return launch(args.workers, args.train_args)
 
 
+def _search(args):
+    import os
+    import sys
+
+    from keras_swish.recipes import search
+
+    if args.retrain is not None:
+        return _retrain(args)
+    flags = {name: getattr(args, name) for name in _all_flags() if name not in _SEARCH_OWN}
+    flags = {name: value for name, value in flags.items() if value is not None}
+    space, settings = search.plan(
+        experiment=args.experiment or "resnet20",
+        strategy=args.strategy,
+        units=args.units,
+        unary=_names(args.unary),
+        binary=_names(args.binary),
+        max_trials=args.max_trials,
+        steps=args.steps,
+        validations=args.validations,
+        seed=args.seed,
+        train_flags=flags,
+        overrides=parse_set(args.set),
+        config_file=args.config,
+    )
+    output = args.output or search.default_output(settings)
+    if args.workers:
+        argv = [a for a in sys.argv[sys.argv.index("search") + 1 :]]
+        argv = _without(argv, ("--workers", "--output"))
+        return search.run_workers(args.workers, argv, output)
+    record = search.search(space, settings, output)
+    if record is None:  # a distributed worker
+        return 0
+    print(open(os.path.join(output, "leaderboard.md"), encoding="utf-8").read())
+    print(
+        f"Leaderboard: {output}/leaderboard.md, .csv, .json; plots: {output}/curves.png, "
+        f"{output}/rewards.png"
+    )
+    return 0
+
+
+def _names(text):
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _without(argv, options):
+    """`argv` without `options` and their values (`--opt V` or `--opt=V`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif not any(arg.startswith(o + "=") for o in options):
+            out.append(arg)
+    return out
+
+
+def _retrain(args):
+    import os
+
+    from keras_swish.errors import UsageError
+    from keras_swish.recipes import search
+    from keras_swish.recipes.compare import compare
+
+    if args.output is None or args.experiment is None:
+        raise UsageError(
+            "--retrain K needs the EXPERIMENT to train and the search's --output folder, "
+            "e.g. search --retrain 8 preact_resnet164/cifar10 --output runs/search-..."
+        )
+    formulas = search.top_formulas(args.output, args.retrain)
+    activations = ("relu", *(f"expr:{f}" for f in formulas))
+    flags = {name: getattr(args, name) for name in _all_flags() if name not in _COMPARE_OWN}
+    flags = {name: value for name, value in flags.items() if value is not None}
+    train_args = []
+    for name, value in flags.items():
+        train_args += ["--" + name.replace("_", "-"), str(value)]
+    if args.config:
+        train_args += ["--config", args.config]
+    for item in args.set or ():
+        train_args += ["--set", item]
+    output = os.path.join(args.output, "retrain-" + args.experiment.replace("/", "-"))
+    print(f"Retraining the top {len(formulas)} of {args.output} against relu: {output}")
+    results = compare(
+        [args.experiment],
+        activations,
+        args.seeds,
+        output,
+        baseline="relu",
+        parallel=args.parallel,
+        train_flags=flags,
+        train_args=train_args,
+        overrides=parse_set(args.set),
+        config_file=args.config,
+    )
+    print(open(os.path.join(output, "results.md"), encoding="utf-8").read())
+    return 1 if results["failed"] else 0
+
+
+# search's own flags: it sets these per child itself.
+_SEARCH_OWN = ("activation", "seed", "output", "epochs", "steps_per_epoch")
+
+
 def _translate(args):
     import sys
 
@@ -310,6 +414,78 @@ def add_subcommands(subparsers):
         help="what `keras-swish train` takes",
     )
     launch.set_defaults(handler=_launch)
+
+    search = subparsers.add_parser(
+        "search",
+        help="the paper's activation search (KerasTuner): exhaustive, random or RNN + PPO",
+        description=(
+            "Searches the paper's space of activations built from core units "
+            "b(u1(x1), u2(x2)): each candidate (a formula) is checked (constant, not finite "
+            "or flat ones are rejected; equivalent ones collapse into one), then trained as "
+            "the child EXPERIMENT (default resnet20: the embedded digits, or --data "
+            "tfds:cifar10 as in the paper) for a fixed step budget; reward = best validation "
+            "accuracy. Writes leaderboard.md/.csv/.json, curves.png and rewards.png in "
+            "--output. Re-running the same command resumes a killed search. With "
+            "KERASTUNER_TUNER_ID/KERASTUNER_ORACLE_IP/KERASTUNER_ORACLE_PORT set it runs as "
+            "the chief or a worker of a distributed search; --workers N starts both here. "
+            "--retrain K EXPERIMENT hands the top K formulas to `compare` against relu."
+        ),
+    )
+    search.add_argument(
+        "experiment",
+        metavar="EXPERIMENT",
+        nargs="?",
+        help="the child (default resnet20); with --retrain, the experiment to retrain on",
+    )
+    search.add_argument(
+        "--strategy", default="exhaustive", metavar="NAME", help="exhaustive (default), random, rnn"
+    )
+    search.add_argument("--units", type=int, default=1, metavar="N", help="core units, 1-3 (1)")
+    search.add_argument("--unary", metavar="LIST", help="unary functions (default: the paper's 25)")
+    search.add_argument(
+        "--binary", metavar="LIST", help="binary functions (default: the paper's 10)"
+    )
+    search.add_argument(
+        "--max-trials",
+        dest="max_trials",
+        type=int,
+        metavar="N",
+        help="children to train at most (needed by random and rnn)",
+    )
+    search.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="child training steps (default 10000 as in the paper; 40 on the embedded digits)",
+    )
+    search.add_argument(
+        "--validations",
+        type=int,
+        metavar="N",
+        help="validations (and checkpoints) per child (default 10; 1 on the embedded digits)",
+    )
+    search.add_argument("--seed", type=int, default=0, metavar="N", help="strategy and child seed")
+    search.add_argument(
+        "--workers", type=int, metavar="N", help="start a chief oracle and N workers here"
+    )
+    search.add_argument(
+        "--retrain", type=int, metavar="K", help="compare the top K with relu on EXPERIMENT"
+    )
+    search.add_argument("--seeds", type=int, default=3, metavar="N", help="with --retrain (3)")
+    search.add_argument(
+        "--parallel", type=int, default=1, metavar="K", help="with --retrain: runs at a time"
+    )
+    for name, kwargs in _all_flags().items():
+        if name not in _SEARCH_OWN:
+            search.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
+    search.add_argument(
+        "--output",
+        metavar="DIR",
+        help="the search folder (default runs/search-EXPERIMENT-STRATEGY)",
+    )
+    search.add_argument("--config", metavar="YAML", help="a YAML file of config sections")
+    search.add_argument("--set", action="append", metavar="KEY=VALUE", help="for every child")
+    search.set_defaults(handler=_search)
 
     translate = subparsers.add_parser(
         "translate",

@@ -1,0 +1,322 @@
+"""`keras-swish search`: the paper's activation search, on KerasTuner.
+
+A search is a folder (`--output`, default `runs/search-EXPERIMENT-STRATEGY`):
+
+```
+search.json                the settings (re-running with other settings is refused)
+oracle.json, tuner*.json   KerasTuner's state: trials handed out, the strategy's state
+controller.npz             the RNN controller's weights and optimizer slots (rnn)
+trial_<id>/trial.json      one trial: its formula, reward, steps and time
+trial_<id>/child/          the child's run folder (an ordinary `keras-swish train` run)
+leaderboard.md/.csv/.json  every candidate by reward; rejected ones and why
+curves.png, rewards.png    the top functions on [-6, 6]; reward over trials
+```
+
+Re-running the same command after a kill resumes it: finished trials are
+kept, the trials that were running start again (their child resumes at its
+last finished epoch), and the strategy continues from its saved state.
+
+Distributed: with `KERASTUNER_ORACLE_IP`/`KERASTUNER_ORACLE_PORT` set, the
+process whose `KERASTUNER_TUNER_ID` is `chief` serves the oracle and the
+others (`tuner0`, `tuner1`, ... on any machine) train children;
+`--workers N` starts such a chief and N workers on this machine.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from keras_swish.errors import UsageError
+
+STRATEGY_NAMES = ("exhaustive", "random", "rnn")
+
+# The child's step budget. The paper: ResNet-20 on CIFAR-10, 10K steps. On the
+# embedded digits a small budget, so that a CPU search of a reduced space
+# takes minutes: it separates working activations from degenerate ones, not
+# close contenders.
+PAPER_CHILD_STEPS = 10_000
+EMBEDDED_CHILD = {"steps": 40, "validations": 1, "batch_size": 32}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a search folder is: checked again when it is resumed."""
+
+    experiment: str
+    strategy: str
+    units: int
+    unary: tuple
+    binary: tuple
+    max_trials: int | None
+    child_steps: int
+    validations: int
+    batch_size: int
+    seed: int
+    monitor: str
+    space: str
+    child_flags: dict
+    overrides: dict
+    config_file: str | None
+
+
+def _space(units, unary, binary):
+    from keras_swish.expressions import SearchSpace
+
+    if units not in (1, 2, 3):
+        raise UsageError(f"--units must be 1, 2 or 3 (core units). Received: --units {units}")
+    try:
+        return SearchSpace(units=units, unary=unary, binary=binary)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def plan(
+    experiment="resnet20/embedded",
+    strategy="exhaustive",
+    units=1,
+    unary=None,
+    binary=None,
+    max_trials=None,
+    steps=None,
+    validations=None,
+    seed=0,
+    train_flags=None,
+    overrides=None,
+    config_file=None,
+):
+    """Checks a search's settings before anything is written; returns (space, Settings).
+
+    Raises:
+        UsageError: a bad strategy, space, budget or child setting.
+    """
+    from keras_swish.recipes.core import runner
+
+    if strategy not in STRATEGY_NAMES:
+        raise UsageError(
+            f"--strategy must be one of {', '.join(STRATEGY_NAMES)}. "
+            f"Received: --strategy {strategy}"
+        )
+    space = _space(units, unary, binary)
+    from keras_swish.recipes.search.oracles import ExhaustiveOracle
+
+    if strategy == "exhaustive" and space.size > ExhaustiveOracle.limit:
+        raise UsageError(
+            f"An exhaustive search of {space.size:,} candidates ({space.describe()}) is too "
+            f"large (at most {ExhaustiveOracle.limit:,}); use --strategy random or rnn."
+        )
+    if strategy != "exhaustive" and not max_trials:
+        raise UsageError(f"--strategy {strategy} needs --max-trials N (children to train).")
+    if max_trials is not None and max_trials < 1:
+        raise UsageError(f"--max-trials must be at least 1. Received: --max-trials {max_trials}")
+    flags = dict(train_flags or {})
+    # The child's budget: defaults by data, then the flags.
+    _, probe, probe_config = runner.resolve(
+        experiment, config_file=config_file, flags=flags, overrides=overrides
+    )
+    embedded = probe_config.data.source == "embedded"
+    if steps is None:
+        steps = EMBEDDED_CHILD["steps"] if embedded else PAPER_CHILD_STEPS
+    if validations is None:
+        validations = EMBEDDED_CHILD["validations"] if embedded else 10
+    if steps < 1 or not 1 <= validations <= steps:
+        raise UsageError(
+            "--steps must be at least 1 and --validations between 1 and --steps. "
+            f"Received: --steps {steps} --validations {validations}"
+        )
+    if "batch_size" not in flags and embedded:
+        flags["batch_size"] = EMBEDDED_CHILD["batch_size"]
+    flags["epochs"] = validations
+    flags["steps_per_epoch"] = -(-steps // validations)
+    flags.setdefault("seed", seed)
+    recipe, resolved, config = runner.resolve(
+        experiment,
+        config_file=config_file,
+        flags=dict(flags, activation="expr:x"),
+        overrides=overrides,
+    )
+    settings = Settings(
+        experiment=resolved.name,
+        strategy=strategy,
+        units=units,
+        unary=tuple(space.unary),
+        binary=tuple(space.binary),
+        max_trials=max_trials,
+        child_steps=config.train.epochs * config.train.steps_per_epoch,
+        validations=validations,
+        batch_size=config.train.batch_size,
+        seed=seed,
+        monitor=recipe.monitor,
+        space=space.describe(),
+        child_flags=flags,
+        overrides=overrides or {},
+        config_file=config_file,
+    )
+    return space, settings
+
+
+def default_output(settings):
+    return os.path.join(
+        "runs", f"search-{settings.experiment.replace('/', '-')}-{settings.strategy}"
+    )
+
+
+def _check_settings(output, settings):
+    path = os.path.join(output, "search.json")
+    mine = json.loads(json.dumps(dataclasses.asdict(settings)))
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            theirs = json.load(f)
+        if theirs != mine:
+            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise UsageError(
+                f"{output} holds another search (different {', '.join(changed)}); "
+                "use another --output or the same settings to resume it."
+            )
+    return mine
+
+
+def search(space, settings, output, stream=sys.stdout):
+    """Runs (or resumes) a search in `output`; returns its leaderboard record (or None
+    in a distributed worker, which only trains children)."""
+    import keras_tuner
+
+    from keras_swish.recipes.core.config import write_atomic
+    from keras_swish.recipes.search import report
+    from keras_swish.recipes.search.oracles import STRATEGIES
+    from keras_swish.recipes.search.tuner import ChildTuner
+
+    header = _check_settings(output, settings)
+    holds_oracle = not keras_tuner.src.distribute.utils.has_chief_oracle() or (
+        keras_tuner.src.distribute.utils.is_chief_oracle()
+    )
+    if holds_oracle:
+        os.makedirs(output, exist_ok=True)
+        write_atomic(os.path.join(output, "search.json"), json.dumps(header, indent=2))
+    started = time.monotonic()
+
+    def on_change(oracle):
+        report.write_leaderboard(oracle, output, header)
+        print(report.progress_line(oracle, started), file=stream, flush=True)
+
+    oracle = STRATEGIES[settings.strategy](
+        space, max_trials=settings.max_trials, seed=settings.seed, on_change=on_change
+    )
+    print(
+        f"search: {settings.strategy} over {settings.space}; child {settings.experiment}, "
+        f"{settings.child_steps} steps at batch {settings.batch_size}, reward = best "
+        f"validation {settings.monitor}; folder {output}",
+        file=stream,
+        flush=True,
+    )
+    try:
+        tuner = ChildTuner(
+            oracle,
+            settings.experiment,
+            settings.child_flags,
+            overrides=settings.overrides,
+            config_file=settings.config_file,
+            directory=os.path.dirname(os.path.abspath(output)),
+            project_name=os.path.basename(os.path.abspath(output)),
+        )
+    except keras_tuner.errors.FatalError as error:
+        raise UsageError(str(error)) from None
+    tuner.search()
+    if not holds_oracle:
+        return None
+    report.write_leaderboard(oracle, output, header)
+    report.write_plots(oracle, output)
+    with open(os.path.join(output, "leaderboard.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def top_formulas(output, k):
+    """The best `k` trained formulas of the search in `output` (failed ones left out)."""
+    path = os.path.join(output, "leaderboard.json")
+    if not os.path.exists(path):
+        raise UsageError(f"{output} holds no search leaderboard (leaderboard.json).")
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)["leaderboard"]
+    formulas = [r["formula"] for r in rows if not r.get("error")][:k]
+    if not formulas:
+        raise UsageError(f"The search in {output} has no trained candidate yet.")
+    return formulas
+
+
+def run_workers(workers, search_argv, output, poll_s=0.5):
+    """`keras-swish search --workers N`: a chief oracle and N workers on this machine.
+
+    Each is `keras-swish search *search_argv` with KerasTuner's variables
+    (`KERASTUNER_TUNER_ID` = `chief` or `tuner<i>`, the oracle on a free
+    127.0.0.1 port). The chief's output (the progress line) streams here, the
+    workers' goes to `OUTPUT/workers/tuner<i>.log`. Each worker gets its own
+    GPU or share of the CPU cores. When a process fails the others are
+    stopped; re-running the command resumes the search.
+
+    Returns:
+        0 when the search finished, else the failing process's exit status.
+    """
+    import subprocess
+
+    from keras_swish.recipes.compare import _gpu_count, _pinning
+    from keras_swish.recipes.launch import _stop, _tail, free_ports
+
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1. Received: --workers {workers}")
+    (port,) = free_ports(1)
+    logs = os.path.join(output, "workers")
+    os.makedirs(logs, exist_ok=True)
+    command = [sys.executable, "-m", "keras_swish_cli", "search", *search_argv, "--output", output]
+    base = dict(
+        os.environ,
+        KERASTUNER_ORACLE_IP="127.0.0.1",
+        KERASTUNER_ORACLE_PORT=str(port),
+        PYTHONUNBUFFERED="1",
+    )
+    print(
+        f"search: a chief oracle on 127.0.0.1:{port} and {workers} worker(s); "
+        f"worker logs in {logs}",
+        flush=True,
+    )
+    gpus = _gpu_count()
+    processes, names = [], []
+    try:
+        processes.append(subprocess.Popen(command, env=dict(base, KERASTUNER_TUNER_ID="chief")))
+        names.append("chief")
+        for index in range(workers):
+            env_changes, cores = _pinning(index, workers, gpus)
+            name = f"tuner{index}"
+            log = open(os.path.join(logs, f"{name}.log"), "a", encoding="utf-8")
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    env=dict(base, KERASTUNER_TUNER_ID=name, **env_changes),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=(lambda c=cores: os.sched_setaffinity(0, c)) if cores else None,
+                )
+            )
+            log.close()
+            names.append(name)
+        while True:
+            codes = [p.poll() for p in processes]
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                index, code = failed[0]
+                _stop(processes)
+                where = "above" if index == 0 else os.path.join(logs, f"{names[index]}.log")
+                detail = "" if index == 0 else "\n" + _tail(where)
+                print(
+                    f"keras-swish search: {names[index]} failed (exit status {code}); stopped "
+                    f"the others. Re-run the command to resume. Its output: {where}{detail}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return code if code > 0 else 1
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(poll_s)
+    except BaseException:
+        _stop(processes)
+        raise

@@ -1,0 +1,367 @@
+"""The search strategies as KerasTuner oracles: exhaustive, random, RNN + PPO.
+
+KerasTuner is the engine: an `Oracle` hands out trials (here one candidate
+activation each, as the values `{"formula": ..., "tokens": ...}`), stores
+every trial on disk (`<search dir>/trial_*/trial.json`, `oracle.json`),
+re-runs the trials that were running when a search was killed, and serves
+remote workers over gRPC (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
+`KERASTUNER_ORACLE_PORT`). What KerasTuner does not know is the candidate
+hygiene of the paper's search, which every oracle here applies before a
+trial exists:
+
+- a candidate that is constant, not finite on the probe range or without a
+  usable gradient is *rejected*: it gets the lowest reward (0) and no child
+  is trained;
+- a candidate equivalent to an earlier one (same outputs on the probe set, β
+  at 1) is *collapsed* into it: it reuses that trial's reward and is listed
+  with it on the leaderboard.
+
+The oracle also prints the search's progress line and keeps the leaderboard
+files up to date after every trial (see `report`).
+"""
+
+import json
+import os
+import time
+
+import keras_tuner
+import numpy as np
+
+from keras_swish.expressions import hygiene
+from keras_swish.recipes.core.config import write_atomic
+
+OBJECTIVE = "reward"  # the child's validation accuracy (its recipe's monitor)
+LOWEST_REWARD = 0.0
+# Proposals in a row that bring nothing new before a random or controller
+# search counts its space as exhausted (or its policy as converged).
+_MAX_STALE_PROPOSALS = 2000
+
+
+def space_config(space):
+    return {"units": space.units, "unary": list(space.unary), "binary": list(space.binary)}
+
+
+class ExpressionOracle(keras_tuner.Oracle):
+    """Base oracle: proposals from a subclass, hygiene and collapsing here.
+
+    Args:
+        space: The `keras_swish.expressions.SearchSpace` searched.
+        max_trials: Children to train at most (None: until the strategy stops).
+        seed: Seed of the strategy's random choices.
+        on_change: Called with the oracle after every ended trial (the
+            leaderboard writer); None for none.
+    """
+
+    strategy = None
+
+    def __init__(self, space, max_trials=None, seed=0, on_change=None):
+        super().__init__(
+            objective=keras_tuner.Objective(OBJECTIVE, "max"),
+            max_trials=max_trials,
+            seed=seed,
+            # A failed child is a result (the lowest reward), never a reason to stop.
+            max_consecutive_failed_trials=2**31,
+        )
+        self.space = space
+        self.verbose = 0  # KerasTuner's own trial tables; the search prints its progress line
+        self.on_change = on_change
+        self.representatives = {}  # equivalence key → trial_id of the child trained for it
+        self.duplicates = {}  # trial_id → formulas collapsed into it
+        self.rejected = []  # {"formula", "reason"}
+        self.started_at = {}  # trial_id → time.time() when handed out
+        self.durations = {}  # trial_id → seconds
+        self.reward_order = []  # trial_ids (and collapsed samples) in the order rewards came
+
+    # --- proposals ------------------------------------------------------------
+
+    def propose(self):
+        """The next `(tokens, Expression)`, or None when the strategy is done."""
+        raise NotImplementedError
+
+    def on_reward(self, tokens, reward, meta):
+        """A reward for a proposal that did not become a trial, or for a finished trial."""
+
+    def populate_space(self, trial_id):
+        stale = 0
+        while True:
+            proposal = self.propose()
+            if proposal is None:
+                return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED}
+            tokens, expr, meta = proposal
+            formula = str(expr)
+            try:
+                hygiene.check(expr)
+            except hygiene.CandidateRejected as rejection:
+                if formula not in {r["formula"] for r in self.rejected[-200:]}:
+                    self.rejected.append({"formula": formula, "reason": rejection.reason})
+                self.on_reward(tokens, LOWEST_REWARD, meta)
+                stale += 1
+            else:
+                key = hygiene.equivalence_key(expr)
+                rep = self.representatives.get(key)
+                if rep is None:
+                    self.representatives[key] = trial_id
+                    self.started_at[trial_id] = time.time()
+                    self.on_new_trial(trial_id, tokens, meta)
+                    return {
+                        "status": keras_tuner.engine.trial.TrialStatus.RUNNING,
+                        "values": {"formula": formula, "tokens": _tokens_text(tokens)},
+                    }
+                collapsed = self.duplicates.setdefault(rep, [])
+                if formula not in collapsed and formula != self._formula_of(rep):
+                    collapsed.append(formula)
+                self.on_duplicate(tokens, rep, meta)
+                stale += 1
+            if stale >= _MAX_STALE_PROPOSALS:
+                print(
+                    f"search: {stale} proposals in a row were rejected or already tried; "
+                    "stopping (the space is exhausted or the policy has converged).",
+                    flush=True,
+                )
+                return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED}
+
+    def on_new_trial(self, trial_id, tokens, meta):
+        """A proposal that becomes trial `trial_id`."""
+
+    def on_duplicate(self, tokens, rep_trial_id, meta):
+        """A proposal equivalent to trial `rep_trial_id` (which may still be running)."""
+
+    def _formula_of(self, trial_id):
+        trial = self.trials.get(trial_id)
+        return trial.hyperparameters.values.get("formula") if trial else None
+
+    # --- trial ends -----------------------------------------------------------
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        trial = self.trials[trial.trial_id]
+        if trial.status in ("COMPLETED", "FAILED"):
+            started = self.started_at.pop(trial.trial_id, None)
+            seconds = None
+            if trial.metrics.exists("seconds"):
+                seconds = trial.metrics.get_last_value("seconds")
+            if seconds is None and started is not None:
+                seconds = time.time() - started
+            if seconds is not None:
+                self.durations[trial.trial_id] = float(seconds)
+            self.reward_order.append(trial.trial_id)
+            self.on_trial_reward(trial, reward_of(trial))
+        self.save()
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def on_trial_reward(self, trial, reward):
+        """Called once per ended trial with its reward."""
+
+    # --- state ----------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        state["search"] = {
+            "strategy": self.strategy,
+            "space": space_config(self.space),
+            "representatives": self.representatives,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "durations": self.durations,
+            "reward_order": self.reward_order,
+            **self.strategy_state(),
+        }
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        search = state["search"]
+        if search["strategy"] != self.strategy or search["space"] != space_config(self.space):
+            raise SearchMismatch(
+                f"{self._project_dir} holds a {search['strategy']} search over "
+                f"{_space_text(search['space'])}; this command asks for a {self.strategy} "
+                f"search over {_space_text(space_config(self.space))}. Use another --output "
+                "or the same settings."
+            )
+        self.representatives = search["representatives"]
+        self.duplicates = search["duplicates"]
+        self.rejected = search["rejected"]
+        self.durations = search["durations"]
+        self.reward_order = search["reward_order"]
+        self.set_strategy_state(search)
+
+    def strategy_state(self):
+        return {}
+
+    def set_strategy_state(self, state):
+        pass
+
+    def save(self):
+        # KerasTuner writes oracle.json in place; a kill mid-write would leave
+        # a truncated file that cannot be reloaded, so write it atomically.
+        write_atomic(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial):
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        write_atomic(path, json.dumps(trial.get_state()))
+
+
+class SearchMismatch(keras_tuner.errors.FatalError):
+    """A search folder holds another strategy's or another space's search."""
+
+
+def reward_of(trial):
+    """A trial's reward: its child's validation accuracy; 0 for a failed child."""
+    if trial.status != "COMPLETED" or trial.score is None or not np.isfinite(trial.score):
+        return LOWEST_REWARD
+    return float(trial.score)
+
+
+def _tokens_text(tokens):
+    return ",".join(str(int(t)) for t in tokens)
+
+
+def tokens_of(text):
+    return [int(t) for t in text.split(",")] if text else []
+
+
+def _space_text(config):
+    return f"{config['units']} unit(s), unary {config['unary']}, binary {config['binary']}"
+
+
+def _radices(space):
+    return [len(choices) for _, choices in space.steps()]
+
+
+class ExhaustiveOracle(ExpressionOracle):
+    """Every candidate of the space, in a fixed (lexicographic) order.
+
+    The paper's strategy for one core unit: "keeps a list of functions sorted
+    by validation accuracy" — the leaderboard.
+    """
+
+    strategy = "exhaustive"
+    limit = 10**6  # candidates; larger spaces are for the random or RNN search
+
+    def __init__(self, space, max_trials=None, seed=0, on_change=None):
+        super().__init__(space, max_trials=max_trials, seed=seed, on_change=on_change)
+        self.cursor = 0  # index of the next candidate in the fixed order
+
+    def propose(self):
+        radices = _radices(self.space)
+        if self.cursor >= self.space.size:
+            return None
+        index, tokens = self.cursor, []
+        for radix in reversed(radices):
+            index, token = divmod(index, radix)
+            tokens.append(token)
+        tokens.reverse()
+        self.cursor += 1
+        return tokens, self.space.decode(tokens), None
+
+    def strategy_state(self):
+        return {"cursor": self.cursor}
+
+    def set_strategy_state(self, state):
+        self.cursor = state["cursor"]
+
+
+class RandomOracle(ExpressionOracle):
+    """Candidates drawn uniformly, one component at a time, from a seeded generator."""
+
+    strategy = "random"
+
+    def __init__(self, space, max_trials=None, seed=0, on_change=None):
+        super().__init__(space, max_trials=max_trials, seed=seed, on_change=on_change)
+        self.rng = np.random.default_rng(seed)
+
+    def propose(self):
+        tokens = [int(self.rng.integers(r)) for r in _radices(self.space)]
+        return tokens, self.space.decode(tokens), None
+
+    def strategy_state(self):
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_strategy_state(self, state):
+        self.rng.bit_generator.state = state["rng"]
+
+
+class ControllerOracle(ExpressionOracle):
+    """The paper's RNN controller, trained with PPO on the children's rewards.
+
+    Every proposal is a sample of the controller; its reward (the child's
+    validation accuracy, the reused one of an equivalent candidate, or 0 for
+    a rejected candidate) goes back to the controller, which runs a PPO update
+    whenever a batch of rewards has arrived, in any order. The controller's
+    weights and optimizer slots are saved beside `oracle.json`
+    (`controller.npz`) whenever the oracle saves.
+    """
+
+    strategy = "rnn"
+
+    def __init__(self, space, max_trials=None, seed=0, on_change=None, controller=None):
+        super().__init__(space, max_trials=max_trials, seed=seed, on_change=on_change)
+        from keras_swish.recipes.search.controller import Controller
+
+        self.controller = controller or Controller(self.space.steps(), seed=seed)
+        self.pending = {}  # trial_id → [tokens, logprob]
+        self.waiting = {}  # trial_id still running → [[tokens, logprob], ...] collapsed into it
+        self.history = []  # one reward per controller sample, in order (the reward plot)
+
+    def propose(self):
+        ((tokens, logprob),) = self.controller.sample(1)
+        tokens = [int(t) for t in tokens]
+        return tokens, self.space.decode(tokens), float(logprob)
+
+    def on_new_trial(self, trial_id, tokens, logprob):
+        self.pending[trial_id] = [tokens, logprob]
+
+    def on_reward(self, tokens, reward, logprob):
+        self._give(tokens, logprob, reward)
+
+    def on_duplicate(self, tokens, rep_trial_id, logprob):
+        trial = self.trials.get(rep_trial_id)
+        if trial is not None and trial.status in ("COMPLETED", "FAILED"):
+            self._give(tokens, logprob, reward_of(trial))
+        else:
+            self.waiting.setdefault(rep_trial_id, []).append([tokens, logprob])
+
+    def on_trial_reward(self, trial, reward):
+        tokens, logprob = self.pending.pop(trial.trial_id, (None, None))
+        if tokens is not None:
+            self._give(tokens, logprob, reward)
+        for tokens, logprob in self.waiting.pop(trial.trial_id, []):
+            self._give(tokens, logprob, reward)
+
+    def _give(self, tokens, logprob, reward):
+        self.controller.record(tokens, logprob, reward)
+        self.history.append(float(reward))
+
+    def strategy_state(self):
+        return {
+            "controller": self.controller.get_state(),
+            "pending": self.pending,
+            "waiting": self.waiting,
+            "history": self.history,
+        }
+
+    def set_strategy_state(self, state):
+        self.controller.set_state(state["controller"])
+        path = self._weights_path()
+        if os.path.exists(path):
+            self.controller.load_weights(path)
+        self.pending = state["pending"]
+        self.waiting = state["waiting"]
+        self.history = state["history"]
+
+    def save(self):
+        # Weights first: oracle.json never names a controller state newer than its weights.
+        self.controller.save_weights(self._weights_path())
+        super().save()
+
+    def _weights_path(self):
+        return os.path.join(self._project_dir, "controller.npz")
+
+
+STRATEGIES = {
+    "exhaustive": ExhaustiveOracle,
+    "random": RandomOracle,
+    "rnn": ControllerOracle,
+}

@@ -1,0 +1,114 @@
+"""The child trial: one candidate activation trained by the project's runner.
+
+`ChildTuner` is a KerasTuner `BaseTuner` whose `run_trial` trains the
+search's child network (by default `resnet20` on the experiment's data) with
+`--activation expr:<formula>` for a fixed step budget, through
+`keras_swish.recipes.core.runner.train` — the same path as `keras-swish
+train`, so a child is an ordinary run folder (`trial_<id>/child/`): it
+resumes where it stopped when a killed search is restarted, and its
+`best.keras` loads anywhere.
+
+The reward is the child's validation metric (the recipe's monitor, top-1
+accuracy for image recipes) of its best epoch. A child that raises, or whose
+training loss is not finite (diverged), gets the lowest reward; its error is
+kept in the trial's values (`"error"`, the last line: this travels to a
+remote oracle with the trial) and in full in `trial_<id>/child/error.txt`.
+"""
+
+import contextlib
+import json
+import math
+import os
+import time
+import traceback
+
+import keras_tuner
+
+from keras_swish.recipes.core.config import write_atomic
+from keras_swish.recipes.search.oracles import LOWEST_REWARD, OBJECTIVE
+
+
+class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
+    """Trains one child per trial through the runner.
+
+    Args:
+        oracle: One of the search oracles.
+        experiment: The child's experiment (`resnet20/embedded`, `resnet20/cifar10`).
+        flags: `keras-swish train` flags for every child (budget, data, seed).
+        overrides: `--set` overrides for every child (nested dict).
+        config_file: A `--config` YAML file for every child, or None.
+        directory, project_name: The search folder is `directory/project_name`.
+    """
+
+    def __init__(
+        self,
+        oracle,
+        experiment,
+        flags,
+        overrides=None,
+        config_file=None,
+        directory=None,
+        project_name=None,
+    ):
+        self.experiment = experiment
+        self.flags = dict(flags)
+        self.overrides = overrides or {}
+        self.config_file = config_file
+        super().__init__(oracle, directory=directory, project_name=project_name)
+
+    def child_config(self, formula, output):
+        """`(recipe, experiment, config)` of the child for `formula` in `output`."""
+        from keras_swish.recipes.core import runner
+
+        return runner.resolve(
+            self.experiment,
+            config_file=self.config_file,
+            flags=dict(self.flags, activation=f"expr:{formula}", output=output),
+            overrides=self.overrides,
+        )
+
+    def run_trial(self, trial):
+        import keras
+
+        from keras_swish.recipes.core import runner
+
+        formula = trial.hyperparameters.values["formula"]
+        output = os.path.join(self.get_trial_dir(trial.trial_id), "child")
+        os.makedirs(output, exist_ok=True)
+        start = time.perf_counter()
+        steps, error = 0, None
+        try:
+            recipe, experiment, config = self.child_config(formula, output)
+            keras.backend.clear_session()
+            with open(os.path.join(output, "train.log"), "a", encoding="utf-8") as log:
+                with contextlib.redirect_stdout(log):
+                    record = runner.train(recipe, experiment, config, verbose=2)
+            steps = config.train.epochs * record["steps_per_epoch"]
+            reward, error = _reward(record, recipe.monitor)
+        except Exception:  # a failed child is a result of the search, never its end
+            reward = LOWEST_REWARD
+            details = traceback.format_exc()
+            write_atomic(os.path.join(output, "error.txt"), details)
+            error = details.strip().splitlines()[-1]
+        if error is not None:
+            # The values travel back to the oracle with the trial (also over gRPC).
+            trial.hyperparameters.values["error"] = error[:500]
+        return {OBJECTIVE: reward, "seconds": time.perf_counter() - start, "steps": float(steps)}
+
+    def save(self):
+        # As the oracle's: KerasTuner writes its files in place; write them whole.
+        if not self._is_worker():
+            self.oracle.save()
+        write_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+
+def _reward(record, monitor):
+    """(reward, error or None) from a finished child's metrics record."""
+    for epoch in record.get("epochs", []):
+        loss = epoch.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            return LOWEST_REWARD, f"diverged: training loss {loss} in epoch {epoch['epoch']}"
+    value = ((record.get("best") or {}).get("validation") or {}).get(monitor)
+    if value is None or not math.isfinite(value):
+        return LOWEST_REWARD, f"no finite {monitor} on the validation data"
+    return float(value), None
