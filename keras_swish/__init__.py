@@ -4,8 +4,9 @@ Importing this package registers `activation="swish_beta"` with Keras.
 """
 
 from keras_swish import activations as _activations
-from keras_swish import callbacks
+from keras_swish import callbacks, expressions
 from keras_swish.activations import register_activation
+from keras_swish.expressions.layer import ExpressionActivation, expression_activation
 from keras_swish.layers.swish_beta import SwishBeta
 from keras_swish.ops import swish
 from keras_swish.replace import replace_activations
@@ -22,8 +23,11 @@ from keras_swish.recipes.models import cifar as _cifar  # noqa: E402, F401
 from keras_swish.recipes.models import transformer as _transformer  # noqa: E402, F401
 
 __all__ = [
+    "ExpressionActivation",
     "SwishBeta",
     "callbacks",
+    "expression_activation",
+    "expressions",
     "register_activation",
     "replace_activations",
     "swish",

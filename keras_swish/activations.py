@@ -9,6 +9,8 @@ object that every Keras and keras-hub layer calls through its module) with
 `get()` below:
 
 - a name registered here (`"swish_beta"`) gives a new layer instance;
+- `"expr:<formula>"` gives a new `ExpressionActivation(formula)`, as in
+  `activation="expr:max(x, sigmoid(x))"`;
 - a Layer class gives a new instance of it (plain Keras would return the
   class itself, which then breaks when called on a tensor);
 - everything else goes to Keras's own `get` unchanged, so `"relu"`,
@@ -45,8 +47,10 @@ import keras
 from keras.src import activations as _keras_activations
 from keras.src.layers.layer import Layer as _KerasLayer
 
+from keras_swish.expressions.layer import ExpressionActivation
 from keras_swish.layers.swish_beta import SwishBeta
 
+EXPRESSION_PREFIX = "expr:"
 _KERAS_GET = _keras_activations.get
 _KERAS_POST_BUILD = _KerasLayer._post_build
 _ACTIVATION_ATTRIBUTES = ("activation", "recurrent_activation")
@@ -104,9 +108,12 @@ def get(identifier):
             string, a serialized dict, a callable or a Layer class.
 
     Returns:
-        The activation callable; a new layer for a registered name or a
-        Layer class.
+        The activation callable; a new layer for a registered name, an
+        `"expr:<formula>"` string or a Layer class.
     """
+    if isinstance(identifier, str) and identifier.startswith(EXPRESSION_PREFIX):
+        formula = identifier[len(EXPRESSION_PREFIX) :]
+        return ExpressionActivation(formula, name="expression_activation")
     if isinstance(identifier, str) and identifier in _REGISTRY:
         # A fixed name: the owner's name scope makes the weight path unique
         # ("dense_1/swish_beta/beta") and stable across clones and reloads.

@@ -1,0 +1,175 @@
+"""ExpressionActivation: any formula of the search space as a Keras layer."""
+
+import numbers
+
+import keras
+from keras import constraints, initializers, ops, regularizers
+
+from keras_swish.expressions.formula import parse
+
+
+@keras.saving.register_keras_serializable(package="keras_swish")
+class ExpressionActivation(keras.layers.Layer):
+    """Activation layer computing a formula, with a trainable β if it has one.
+
+    The formula is text over `x` (the input), `beta`, numbers, `eps` and the
+    functions of the search space (see `keras_swish.expressions.parse`), read
+    by a safe parser: nothing of it is ever evaluated as Python, also when a
+    `.keras` file is loaded. Every `beta` in the formula is the same weight,
+    by default one value per channel (the last axis), created only if the
+    formula uses `beta`. β is a float32 weight named `beta`, also under mixed
+    precision, cast to the input's dtype in `call`.
+
+    Args:
+        formula: A formula string, such as `"max(x, sigmoid(x))"`, or an
+            `Expression`. It is stored in canonical form.
+        beta_initializer: Initial β: a float (default `1.0`) or any Keras
+            initializer.
+        beta_regularizer: Regularizer for β.
+        beta_constraint: Constraint for β.
+        shared_axes: The axes along which one β is shared, as in `SwishBeta`.
+            By default every axis but the last shares, giving one β per
+            channel; for inputs of shape `(batch, height, width, channels)`,
+            `shared_axes=[1, 2, 3]` gives a single β for the layer.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Input tensor (of rank ≥ 2 when the formula uses `beta`).
+
+    Returns:
+        A tensor of the same shape and dtype as `inputs`.
+
+    Example:
+
+    >>> layer = keras_swish.ExpressionActivation("sigmoid(beta * x) * x")
+    >>> layer.formula
+    'x * sigmoid(beta * x)'
+    >>> y = layer(np.array([[-1.0, 0.0, 3.0]]))
+    >>> tuple(layer.beta.shape)
+    (3,)
+
+    As the activation of any Keras layer, each use with its own β:
+
+    >>> dense = keras.layers.Dense(4, activation="expr:max(x, sigmoid(x))")
+    """
+
+    def __init__(
+        self,
+        formula,
+        beta_initializer=1.0,
+        beta_regularizer=None,
+        beta_constraint=None,
+        shared_axes=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.expression = parse(formula)
+        if isinstance(beta_initializer, numbers.Real) and not isinstance(beta_initializer, bool):
+            beta_initializer = initializers.Constant(float(beta_initializer))
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        if shared_axes is None:
+            self.shared_axes = None
+        elif isinstance(shared_axes, numbers.Integral):
+            self.shared_axes = [int(shared_axes)]
+        elif isinstance(shared_axes, (list, tuple)) and all(
+            isinstance(a, numbers.Integral) for a in shared_axes
+        ):
+            self.shared_axes = [int(a) for a in shared_axes]
+        else:
+            raise ValueError(
+                "`shared_axes` must be None, an int or a list of ints. "
+                f"Received: shared_axes={shared_axes}"
+            )
+
+    @property
+    def formula(self):
+        """The canonical formula string."""
+        return str(self.expression)
+
+    def _beta_axes(self, input_shape):
+        """The non-batch axes that own their β values (not shared)."""
+        rank = len(input_shape)
+        if rank < 2:
+            raise ValueError(
+                "ExpressionActivation with `beta` needs inputs of rank >= 2 "
+                f"(batch, ..., channels). Received: input_shape={input_shape}"
+            )
+        if self.shared_axes is None:
+            return [rank - 1]
+        shared = set()
+        for axis in self.shared_axes:
+            if not (1 <= axis < rank or -rank < axis <= -1):
+                raise ValueError(
+                    f"`shared_axes` must name non-batch axes of the input "
+                    f"(1..{rank - 1} or -{rank - 1}..-1). Received: "
+                    f"shared_axes={self.shared_axes} for "
+                    f"input_shape={input_shape}"
+                )
+            shared.add(axis % rank)
+        return [a for a in range(1, rank) if a not in shared]
+
+    def build(self, input_shape):
+        if not self.expression.uses_beta:
+            return
+        beta_axes = self._beta_axes(input_shape)
+        for axis in beta_axes:
+            if input_shape[axis] is None:
+                raise ValueError(
+                    f"ExpressionActivation needs a known size on axis {axis}, "
+                    f"which has its own β. Received: input_shape={input_shape}. "
+                    "Share that axis with `shared_axes` or give it a fixed size."
+                )
+        self._param_axes = beta_axes
+        self.beta = self.add_weight(
+            shape=tuple(input_shape[a] for a in beta_axes),
+            name="beta",
+            initializer=self.beta_initializer,
+            regularizer=self.beta_regularizer,
+            constraint=self.beta_constraint,
+            dtype=self.variable_dtype,
+            autocast=False,  # float32 also under mixed precision; cast in call
+        )
+        axes = {a: input_shape[a] for a in beta_axes}
+        self.input_spec = keras.layers.InputSpec(ndim=len(input_shape), axes=axes)
+
+    def call(self, inputs):
+        if not self.expression.uses_beta:
+            return self.expression.evaluate(inputs)
+        beta = ops.cast(self.beta, inputs.dtype)
+        rank = len(inputs.shape)
+        if self._param_axes != [rank - 1]:
+            shape = [1] * (rank - 1)
+            for axis in self._param_axes:
+                shape[axis - 1] = inputs.shape[axis]
+            beta = ops.reshape(beta, shape)
+        return self.expression.evaluate(inputs, beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "formula": self.formula,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+                "beta_constraint": constraints.serialize(self.beta_constraint),
+                "shared_axes": self.shared_axes,
+            }
+        )
+        return config
+
+
+def expression_activation(formula, **kwargs):
+    """A new `ExpressionActivation(formula, **kwargs)`.
+
+    Example:
+
+    >>> act = keras_swish.expression_activation("cos(x) - x")
+    >>> dense = keras.layers.Dense(4, activation=act)
+    """
+    return ExpressionActivation(formula, **kwargs)
