@@ -282,8 +282,9 @@ def _retrain(args):
     return 1 if results["failed"] else 0
 
 
-# search's own flags: it sets these per child itself.
-_SEARCH_OWN = ("activation", "seed", "output", "epochs", "steps_per_epoch")
+# search's own flags: it sets these per child itself (`--strategy` is the
+# search's; a child's tf.distribute strategy is `--set train.strategy=...`).
+_SEARCH_OWN = ("activation", "seed", "output", "epochs", "steps_per_epoch", "strategy")
 
 
 def _translate(args):

@@ -59,16 +59,35 @@ class Cell:
 
 def parse_activations(text):
     """`"relu,swish"` or `"paper"` → a tuple of activation names, checked."""
-    from keras_swish.recipes.models.activations import ACTIVATIONS
+    from keras_swish.recipes.models.activations import ACTIVATIONS, check_activation
 
-    names = PAPER_ACTIVATIONS if text == "paper" else tuple(a.strip() for a in text.split(","))
-    bad = [a for a in names if a not in ACTIVATIONS]
+    names = PAPER_ACTIVATIONS if text == "paper" else tuple(_split_top_level(text))
+    bad = []
+    for name in names:
+        try:
+            check_activation(name)
+        except ValueError as error:
+            bad.append(str(error))
     if bad or not names or len(set(names)) != len(names):
         raise UsageError(
-            f"--activations takes 'paper' or distinct names from: {', '.join(ACTIVATIONS)}. "
-            f"Received: --activations {text}"
+            f"--activations takes 'paper' or distinct names from: {', '.join(ACTIVATIONS)}, "
+            f"or expr:<formula>. Received: --activations {text}" + (f" ({bad[0]})" if bad else "")
         )
     return names
+
+
+def _split_top_level(text):
+    """Splits at the commas outside parentheses: `relu,expr:max(x, sin(x))` → 2 names."""
+    names, depth, current = [], 0, []
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            names.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    names.append("".join(current).strip())
+    return [n for n in names if n]
 
 
 def parse_learning_rates(text):
@@ -101,6 +120,7 @@ def plan(
         UsageError: a bad experiment, flag or setting (nothing is written).
     """
     from keras_swish.recipes.core import runner
+    from keras_swish.recipes.models.activations import activation_slug
 
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1. Received: --seeds {seeds}")
@@ -120,7 +140,7 @@ def plan(
                     folder = os.path.join(
                         output,
                         resolved.name.replace("/", "-"),
-                        activation,
+                        activation_slug(activation),
                         f"seed{seed}{lr_part}",
                     )
                     cells.append(Cell(resolved.name, activation, seed, lr, folder))

@@ -112,8 +112,12 @@ def resolve(name, config_file=None, flags=None, overrides=None):
             f"Received: data.source={config.data.source!r}"
         )
     if config.train.output is None:
+        from keras_swish.recipes.models.activations import activation_slug
+
+        recipe.validate(config)  # the activation is checked before it names a folder
         output = os.path.join(
-            "runs", f"{experiment.name.replace('/', '-')}-{config.model.activation}"
+            "runs",
+            f"{experiment.name.replace('/', '-')}-{activation_slug(config.model.activation)}",
         )
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, output=output))
     recipe.validate(config)

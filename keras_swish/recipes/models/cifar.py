@@ -29,7 +29,11 @@ import dataclasses
 import keras
 
 from keras_swish.recipes.core.config import check
-from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
+from keras_swish.recipes.models.activations import (
+    activation_layer,
+    activation_slug,
+    is_piecewise_linear,
+)
 from keras_swish.recipes.models.common import reference_l2, validate_regularization
 
 ARCHITECTURES = ("resnet", "preact_resnet", "wide_resnet", "densenet")
@@ -213,4 +217,6 @@ def build_cifar_network(model_config, input_shape, num_classes):
         dtype="float32",
         name="predictions",
     )(x)
-    return keras.Model(inputs, outputs, name=f"{c.architecture}_{c.depth}_{c.activation}")
+    return keras.Model(
+        inputs, outputs, name=f"{c.architecture}_{c.depth}_{activation_slug(c.activation)}"
+    )

@@ -18,7 +18,11 @@ import dataclasses
 import keras
 
 from keras_swish.recipes.core.config import check
-from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
+from keras_swish.recipes.models.activations import (
+    activation_layer,
+    activation_slug,
+    is_piecewise_linear,
+)
 from keras_swish.recipes.models.common import (
     classifier_head,
     reference_l2,
@@ -191,4 +195,4 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     x = residual_block(x, "block8", 1.0, "block8_10", activation=False)
     x = unit(x, 1536, 1, "conv_7b")  # 8 × 8 × 1536
     outputs = classifier_head(x, num_classes, c.dropout, regularizer, "inception_resnet_v2")
-    return keras.Model(inputs, outputs, name=f"inception_resnet_v2_{c.activation}")
+    return keras.Model(inputs, outputs, name=f"inception_resnet_v2_{activation_slug(c.activation)}")

@@ -18,7 +18,11 @@ import dataclasses
 import keras
 
 from keras_swish.recipes.core.config import check
-from keras_swish.recipes.models.activations import activation_layer, is_piecewise_linear
+from keras_swish.recipes.models.activations import (
+    activation_layer,
+    activation_slug,
+    is_piecewise_linear,
+)
 from keras_swish.recipes.models.common import (
     classifier_head,
     reference_l2,
@@ -127,4 +131,4 @@ def build_mobilenet(model_config, input_shape, num_classes):
         )(x)
         x = bn_act(x, f"conv_pw_{i}")
     outputs = classifier_head(x, num_classes, c.dropout, regularizer, "mobilenet")
-    return keras.Model(inputs, outputs, name=f"mobilenet_{c.activation}")
+    return keras.Model(inputs, outputs, name=f"mobilenet_{activation_slug(c.activation)}")

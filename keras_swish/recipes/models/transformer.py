@@ -14,7 +14,7 @@ import math
 import keras
 from keras import ops
 
-from keras_swish.recipes.models.activations import activation_layer
+from keras_swish.recipes.models.activations import activation_layer, activation_slug
 
 
 @keras.saving.register_keras_serializable(package="keras_swish")
@@ -166,7 +166,9 @@ def build_transformer(config, vocab_size, max_length):
     logits = embedding(y, reverse=True)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return keras.Model(
-        {"source": source, "target_in": target}, logits, name=f"transformer_{c.activation}"
+        {"source": source, "target_in": target},
+        logits,
+        name=f"transformer_{activation_slug(c.activation)}",
     )
 
 

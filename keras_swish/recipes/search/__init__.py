@@ -115,7 +115,7 @@ def plan(
     _, probe, probe_config = runner.resolve(
         experiment, config_file=config_file, flags=flags, overrides=overrides
     )
-    embedded = probe_config.data.source == "embedded"
+    embedded = probe_config.data.source in (None, "embedded")  # None: the embedded data
     if steps is None:
         steps = EMBEDDED_CHILD["steps"] if embedded else PAPER_CHILD_STEPS
     if validations is None:

@@ -38,6 +38,7 @@ def entries(oracle):
                 "collapsed": list(oracle.duplicates.get(trial_id, [])),
                 "error": values.get("error"),
                 "trial": trial_id,
+                "worker": values.get("worker"),
             }
         )
     rows.sort(key=lambda r: (-r["reward"], r["trial"]))
@@ -175,7 +176,8 @@ def write_plots(oracle, output, top=8):
     ax.axhline(0, color="grey", lw=0.5)
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_title(f"top {len(rows)} functions (β = 1), reward = validation accuracy")
-    ax.legend(fontsize=7, loc="upper left")
+    if rows:
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(os.path.join(output, "curves.png"), dpi=110)
     plt.close(fig)

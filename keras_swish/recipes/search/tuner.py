@@ -13,14 +13,19 @@ accuracy for image recipes) of its best epoch. A child that raises, or whose
 training loss is not finite (diverged), gets the lowest reward; its error is
 kept in the trial's values (`"error"`, the last line: this travels to a
 remote oracle with the trial) and in full in `trial_<id>/child/error.txt`.
+The values also name the worker (`KERASTUNER_TUNER_ID`) that trained it.
+Once a child is complete its resume checkpoints and `final.keras` are
+deleted (`best.keras`, metrics and logs stay).
 """
 
 import contextlib
 import json
 import math
 import os
+import shutil
 import time
 import traceback
+import warnings
 
 import keras_tuner
 
@@ -80,16 +85,21 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         try:
             recipe, experiment, config = self.child_config(formula, output)
             keras.backend.clear_session()
-            with open(os.path.join(output, "train.log"), "a", encoding="utf-8") as log:
+            log_path = os.path.join(output, "train.log")
+            with open(log_path, "a", encoding="utf-8") as log, warnings.catch_warnings():
+                # Most candidates have no SwishBeta for BetaMonitor to follow; that is no news.
+                warnings.filterwarnings("ignore", message="BetaMonitor: model")
                 with contextlib.redirect_stdout(log):
                     record = runner.train(recipe, experiment, config, verbose=2)
             steps = config.train.epochs * record["steps_per_epoch"]
             reward, error = _reward(record, recipe.monitor)
+            _prune(output)
         except Exception:  # a failed child is a result of the search, never its end
             reward = LOWEST_REWARD
             details = traceback.format_exc()
             write_atomic(os.path.join(output, "error.txt"), details)
             error = details.strip().splitlines()[-1]
+        trial.hyperparameters.values["worker"] = self.tuner_id
         if error is not None:
             # The values travel back to the oracle with the trial (also over gRPC).
             trial.hyperparameters.values["error"] = error[:500]
@@ -100,6 +110,17 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if not self._is_worker():
             self.oracle.save()
         write_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+
+def _prune(output):
+    """Drops a finished child's resume checkpoints and final.keras (best.keras stays).
+
+    A child is never resumed once complete, and a paper-scale search trains
+    thousands: ResNet-20's run folder shrinks from about 7 MB to 2.5 MB.
+    """
+    shutil.rmtree(os.path.join(output, "state"), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(output, "final.keras"))
 
 
 def _reward(record, monitor):
