@@ -1,0 +1,329 @@
+"""`keras-swish search`: the oracles on a synthetic reward, then real searches.
+
+The oracle tests drive KerasTuner oracles as a tuner does (create_trial,
+update_trial, end_trial) with a reward computed from the formula, so they
+check the strategies, hygiene, collapsing and resuming without training a
+child. The slow tests run the command: a real exhaustive search on the
+embedded digits, killed and resumed, and a search shared by two local workers.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from keras_swish.expressions import SearchSpace
+from keras_swish.recipes.search import oracles, report
+
+TINY = {"unary": ["x", "sigmoid"], "binary": ["mul", "sub"]}
+# The 8 token sequences of TINY: 2 constants (x - x, σ(x) − σ(x)) are rejected,
+# σ(x)·x is x·σ(x) again; 5 distinct candidates remain.
+TINY_TRAINED = {
+    "x * x",
+    "x * sigmoid(x)",
+    "sigmoid(x) * sigmoid(x)",
+    "x - sigmoid(x)",
+    "sigmoid(x) - x",
+}
+
+
+def _oracle(cls, tmp_path, space=None, **kwargs):
+    oracle = cls(space or SearchSpace(units=1, **TINY), **kwargs)
+    oracle._set_project_dir(str(tmp_path), "search")
+    return oracle
+
+
+def _finish(oracle, trial, reward):
+    oracle.update_trial(trial.trial_id, {"reward": reward, "seconds": 1.0, "steps": 10.0})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+
+
+def _reward(formula):
+    """A synthetic reward: Swish-like best, then anything with a sigmoid."""
+    return {"x * sigmoid(x)": 0.9}.get(formula, 0.5 if "sigmoid" in formula else 0.2)
+
+
+def _drive(oracle, tuners=("tuner0", "tuner1"), limit=100):
+    """Hands trials to `tuners` two at a time (both running at once), ends them."""
+    handed = []
+    for _ in range(limit):
+        running = [oracle.create_trial(t) for t in tuners]
+        running = [t for t in running if t.status == "RUNNING"]
+        if not running:
+            return handed
+        for trial in running:
+            formula = trial.hyperparameters.values["formula"]
+            handed.append(formula)
+            _finish(oracle, trial, _reward(formula))
+    raise AssertionError("the oracle never stopped")
+
+
+def test_exhaustive_hands_out_each_candidate_once_rejects_and_stops(tmp_path):
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    handed = _drive(oracle)
+    assert sorted(handed) == sorted(TINY_TRAINED)  # no duplicate across the two tuners
+    assert sorted(r["formula"] for r in oracle.rejected) == [
+        "sigmoid(x) - sigmoid(x)",
+        "x - x",
+    ]
+    assert {r["reason"] for r in oracle.rejected} == {"constant"}
+    rows = report.entries(oracle)
+    assert [r["formula"] for r in rows][:1] == ["x * sigmoid(x)"]
+    assert [r["rank"] for r in rows] == list(range(1, 6))
+    assert rows[0]["reward"] == pytest.approx(0.9)
+
+
+def test_equivalent_candidates_collapse_and_reuse_the_score(tmp_path):
+    space = SearchSpace(units=1, unary=["x", "neg"], binary=["max", "min", "add"])
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=space)
+    handed = _drive(oracle)
+    # max(x, x) = min(x, x) = x: one child; -x - x... collapses with -(x + x) forms.
+    keys = {}
+    from keras_swish.expressions import hygiene, parse
+
+    for formula in handed:
+        key = hygiene.equivalence_key(parse(formula))
+        assert key not in keys, f"{formula} is equivalent to {keys.get(key)} but was trained"
+        keys[key] = formula
+    collapsed = {f for fs in oracle.duplicates.values() for f in fs}
+    assert "min(x, x)" in collapsed or "max(x, x)" in collapsed
+    rep_of_x = next(
+        t for t, fs in oracle.duplicates.items() if "min(x, x)" in fs or "max(x, x)" in fs
+    )
+    row = next(r for r in report.entries(oracle) if r["trial"] == rep_of_x)
+    assert set(row["collapsed"]) & {"min(x, x)", "max(x, x)"}
+
+
+def test_killed_oracle_resumes_without_rerunning_finished_trials(tmp_path):
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    done = first.create_trial("tuner0")
+    running = first.create_trial("tuner1")
+    _finish(first, done, 0.3)
+    # "Killed" here: a new oracle on the same folder, as a re-run command builds.
+    second = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    second.reload()
+    retried = second.create_trial("tuner0")
+    assert retried.trial_id == running.trial_id  # the interrupted trial runs again
+    _finish(second, retried, 0.4)
+    rest = _drive(second)
+    handed = [done.hyperparameters.values["formula"], running.hyperparameters.values["formula"]]
+    assert sorted(handed + rest) == sorted(TINY_TRAINED)
+
+
+def test_a_folder_of_another_search_is_refused(tmp_path):
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    _finish(first, first.create_trial("tuner0"), 0.3)
+    other = _oracle(
+        oracles.ExhaustiveOracle, tmp_path, space=SearchSpace(units=1, unary=["x"], binary=["add"])
+    )
+    with pytest.raises(oracles.SearchMismatch, match="exhaustive search over 1 unit"):
+        other.reload()
+
+
+def test_random_oracle_is_seeded_and_stops_at_max_trials(tmp_path):
+    space = SearchSpace(units=2)
+    a = _oracle(oracles.RandomOracle, tmp_path / "a", space=space, max_trials=6, seed=3)
+    b = _oracle(oracles.RandomOracle, tmp_path / "b", space=space, max_trials=6, seed=3)
+    handed_a, handed_b = _drive(a), _drive(b)
+    assert handed_a == handed_b and len(handed_a) == 6 and len(set(handed_a)) == 6
+    assert all(space.contains(f) for f in handed_a)
+
+
+def test_controller_oracle_learns_from_every_reward_and_saves_its_weights(tmp_path):
+    space = SearchSpace(units=1)
+    oracle = _oracle(oracles.ControllerOracle, tmp_path, space=space, max_trials=12, seed=0)
+    handed = _drive(oracle)
+    assert len(handed) == 12
+    # Every controller sample got a reward: trials, rejected and collapsed proposals.
+    assert len(oracle.history) >= 12
+    assert oracle.history.count(oracles.LOWEST_REWARD) >= len(oracle.rejected) > 0 or (
+        not oracle.rejected
+    )
+    assert os.path.exists(os.path.join(tmp_path, "search", "controller.npz"))
+    # A re-run builds a new oracle: it gets the same controller back.
+    again = _oracle(oracles.ControllerOracle, tmp_path, space=space, max_trials=12, seed=0)
+    again.reload()
+    assert again.history == oracle.history
+    probe = handed[0]
+    tokens = [
+        t for t in (oracle.trials[i].hyperparameters.values["tokens"] for i in oracle.trials)
+    ][0]
+    tokens = oracles.tokens_of(tokens)
+    assert again.controller.logprob(tokens) == pytest.approx(oracle.controller.logprob(tokens))
+    assert probe
+
+
+def test_progress_line_and_leaderboard_files(tmp_path):
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    _drive(oracle)
+    header = {
+        "strategy": "exhaustive",
+        "space": "tiny",
+        "experiment": "resnet20/embedded",
+        "child_steps": 10,
+        "batch_size": 32,
+        "monitor": "val_top1",
+    }
+    out = tmp_path / "out"
+    out.mkdir()
+    report.write_leaderboard(oracle, str(out), header)
+    line = report.progress_line(oracle, time.monotonic())
+    assert line.startswith("search: 5 trained (0 failed), 0 running, 2 rejected")
+    assert "best 0.9000 x * sigmoid(x)" in line
+    record = json.loads((out / "leaderboard.json").read_text())
+    assert [r["formula"] for r in record["leaderboard"]][0] == "x * sigmoid(x)"
+    csv_lines = (out / "leaderboard.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("rank,formula,reward")
+    assert "rejected: constant" in csv_lines[-1]
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| 1 | `x * sigmoid(x)` | 0.9000 |" in markdown
+    report.write_plots(oracle, str(out))
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert (out / "rewards.png").stat().st_size > 10_000
+
+
+# --- The command -------------------------------------------------------------------
+
+
+def _cli(*args, cwd, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_swish_cli", *args],
+        cwd=cwd,
+        # Without a TF_CPP_MIN_LOG_LEVEL of its own the command hides TensorFlow's start-up lines.
+        env={
+            k: v for k, v in dict(os.environ, **(env or {})).items() if k != "TF_CPP_MIN_LOG_LEVEL"
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategy", "bayes"], "--strategy must be one of exhaustive, random, rnn"),
+        (["--units", "4"], "--units must be 1, 2 or 3"),
+        (["--unary", "x,sine"], "sine"),
+        (["--strategy", "rnn"], "needs --max-trials"),
+        (["--units", "2"], "too large"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--retrain", "3", "resnet20"], "needs the EXPERIMENT to train and the search's --output"),
+    ],
+)
+def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    from keras_swish.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_hostile_formula_is_refused_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from keras_swish.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    hostile = "expr:__import__('os').system('touch pwned')"
+    assert main(["train", "resnet20", "--activation", hostile]) == 2
+    err = capsys.readouterr().err.strip()
+    # One error: the position, a caret under it and the allowed names; no traceback.
+    assert "Unexpected character \"'\" at position 11" in err, err
+    assert "Allowed: x, beta, eps" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def _leaderboard(folder):
+    with open(os.path.join(folder, "leaderboard.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_real_search_killed_then_resumed_ranks_swish_first(tmp_path):
+    """An exhaustive search on the embedded digits, kill -9 after two children."""
+    folder = str(tmp_path / "search")
+    args = ["search", "--unary", "x,sigmoid", "--binary", "mul,sub", "--output", folder]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_swish_cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        path = os.path.join(folder, "leaderboard.json")
+        if os.path.exists(path) and _leaderboard(folder)["counts"]["trained"] >= 2:
+            break
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {r["trial"]: r for r in _leaderboard(folder)["leaderboard"]}
+    assert len(before) >= 2
+
+    result = _cli(*args, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = _leaderboard(folder)
+    rows = record["leaderboard"]
+    assert {r["formula"] for r in rows} == TINY_TRAINED  # each trained once
+    assert len(rows) == len(TINY_TRAINED)
+    for trial_id, row in before.items():  # finished children were not trained again
+        with open(os.path.join(folder, f"trial_{trial_id}", "child", "metrics.json")) as f:
+            metrics = json.load(f)
+        assert len(metrics["sessions"]) == 1
+        again = next(r for r in rows if r["trial"] == trial_id)
+        assert again["reward"] == row["reward"]
+    rewards = {r["formula"]: r["reward"] for r in rows}
+    # Swish-like first; x·x diverges (the lowest reward); the constants were rejected.
+    assert rows[0]["formula"] == "x * sigmoid(x)"
+    assert rewards["x * sigmoid(x)"] > 0.25 > rewards["x * x"]
+    assert {r["reason"] for r in record["rejected"]} == {"constant"}
+    assert "search:" in result.stdout and "| 1 | `x * sigmoid(x)` |" in result.stdout
+    for name in ("leaderboard.md", "leaderboard.csv", "curves.png", "rewards.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 100
+
+    # The winner's child is a run folder whose best.keras loads in a fresh process.
+    from tests.recipes.run_checks import assert_loads_anywhere
+
+    best_child = os.path.join(folder, f"trial_{rows[0]['trial']}", "child")
+    assert not os.path.exists(os.path.join(best_child, "state"))  # pruned when complete
+    assert_loads_anywhere(os.path.join(best_child, "best.keras"))
+
+
+@pytest.mark.slow
+def test_two_local_workers_share_one_oracle(tmp_path):
+    folder = str(tmp_path / "search")
+    result = _cli(
+        "search",
+        "--unary",
+        "x,sigmoid,tanh",
+        "--binary",
+        "mul",
+        "--steps",
+        "4",
+        "--batch-size",
+        "16",
+        "--workers",
+        "2",
+        "--output",
+        folder,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _leaderboard(folder)["leaderboard"]
+    formulas = [r["formula"] for r in rows]
+    assert len(formulas) == len(set(formulas)) == 6  # 3 × 3 products, 3 of them twice
+    assert {r["worker"] for r in rows} == {"tuner0", "tuner1"}
+    assert np.all([r["steps"] == 4 for r in rows])
