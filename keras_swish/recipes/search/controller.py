@@ -182,6 +182,9 @@ class Controller:
         self.baseline_decay = float(baseline_decay)
         self.seed = int(seed)
 
+        # Raw tf.Variables and NumPy generators, not Keras layers, optimizers or
+        # seeds: a child network's clear_session() / set_random_seed() in this
+        # process cannot reset or reseed them (see the module docstring).
         # Two independent streams: one for the initial weights, one for sampling.
         init_rng = np.random.default_rng([self.seed, 0])
         self._rng = np.random.default_rng([self.seed, 1])
@@ -202,7 +205,7 @@ class Controller:
         self._adam_m = {k: tf.Variable(tf.zeros_like(v)) for k, v in self._variables.items()}
         self._adam_v = {k: tf.Variable(tf.zeros_like(v)) for k, v in self._variables.items()}
         self._adam_step = tf.Variable(0, dtype=tf.int64)
-        # Compiled once per controller (a Python loop per step would cost ~10x).
+        # Compiled once per controller: run eagerly, a sample or an update costs ~10x more.
         num_steps = len(self.steps)
         tokens_spec = tf.TensorSpec([None, num_steps], tf.int32)
         vector_spec = tf.TensorSpec([None], tf.float32)
@@ -325,7 +328,14 @@ class Controller:
         return float(self._logprob_fn(tokens).numpy()[0])
 
     def probability(self, tokens):
-        """The probability of a candidate under the current policy (`exp(logprob)`)."""
+        """The probability of a candidate under the current policy.
+
+        Args:
+            tokens: One token per step.
+
+        Returns:
+            A float, `exp(logprob(tokens))`.
+        """
         return math.exp(self.logprob(tokens))
 
     # --------------------------------------------------------------- training
@@ -451,25 +461,31 @@ class Controller:
                 f"`state` must be a dict from `Controller.get_state` (version "
                 f"{_STATE_VERSION}). Received: state={state!r:.200}"
             )
-        if list(state["num_choices"]) != self.num_choices:
+        if list(state.get("num_choices", [])) != self.num_choices:
             raise ValueError(
                 "The state is of a controller over another search space: its "
-                f"num_choices={state['num_choices']}, this one's {self.num_choices}."
+                f"num_choices={state.get('num_choices')}, this one's {self.num_choices}."
             )
-        buffer = [
-            [
-                self._check_tokens(b["tokens"]),
-                float(b["logprob"]),
-                float(b["reward"]),
-                float(b["advantage"]),
+        try:
+            buffer = [
+                [
+                    self._check_tokens(b["tokens"]),
+                    float(b["logprob"]),
+                    float(b["reward"]),
+                    float(b["advantage"]),
+                ]
+                for b in state["buffer"]
             ]
-            for b in state["buffer"]
-        ]
-        self._rng.bit_generator.state = copy.deepcopy(state["rng"])
-        self.baseline = None if state["baseline"] is None else float(state["baseline"])
-        self.num_samples = int(state["num_samples"])
-        self.num_rewards = int(state["num_rewards"])
-        self.num_updates = int(state["num_updates"])
+            rng = copy.deepcopy(state["rng"])
+            counters = [int(state[k]) for k in ("num_samples", "num_rewards", "num_updates")]
+            baseline = state["baseline"]
+        except (KeyError, TypeError) as error:
+            raise ValueError(
+                f"`state` lacks or mangles {error}: it is not from get_state."
+            ) from None
+        self._rng.bit_generator.state = rng
+        self.baseline = None if baseline is None else float(baseline)
+        self.num_samples, self.num_rewards, self.num_updates = counters
         self._buffer = buffer
 
     def save_weights(self, path):
