@@ -1,12 +1,11 @@
 """The paper's search controller: an LSTM that writes candidates, trained with PPO.
 
 Ramachandran et al. (2017) search spaces of ~10^12 activation functions with
-"an RNN controller [that] predicts a single component of the activation
-function at each timestep", each prediction "fed back to the controller in
-the next timestep", trained with Proximal Policy Optimization; the reward is
-the child network's validation accuracy and the baseline an exponential
-moving average of rewards. This module is that controller, for any space
-given as a list of steps (see `Controller`).
+an RNN controller that predicts one component of the function per timestep,
+each prediction fed back as the next timestep's input, trained with Proximal
+Policy Optimization; the reward is the child network's validation accuracy
+and the baseline an exponential moving average of rewards. This module is
+that controller, for any space given as a list of steps (see `Controller`).
 
 Rewards arrive in any order, from child trainings that finish out of order:
 each sample carries the log-probability it was drawn with, and PPO's clipped
