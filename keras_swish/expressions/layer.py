@@ -150,6 +150,13 @@ class ExpressionActivation(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    @classmethod
+    def from_config(cls, config):
+        # Parse first, so that a bad formula (in a `.keras` file too) raises
+        # FormulaError itself rather than Keras's generic TypeError.
+        parse(config.get("formula"))
+        return super().from_config(config)
+
     def get_config(self):
         config = super().get_config()
         config.update(
