@@ -238,7 +238,7 @@ def test_hostile_formula_is_refused_from_the_command_line(tmp_path, monkeypatch,
     assert main(["train", "resnet20", "--activation", hostile]) == 2
     err = capsys.readouterr().err.strip()
     # One error: the position, a caret under it and the allowed names; no traceback.
-    assert "Unexpected character \"'\" at position 11" in err, err
+    assert 'Unexpected character "\'" at position 11' in err, err
     assert "Allowed: x, beta, eps" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
 
@@ -296,9 +296,9 @@ def test_real_search_killed_then_resumed_ranks_swish_first(tmp_path):
     # The winner's child is a run folder whose best.keras loads in a fresh process.
     from tests.recipes.run_checks import assert_loads_anywhere
 
-    best_child = os.path.join(folder, f"trial_{rows[0]['trial']}", "child")
-    assert not os.path.exists(os.path.join(best_child, "state"))  # pruned when complete
-    assert_loads_anywhere(os.path.join(best_child, "best.keras"))
+    best_child = tmp_path / "search" / f"trial_{rows[0]['trial']}" / "child"
+    assert not (best_child / "state").exists()  # pruned when complete
+    assert_loads_anywhere(best_child)
 
 
 @pytest.mark.slow
