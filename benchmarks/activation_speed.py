@@ -12,8 +12,11 @@ TensorFlow (`tf.function`), TensorFlow + XLA (`jit_compile=True`), JAX
 (`jax.jit`) and PyTorch (eager); on request also PyTorch with `torch.compile`
 (`--modes torch-compile`, minutes of compiling). Sizes: an early MobileNet
 feature map (32×56×56×64) and a Transformer-base FFN activation (4096 tokens ×
-2048). `--runs N` repeats each mode and keeps each cell's lowest median, for
-a machine that other work shares.
+2048). `--dtype float32,bfloat16` times each dtype (x and the upstream
+gradient in that dtype, β in float32 as under mixed precision). `--runs N`
+repeats each mode and keeps each cell's lowest median, for a machine that other
+work shares. `cold s` is the first forward+backward call of the mode (tracing,
+compiling: on PyTorch the op's own Inductor kernels are built on that call).
 
 The floor: each worker times a copy-like `x + 1` at the size (read once, write
 once) and the fastest one gives the machine's bandwidth; forward then moves at
@@ -26,9 +29,12 @@ Usage (from the repository root; about 2 minutes on 2 CPU cores, 1 with
     python benchmarks/activation_speed.py
     python benchmarks/activation_speed.py --quick --modes jax,torch
     python benchmarks/activation_speed.py --runs 3
+    python benchmarks/activation_speed.py --quick --modes jax,torch,torch-compile \
+        --dtype float32,bfloat16
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -73,7 +79,10 @@ def activations():
     return {
         "relu": (lambda x, beta: keras.activations.relu(x), False),
         "silu": (lambda x, beta: keras.activations.silu(x), False),
-        "plain": (lambda x, beta: x * keras.ops.sigmoid(beta * x), True),
+        "plain": (
+            lambda x, beta: x * keras.ops.sigmoid(keras.ops.cast(beta, x.dtype) * x),
+            True,
+        ),
         "swish_beta": (lambda x, beta: keras_swish.ops.swish(x, beta), True),
     }
 
@@ -127,12 +136,12 @@ def tensorflow_runner(jit_compile):
     def copy(x):
         return x + 1.0
 
-    def tensors(shape, seed):
+    def tensors(shape, seed, dtype="float32"):
         tf.random.set_seed(seed)
         return (
-            tf.random.normal(shape),
+            tf.cast(tf.random.normal(shape), dtype),
             tf.random.uniform(shape[-1:], 0.5, 1.5),
-            tf.random.normal(shape),
+            tf.cast(tf.random.normal(shape), dtype),
         )
 
     return build, kept_bytes, copy, tensors, lambda out: out
@@ -164,12 +173,12 @@ def jax_runner():
 
     copy = jax.jit(lambda x: x + 1.0)
 
-    def tensors(shape, seed):
+    def tensors(shape, seed, dtype="float32"):
         k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
         return (
-            jax.random.normal(k1, shape),
+            jax.random.normal(k1, shape).astype(dtype),
             jax.random.uniform(k2, shape[-1:], minval=0.5, maxval=1.5),
-            jax.random.normal(k3, shape),
+            jax.random.normal(k3, shape).astype(dtype),
         )
 
     return build, kept_bytes, copy, tensors, jax.block_until_ready
@@ -213,31 +222,36 @@ def torch_runner(compile_fn=False):
         with torch.no_grad():
             return torch.add(x, 1.0, out=out[key])
 
-    def tensors(shape, seed):
+    def tensors(shape, seed, dtype="float32"):
         generator = torch.Generator().manual_seed(seed)
-        x = torch.randn(shape, generator=generator).requires_grad_()
+        dtype = getattr(torch, dtype)
+        x = torch.randn(shape, generator=generator).to(dtype).requires_grad_()
         beta = (torch.rand(shape[-1:], generator=generator) + 0.5).requires_grad_()
-        return x, beta, torch.randn(shape, generator=generator)
+        return x, beta, torch.randn(shape, generator=generator).to(dtype)
 
     return build, kept_bytes, copy, tensors, lambda out: out
 
 
 def time_calls(calls, sync, rounds, per_round):
-    """Median ms of each call; the calls take turns, so noise hits all alike."""
+    """Median ms of each call (the calls take turns, so noise hits all alike),
+    and seconds of each first call (tracing, compiling)."""
     samples = {name: [] for name in calls}
-    for call in calls.values():  # compile and warm up
-        for _ in range(2):
-            sync(call())
+    cold = {}
+    for name, call in calls.items():  # compile and warm up
+        start = time.perf_counter()
+        sync(call())
+        cold[name] = time.perf_counter() - start
+        sync(call())
     for _ in range(rounds):
         for name, call in calls.items():
             for _ in range(per_round):
                 start = time.perf_counter()
                 sync(call())
                 samples[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}, cold
 
 
-def worker(mode, quick, rounds, per_round):
+def worker(mode, quick, rounds, per_round, dtype="float32"):
     os.environ["KERAS_BACKEND"] = MODES[mode][0]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
@@ -257,19 +271,17 @@ def worker(mode, quick, rounds, per_round):
         name: kept_bytes(fn, has_beta, small_x, small_beta) / (4 * 8 * 8 * 16)
         for name, (fn, has_beta) in rows.items()
     }
-    results = {"mode": mode, "kept_bytes_per_element": kept, "sizes": {}}
+    results = {"mode": mode, "dtype": dtype, "kept_bytes_per_element": kept, "sizes": {}}
     for size, (_, full_shape, quick_shape) in SIZES.items():
         shape = quick_shape if quick else full_shape
-        x, beta, dy = make_tensors(shape, seed=1)
+        x, beta, dy = make_tensors(shape, seed=1, dtype=dtype)
         calls = {"copy": lambda x=x: copy(x)}
         for name, (fn, has_beta) in rows.items():
             forward, forward_backward = build(fn, has_beta)
             calls[f"{name}/fwd"] = lambda f=forward, a=(x, beta): f(*a)
             calls[f"{name}/fb"] = lambda f=forward_backward, a=(x, beta, dy): f(*a)
-        results["sizes"][size] = {
-            "shape": list(shape),
-            "ms": time_calls(calls, sync, rounds, per_round),
-        }
+        ms, cold = time_calls(calls, sync, rounds, per_round)
+        results["sizes"][size] = {"shape": list(shape), "ms": ms, "cold_s": cold}
     results["version"] = f"keras {keras.__version__}, {backend_version(mode)}"
     print("RESULT " + json.dumps(results), flush=True)
 
@@ -291,12 +303,14 @@ def backend_version(mode):
 # Driver: one subprocess per mode, then the tables ------------------------------
 
 
-def run_mode(mode, quick, rounds, per_round):
+def run_mode(mode, quick, rounds, per_round, dtype="float32"):
     command = [
         sys.executable,
         os.path.abspath(__file__),
         "--worker",
         mode,
+        "--dtype",
+        dtype,
         "--rounds",
         str(rounds),
         "--per-round",
@@ -332,24 +346,31 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
 def print_tables(results, bandwidth):
-    for size, (label, _, _) in SIZES.items():
-        shape = results[0]["sizes"][size]["shape"]
-        n_bytes = 4 * math.prod(shape)  # float32
+    dtypes = list(dict.fromkeys(r.get("dtype", "float32") for r in results))
+    for dtype, (size, (label, _, _)) in itertools.product(dtypes, SIZES.items()):
+        of_dtype = [r for r in results if r.get("dtype", "float32") == dtype]
+        shape = of_dtype[0]["sizes"][size]["shape"]
+        n_bytes = ITEMSIZE[dtype] * math.prod(shape)
         floor_fwd = 1e3 * 2 * n_bytes / bandwidth
         floor_fb = 1e3 * 5 * n_bytes / bandwidth
         print(
-            f"\n{label}, {'×'.join(map(str, shape))} float32 ({n_bytes / 1e6:.1f} MB): "
+            f"\n{label}, {'×'.join(map(str, shape))} {dtype} ({n_bytes / 1e6:.1f} MB): "
             f"floor {floor_fwd:.1f} ms forward, {floor_fb:.1f} ms forward+backward"
         )
         header = (
             f"{'mode':<25}{'activation':<15}{'fwd ms':>8}{'fwd+bwd ms':>12}"
             f"{'fwd/silu':>10}{'f+b/silu':>10}{'f+b/floor':>11}{'kept B/elem':>13}"
+            f"{'cold s':>8}"
         )
         print(header)
         print("-" * len(header))
-        for result in results:
+        for result in of_dtype:
             ms = result["sizes"][size]["ms"]
+            cold = result["sizes"][size].get("cold_s", {})
             for row in ROWS:
                 fwd, fb = ms[f"{row}/fwd"], ms[f"{row}/fb"]
                 print(
@@ -358,6 +379,7 @@ def print_tables(results, bandwidth):
                     f"{fwd / ms['silu/fwd']:>10.2f}{fb / ms['silu/fb']:>10.2f}"
                     f"{fb / floor_fb:>11.2f}"
                     f"{result['kept_bytes_per_element'][row]:>13.1f}"
+                    f"{cold.get(f'{row}/fb', float('nan')):>8.1f}"
                 )
 
 
@@ -379,23 +401,32 @@ def main():
         help="run each mode this many times and keep each cell's lowest median "
         "(for a machine shared with other work)",
     )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help="comma-separated dtypes of x and the upstream gradient, from "
+        f"{', '.join(ITEMSIZE)} (default float32; β stays float32)",
+    )
     parser.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
     if args.worker:
-        worker(args.worker, args.quick, rounds, args.per_round)
+        worker(args.worker, args.quick, rounds, args.per_round, args.dtype)
         return
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    if any(d not in ITEMSIZE for d in dtypes):
+        parser.error(f"unknown dtypes {dtypes}; choose from {list(ITEMSIZE)}")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         parser.error(f"unknown modes {unknown}; choose from {list(MODES)}")
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = []
-    for mode in modes:
+    for dtype, mode in itertools.product(dtypes, modes):
         runs = []
         for run in range(args.runs):
-            print(f"running {mode} ({run + 1}/{args.runs}) ...", file=sys.stderr)
-            runs.append(run_mode(mode, args.quick, rounds, args.per_round))
+            print(f"running {mode} {dtype} ({run + 1}/{args.runs}) ...", file=sys.stderr)
+            runs.append(run_mode(mode, args.quick, rounds, args.per_round, dtype))
         results.append(lowest_medians(runs))
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -404,19 +435,20 @@ def main():
     for result in results:
         for size in SIZES:
             entry = result["sizes"][size]
-            n_bytes = 4 * math.prod(entry["shape"])
+            n_bytes = ITEMSIZE[result.get("dtype", "float32")] * math.prod(entry["shape"])
             bandwidth = max(bandwidth, 2 * n_bytes / (entry["ms"]["copy"] / 1e3))
     print(
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; copy bandwidth "
         f"{bandwidth / 1e9:.1f} GB/s (fastest `x + 1`); load average "
         f"{load_before:.2f} before, {load_after:.2f} after"
     )
-    for result in results:
+    for result in results[: len(modes)]:
         print(f"  {MODES[result['mode']][1]}: {result['version']}")
     runs = f", lowest of {args.runs} runs" if args.runs > 1 else ""
     print(
         f"Medians of {rounds} rounds × {args.per_round} calls{runs}; β per "
-        "channel; kept B/elem: bytes the backward pass holds per element of x."
+        "channel; kept B/elem: bytes the backward pass holds per element of x; "
+        "cold s: the first forward+backward call (tracing, compiling)."
     )
     print_tables(results, bandwidth)
 

@@ -23,6 +23,7 @@ precision gets a float32 gradient). Benchmarks: `benchmarks/README.md`.
 """
 
 import functools
+import os
 
 import keras
 from keras import ops
@@ -279,8 +280,21 @@ def _jax_swish():
 
 # PyTorch -------------------------------------------------------------------
 
+# The compiled path (see `_torch_kernels`): off with KERAS_SWISH_TORCH_COMPILE=0,
+# or `keras_swish.ops.TORCH_COMPILE = False`; tensors with fewer elements than
+# TORCH_COMPILE_MIN_SIZE take the ATen path (a kernel launch there costs less
+# than the guards of a compiled function, and small shapes compile for nothing).
+TORCH_COMPILE = os.environ.get("KERAS_SWISH_TORCH_COMPILE", "1").lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
+TORCH_COMPILE_MIN_SIZE = 1 << 16
 
 _TORCH_FUNCTION = []
+_TORCH_KERNELS = {}  # (dtype, device type) -> (forward, backward), compiled
+_TORCH_COMPILE_FAILED = []  # the first failure's message, once it happened
 
 
 def _torch_swish():
@@ -290,51 +304,170 @@ def _torch_swish():
     return _TORCH_FUNCTION[0]
 
 
+def _torch_compute_dtype(dtype):
+    import torch
+
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _torch_forward_formula(x, b):
+    """x·σ(βx) in the compute dtype, cast back: one loop once compiled."""
+    xc = x.to(_torch_compute_dtype(x.dtype))
+    return (xc * (b.to(xc.dtype) * xc).sigmoid()).to(x.dtype)
+
+
+def _torch_backward_formula(x, b, dy, reduce_axes):
+    """dx and dβ (summed over `reduce_axes`, in the compute dtype).
+
+    σ and 1 − σ both from e = exp(−|βx|): exact in both tails, one exp. Once
+    compiled (Inductor on CPU, Triton on GPU) this is one kernel: a loop that
+    writes dx, and the dβ reduction.
+    """
+    import torch
+
+    dtype = _torch_compute_dtype(x.dtype)
+    xc = x.to(dtype)
+    g = dy.to(dtype)
+    big = torch.finfo(dtype).max
+    z = (b.to(dtype) * xc).clamp(-big, big)  # no ±inf, so no inf·0
+    e = torch.exp(-z.abs())
+    d = 1.0 + e
+    positive = z >= 0
+    sigmoid = torch.where(positive, 1.0, e) / d
+    complement = torch.where(positive, e, 1.0) / d  # 1 − σ
+    dx = g * (sigmoid + z * (sigmoid * complement))
+    # x²·σ(1 − σ) as (x·σ)·(x·(1 − σ)): no x² to overflow where σ(1 − σ) = 0.
+    p = g * (xc * sigmoid) * (xc * complement)
+    dbeta = p.sum(dim=reduce_axes) if reduce_axes else p
+    return dx.to(x.dtype), dbeta
+
+
+def _torch_kernels(dtype, device_type):
+    """The compiled forward and backward for one dtype and device, or None.
+
+    Built on first use with `torch.compile` (Inductor: C++/OpenMP on CPU,
+    Triton on GPU), never at install time; shapes are dynamic, so one compile
+    serves every size of one rank and β layout. Each (dtype, device) gets its
+    own copy of the functions' code, so that their compiled variants do not
+    share (and exhaust) one recompile limit.
+    """
+    key = (dtype, device_type)
+    if key not in _TORCH_KERNELS:
+        import types
+
+        import torch
+
+        def fresh(fn):
+            code = fn.__code__.replace()
+            return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__)
+
+        _TORCH_KERNELS[key] = (
+            torch.compile(fresh(_torch_forward_formula), dynamic=True),
+            torch.compile(fresh(_torch_backward_formula), dynamic=True),
+        )
+    return _TORCH_KERNELS[key]
+
+
+def _torch_use_compiled(x):
+    import torch
+
+    if not TORCH_COMPILE or _TORCH_COMPILE_FAILED:
+        return False
+    if torch.compiler.is_compiling():
+        return False  # inside torch.compile already: the formulas, inlined
+    return x.numel() >= TORCH_COMPILE_MIN_SIZE
+
+
+def _torch_compiled_call(which, x, *args):
+    """Runs the compiled kernel, or returns None after a failure to compile
+    (warned once; from then on every call takes the ATen path)."""
+    kernels = _torch_kernels(x.dtype, x.device.type)
+    try:
+        return kernels[which](x, *args)
+    except Exception as error:  # no C++ compiler, no Triton, an Inductor bug
+        import warnings
+
+        _TORCH_COMPILE_FAILED.append(f"{type(error).__name__}: {error}"[:500])
+        warnings.warn(
+            "keras_swish: torch.compile of the fused Swish kernels failed; "
+            "falling back to ATen kernels (slower; set "
+            "KERAS_SWISH_TORCH_COMPILE=0 to skip the attempt). Error: "
+            f"{_TORCH_COMPILE_FAILED[0]}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 def _make_torch_function():
     import torch
 
     aten = torch.ops.aten
 
     def cast_inputs(x, beta, view_shape):
-        dtype = x.dtype
-        if dtype in (torch.float16, torch.bfloat16):
-            dtype = torch.float32
+        dtype = _torch_compute_dtype(x.dtype)
         return x.to(dtype), beta.to(dtype).reshape(view_shape)
 
-    class SwishFunction(torch.autograd.Function):
+    def aten_forward(x, beta, view_shape):
         """Eager ATen kernels, fused where ATen has one, in place where it can:
         a fresh buffer only for βx and the results (allocations of large CPU
         tensors cost as much as a kernel)."""
+        xc, b = cast_inputs(x, beta, view_shape)
+        y = torch.mul(xc, b)
+        # x·σ(βx) in one kernel; above the threshold σ is 1 to the last bit.
+        threshold = 40.0 if y.dtype == torch.float64 else 20.0
+        aten.softplus_backward.grad_input(xc, y, 1.0, threshold, grad_input=y)
+        return y.to(x.dtype)
+
+    def aten_backward(x, beta, dy, view_shape, reduce_axes, needs_dx, needs_dbeta):
+        xc, b = cast_inputs(x, beta, view_shape)
+        g = dy.to(xc.dtype)
+        big = torch.finfo(xc.dtype).max
+        z = torch.mul(xc, b).clamp_(-big, big)  # no ±inf, so no inf·0
+        dx = dbeta = None
+        if needs_dx:
+            dx = aten.silu_backward(g, z).to(x.dtype)  # dy·silu'(βx)
+        if needs_dbeta:
+            z.sigmoid_()
+            aten.sigmoid_backward.grad_input(g, z, grad_input=z)  # dy·σ(1−σ)
+            p = z.mul_(xc).mul_(xc)
+            if reduce_axes:
+                p = p.sum(dim=reduce_axes)
+            dbeta = p
+        return dx, dbeta
+
+    class SwishFunction(torch.autograd.Function):
+        """Compiled kernels where they apply (`_torch_use_compiled`), the
+        formulas themselves inside an outer torch.compile, else ATen."""
 
         @staticmethod
         def forward(ctx, x, beta, view_shape, reduce_axes):
             ctx.save_for_backward(x, beta)
             ctx.view_shape = view_shape
             ctx.reduce_axes = reduce_axes
-            xc, b = cast_inputs(x, beta, view_shape)
-            y = torch.mul(xc, b)
-            # x·σ(βx) in one kernel; above the threshold σ is 1 to the last bit.
-            threshold = 40.0 if y.dtype == torch.float64 else 20.0
-            aten.softplus_backward.grad_input(xc, y, 1.0, threshold, grad_input=y)
-            return y.to(x.dtype)
+            if torch.compiler.is_compiling():
+                return _torch_forward_formula(x, beta.reshape(view_shape))
+            if _torch_use_compiled(x):
+                y = _torch_compiled_call(0, x, beta.reshape(view_shape))
+                if y is not None:
+                    return y
+            return aten_forward(x, beta, view_shape)
 
         @staticmethod
         def backward(ctx, dy):
             x, beta = ctx.saved_tensors
-            xc, b = cast_inputs(x, beta, ctx.view_shape)
-            g = dy.to(xc.dtype)
-            big = torch.finfo(xc.dtype).max
-            z = torch.mul(xc, b).clamp_(-big, big)  # no ±inf, so no inf·0
-            dx = dbeta = None
-            if ctx.needs_input_grad[0]:
-                dx = aten.silu_backward(g, z).to(x.dtype)  # dy·silu'(βx)
-            if ctx.needs_input_grad[1]:
-                z.sigmoid_()
-                aten.sigmoid_backward.grad_input(g, z, grad_input=z)  # dy·σ(1−σ)
-                p = z.mul_(xc).mul_(xc)
-                if ctx.reduce_axes:
-                    p = p.sum(dim=ctx.reduce_axes)
-                dbeta = p.reshape(beta.shape).to(beta.dtype)
-            return dx, dbeta, None, None
+            view_shape, reduce_axes = ctx.view_shape, ctx.reduce_axes
+            needs_dx, needs_dbeta = ctx.needs_input_grad[:2]
+            out = None
+            if torch.compiler.is_compiling():
+                out = _torch_backward_formula(x, beta.reshape(view_shape), dy, reduce_axes)
+            elif _torch_use_compiled(x):
+                out = _torch_compiled_call(1, x, beta.reshape(view_shape), dy, reduce_axes)
+            if out is None:
+                out = aten_backward(x, beta, dy, view_shape, reduce_axes, needs_dx, needs_dbeta)
+            dx, dbeta = out
+            if dbeta is not None:
+                dbeta = dbeta.reshape(beta.shape).to(beta.dtype)
+            return (dx if needs_dx else None), (dbeta if needs_dbeta else None), None, None
 
     return SwishFunction
