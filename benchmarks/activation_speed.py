@@ -136,7 +136,7 @@ def tensorflow_runner(jit_compile):
     def copy(x):
         return x + 1.0
 
-    def tensors(shape, seed, dtype="float32"):
+    def tensors(shape, seed, dtype="float32"):  # on the GPU where there is one
         tf.random.set_seed(seed)
         return (
             tf.cast(tf.random.normal(shape), dtype),
@@ -144,7 +144,12 @@ def tensorflow_runner(jit_compile):
             tf.cast(tf.random.normal(shape), dtype),
         )
 
-    return build, kept_bytes, copy, tensors, lambda out: out
+    def sync(out):  # GPU kernels run asynchronously: wait for them
+        if tf.config.list_logical_devices("GPU"):
+            tf.test.experimental.sync_devices()
+        return out
+
+    return build, kept_bytes, copy, tensors, sync
 
 
 def jax_runner():
@@ -187,6 +192,8 @@ def jax_runner():
 def torch_runner(compile_fn=False):
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
     def build(fn, has_beta):
         if compile_fn:  # what Keras's jit_compile=True does on this backend
             fn = torch.compile(fn)
@@ -225,11 +232,16 @@ def torch_runner(compile_fn=False):
     def tensors(shape, seed, dtype="float32"):
         generator = torch.Generator().manual_seed(seed)
         dtype = getattr(torch, dtype)
-        x = torch.randn(shape, generator=generator).to(dtype).requires_grad_()
-        beta = (torch.rand(shape[-1:], generator=generator) + 0.5).requires_grad_()
-        return x, beta, torch.randn(shape, generator=generator).to(dtype)
+        x = torch.randn(shape, generator=generator).to(device, dtype).requires_grad_()
+        beta = (torch.rand(shape[-1:], generator=generator) + 0.5).to(device).requires_grad_()
+        return x, beta, torch.randn(shape, generator=generator).to(device, dtype)
 
-    return build, kept_bytes, copy, tensors, lambda out: out
+    def sync(out):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return build, kept_bytes, copy, tensors, sync
 
 
 def time_calls(calls, sync, rounds, per_round):
