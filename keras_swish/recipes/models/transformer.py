@@ -142,7 +142,9 @@ def build_transformer(config, vocab_size, max_length):
             intermediate_dim=c.ffn_dim,
             num_heads=c.num_heads,
             dropout=c.dropout,
-            activation=activation_layer(c.activation, rank=3, layer_name=c.activation),
+            activation=activation_layer(
+                c.activation, rank=3, layer_name=activation_slug(c.activation)
+            ),
             normalize_first=c.normalize_first,
             name=f"encoder_{i}",
         )(x, padding_mask=source_mask)
@@ -157,7 +159,9 @@ def build_transformer(config, vocab_size, max_length):
             intermediate_dim=c.ffn_dim,
             num_heads=c.num_heads,
             dropout=c.dropout,
-            activation=activation_layer(c.activation, rank=3, layer_name=c.activation),
+            activation=activation_layer(
+                c.activation, rank=3, layer_name=activation_slug(c.activation)
+            ),
             normalize_first=c.normalize_first,
             name=f"decoder_{i}",
         )(y, x, encoder_padding_mask=source_mask)
