@@ -143,13 +143,7 @@ def _compare(args):
     experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
     flags = {name: getattr(args, name) for name in _all_flags() if name not in _COMPARE_OWN}
     flags = {name: value for name, value in flags.items() if value is not None}
-    train_args = []
-    for name, value in flags.items():
-        train_args += ["--" + name.replace("_", "-"), str(value)]
-    if args.config:
-        train_args += ["--config", args.config]
-    for item in args.set or ():
-        train_args += ["--set", item]
+    train_args = _train_args(flags, args.config, args.set)
     output = args.output or os.path.join(
         "runs", "compare-" + "+".join(e.replace("/", "-") for e in experiments)
     )
@@ -174,6 +168,18 @@ def _compare(args):
     return 1 if results["failed"] else 0
 
 
+def _train_args(flags, config, sets):
+    """`keras-swish train` arguments for {flag: value}, a --config file and --set items."""
+    args = []
+    for name, value in flags.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    if config:
+        args += ["--config", config]
+    for item in sets or ():
+        args += ["--set", item]
+    return args
+
+
 # compare's own flags: it sets these per run itself.
 _COMPARE_OWN = ("activation", "seed", "output")
 
@@ -188,10 +194,18 @@ def _search(args):
     import os
     import sys
 
+    from keras_swish.errors import UsageError
     from keras_swish.recipes import search
 
     if args.retrain is not None:
         return _retrain(args)
+    for name in _RETRAIN_ONLY:
+        if getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} is for --retrain runs; a search child's budget is --steps and "
+                f"--validations. Received: {flag} {getattr(args, name)}"
+            )
     flags = {name: getattr(args, name) for name in _all_flags() if name not in _SEARCH_OWN}
     flags = {name: value for name, value in flags.items() if value is not None}
     space, settings = search.plan(
@@ -255,15 +269,11 @@ def _retrain(args):
         )
     formulas = search.top_formulas(args.output, args.retrain)
     activations = ("relu", *(f"expr:{f}" for f in formulas))
-    flags = {name: getattr(args, name) for name in _all_flags() if name not in _COMPARE_OWN}
+    # The search's own --strategy is not the runs' tf.distribute strategy.
+    own = (*_COMPARE_OWN, "strategy")
+    flags = {name: getattr(args, name, None) for name in _all_flags() if name not in own}
     flags = {name: value for name, value in flags.items() if value is not None}
-    train_args = []
-    for name, value in flags.items():
-        train_args += ["--" + name.replace("_", "-"), str(value)]
-    if args.config:
-        train_args += ["--config", args.config]
-    for item in args.set or ():
-        train_args += ["--set", item]
+    train_args = _train_args(flags, args.config, args.set)
     output = os.path.join(args.output, "retrain-" + args.experiment.replace("/", "-"))
     print(f"Retraining the top {len(formulas)} of {args.output} against relu: {output}")
     results = compare(
@@ -285,6 +295,7 @@ def _retrain(args):
 # search's own flags: it sets these per child itself (`--strategy` is the
 # search's; a child's tf.distribute strategy is `--set train.strategy=...`).
 _SEARCH_OWN = ("activation", "seed", "output", "epochs", "steps_per_epoch", "strategy")
+_RETRAIN_ONLY = ("epochs", "steps_per_epoch")  # --retrain's compare runs take them
 
 
 def _translate(args):
@@ -477,7 +488,11 @@ def add_subcommands(subparsers):
         "--parallel", type=int, default=1, metavar="K", help="with --retrain: runs at a time"
     )
     for name, kwargs in _all_flags().items():
-        if name not in _SEARCH_OWN:
+        if name not in _SEARCH_OWN or name in _RETRAIN_ONLY:
+            if name in _RETRAIN_ONLY:
+                kwargs = dict(
+                    kwargs, help="with --retrain: the runs' (a child's budget is --steps)"
+                )
             search.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
     search.add_argument(
         "--output",

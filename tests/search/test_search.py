@@ -214,6 +214,8 @@ def _cli(*args, cwd, env=None, timeout=600):
         (["--strategy", "rnn"], "needs --max-trials"),
         (["--units", "2"], "too large"),
         (["--steps", "0"], "--steps must be at least 1"),
+        (["--epochs", "3"], "--epochs is for --retrain runs"),
+        (["--retrain", "3", "resnet20", "--output", "nowhere"], "holds no search leaderboard"),
         (["--retrain", "3", "resnet20"], "needs the EXPERIMENT to train and the search's --output"),
     ],
 )
@@ -327,3 +329,40 @@ def test_two_local_workers_share_one_oracle(tmp_path):
     assert len(formulas) == len(set(formulas)) == 6  # 3 × 3 products, 3 of them twice
     assert {r["worker"] for r in rows} == {"tuner0", "tuner1"}
     assert np.all([r["steps"] == 4 for r in rows])
+
+
+@pytest.mark.slow
+def test_retrain_hands_the_top_k_to_compare(tmp_path):
+    """`search --retrain K EXPERIMENT` trains relu and the K best trained formulas."""
+    folder = tmp_path / "search"
+    folder.mkdir()
+    rows = [
+        {"formula": "max(x, sigmoid(x))", "reward": 0.5, "error": None},
+        {"formula": "x * x", "reward": 0.0, "error": "diverged: training loss nan in epoch 1"},
+        {"formula": "x * sigmoid(x)", "reward": 0.4, "error": None},
+        {"formula": "cos(x) - x", "reward": 0.3, "error": None},
+    ]
+    (folder / "leaderboard.json").write_text(json.dumps({"leaderboard": rows}))
+    result = _cli(
+        "search",
+        "--retrain",
+        "2",
+        "resnet20",
+        "--output",
+        str(folder),
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "16",
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((folder / "retrain-resnet20" / "results.json").read_text())
+    (table,) = record["experiments"].values()
+    assert list(table["activations"]) == ["relu", "expr:max(x, sigmoid(x))", "expr:x * sigmoid(x)"]
+    assert "| expr:max(x, sigmoid(x)) |" in result.stdout or "max(x, sigmoid(x))" in result.stdout
