@@ -43,28 +43,36 @@ def _statistics(values):
 
 
 class BetaMonitor(keras.callbacks.Callback):
-    """Writes the learned β of every SwishBeta to TensorBoard while training.
+    """Writes the learned β of every β layer to TensorBoard while training.
+
+    The β layers are the `SwishBeta` layers and the `ExpressionActivation`
+    layers whose formula uses `beta` (an ExpressionActivation without `beta`
+    has nothing to learn and is left out), whether standalone, made by
+    `activation="swish_beta"` or `activation="expr:<formula>"` inside Dense,
+    Conv or recurrent layers, or inside nested models.
 
     At the end of every epoch (or every `update_freq` training steps) it
     writes, to the run `<log_dir>/beta`:
 
-    - `beta/all`: a histogram of every β in the model (the paper's Fig. 7),
-      whether from standalone `SwishBeta` layers, `activation="swish_beta"`
-      inside Dense, Conv or recurrent layers, or inside nested models;
+    - `beta/all`: a histogram of every β in the model (the paper's Fig. 7);
     - `beta/mean`, `beta/std`, `beta/min`, `beta/max`: scalars over all β;
-    - `beta_layer/<name>`: a histogram per SwishBeta, and scalars
+    - `beta_layer/<name>`: a histogram per β layer, and scalars
       `beta_layer/<name>/mean` (and `std`, `min`, `max`). `<name>` is the
       path of the layer's β variable without `/beta`, such as
-      `dense/swish_beta` or `lstm/lstm_cell/recurrent_swish_beta`;
-    - `beta/curves`: an image of f(x) = x·σ(βx) on [−6, 6] for the β
-      quantiles (min, 10 %, 50 %, 90 %, max), with ReLU and x/2;
+      `dense/swish_beta`, `lstm/lstm_cell/recurrent_swish_beta` or
+      `dense_1/expression_activation`;
+    - `beta/curves`: an image of each layer's own function on [−6, 6] at
+      the β quantiles (min, 10 %, 50 %, 90 %, max) of the layers computing
+      it, with ReLU: f(x) = x·σ(βx) (and x/2) for SwishBeta, the formula
+      for an ExpressionActivation; one panel per distinct function;
     - with a `probe` batch, the paper's Fig. 6: `bump/share` and
-      `bump_layer/<name>/share`, the share of each SwishBeta's inputs in
+      `bump_layer/<name>/share`, the share of each β layer's inputs in
       −5 ≤ x ≤ 0, and histograms of those inputs, `bump/inputs` and
       `bump_layer/<name>`.
 
-    It also keeps `<log_dir>/beta/betas.json`, the latest β of every layer,
-    which `keras-swish beta-report LOG_DIR` reads.
+    It also keeps `<log_dir>/beta/betas.json`, the latest β of every layer
+    (and each ExpressionActivation's formula), which
+    `keras-swish beta-report LOG_DIR` reads.
 
     The `beta` subdirectory is its own TensorBoard run, so it sits beside
     `keras.callbacks.TensorBoard(log_dir)` (runs `train` and `validation`)
@@ -74,7 +82,7 @@ class BetaMonitor(keras.callbacks.Callback):
     `update_freq` the optimizer's iteration count (restored with the
     optimizer's state). Only the chief writes: under `MirroredStrategy` the
     one process, under `MultiWorkerMirroredStrategy` the chief task (or
-    worker 0). A model without SwishBeta gets one warning and no summaries.
+    worker 0). A model without any β layer gets one warning and no summaries.
 
     Summaries are written with `tf.summary` from NumPy values on the CPU, so
     BetaMonitor works with every Keras backend when TensorFlow and
@@ -92,7 +100,7 @@ class BetaMonitor(keras.callbacks.Callback):
             share TensorBoard's step axis.
         probe: Optional small, fixed batch of model inputs (what `model(x)`
             takes: an array, or a list or dict of arrays). When given, the
-            inputs of every SwishBeta on this batch (one eager forward pass
+            inputs of every β layer on this batch (one eager forward pass
             in inference mode per summary) are summarised too. Recurrent
             cells count every call of their activation, including the one
             Keras makes on the first time step to set up the loop.
@@ -109,6 +117,17 @@ class BetaMonitor(keras.callbacks.Callback):
     >>> _ = model.fit(x, y, epochs=2, callbacks=[monitor], verbose=0)
     >>> sorted(os.listdir(os.path.join(log_dir, "beta")))[0]
     'betas.json'
+
+    A formula with `beta` is followed the same way, its curves drawn from
+    the formula:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(8, activation="expr:max(x, sigmoid(beta * x))"),
+    ...     keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> _ = model.fit(x, y, epochs=1, callbacks=[
+    ...     keras_swish.callbacks.BetaMonitor(tempfile.mkdtemp())], verbose=0)
 
     Then `tensorboard --logdir LOG_DIR`, or `keras-swish beta-report LOG_DIR`.
     """
@@ -159,7 +178,7 @@ class BetaMonitor(keras.callbacks.Callback):
             return
         if self.update_freq != "epoch":
             self._seen_step = self._iterations()
-        named = betas_lib.find_swish_layers(self.model)
+        named = betas_lib.find_beta_layers(self.model)
         if not named:
             if self.model.built:
                 self._warn_no_layers()
@@ -199,7 +218,9 @@ class BetaMonitor(keras.callbacks.Callback):
             self._warned = True
             warnings.warn(
                 f"BetaMonitor: model {self.model.name!r} has no SwishBeta layer "
-                '(use activation="swish_beta" or keras_swish.SwishBeta); '
+                "and no ExpressionActivation with `beta` (use "
+                'activation="swish_beta", keras_swish.SwishBeta, or a formula '
+                'with beta such as activation="expr:x * sigmoid(beta * x)"); '
                 "no β summaries are written.",
                 UserWarning,
                 stacklevel=2,
@@ -219,7 +240,7 @@ class BetaMonitor(keras.callbacks.Callback):
     def _write(self, step):
         if not self._chief:
             return
-        named = betas_lib.find_swish_layers(self.model)
+        named = betas_lib.find_beta_layers(self.model)
         if not named:
             self._warn_no_layers()
             return
@@ -252,7 +273,7 @@ class BetaMonitor(keras.callbacks.Callback):
             tf.summary.histogram(f"beta_layer/{layer.name}", layer.values.reshape(-1))
             for stat, value in _statistics(layer.values).items():
                 tf.summary.scalar(f"beta_layer/{layer.name}/{stat}", value)
-        figure = plots.curves_figure(values, f"Learned Swish curves (step {step})")
+        figure = plots.curves_figure(layers, step=step)
         tf.summary.image("beta/curves", plots.to_rgb(figure)[None])
 
     def _write_bump(self, tf, inputs):

@@ -1,15 +1,18 @@
-"""Finding every SwishBeta in a model, reading its β, and β snapshots on disk.
+"""Finding every layer with a learned β, reading its β, and β snapshots on disk.
 
-A model's SwishBeta layers are found by walking the layer tree, which
-includes nested models and activations held inside other layers (the
-`"swish_beta"` made for `Dense(..., activation="swish_beta")` is tracked as a
-sublayer of the Dense). Keras 3 has no public API for a layer's sublayers, so
+A β layer is a `SwishBeta`, or an `ExpressionActivation` whose formula uses
+`beta` (one without `beta` has no weight and is left out). A model's β layers
+are found by walking the layer tree, which includes nested models and
+activations held inside other layers (the `"swish_beta"` or `"expr:..."`
+activation of `Dense(..., activation=...)` is tracked as a sublayer of the
+Dense). Keras 3 has no public API for a layer's sublayers, so
 the walk uses `Layer._flatten_layers(recursive=False)`, the same private
 method Keras uses to collect weights; it is called in `_children()` only.
 
-Each SwishBeta is named by the path of its β variable without the trailing
+Each β layer is named by the path of its β variable without the trailing
 `/beta` (`"dense/swish_beta"`, `"lstm/lstm_cell/recurrent_swish_beta"`, or
-`"swish_beta_3"` for a standalone layer): stable across saves, reloads and
+`"swish_beta_3"` for a standalone layer, `"dense/expression_activation"`
+for an `"expr:..."` activation): stable across saves, reloads and
 resumed runs, and readable. Should two layers share a path (nested models
 with equally named layers), the owning model names are put in front, and a
 counter after that if needed.
@@ -24,44 +27,95 @@ import numpy as np
 
 SNAPSHOT_NAME = "betas.json"
 SNAPSHOT_FORMAT = "keras_swish.betas/1"
+SWISH_FORMULA = "x * sigmoid(beta * x)"  # What a SwishBeta computes.
+
+
+def _swish(x, beta):
+    return x * 0.5 * (1.0 + np.tanh(0.5 * beta * x))  # σ(z) without overflow
 
 
 @dataclass(frozen=True)
 class LayerBetas:
-    """The β values of one SwishBeta layer.
+    """The β values of one β layer (a SwishBeta or an ExpressionActivation).
 
     Attributes:
         name: The layer's stable name (its β path without `/beta`).
         values: The β values as a float32 NumPy array of β's shape.
+        formula: The canonical formula of an `ExpressionActivation`, or
+            None (the default) for a `SwishBeta`.
     """
 
     name: str
     values: np.ndarray
+    formula: str | None = None
 
     @property
     def channels(self):
         """How many β values the layer has."""
         return int(self.values.size)
 
+    @property
+    def function(self):
+        """The formula the layer computes: `formula`, or x·σ(βx) for SwishBeta."""
+        return SWISH_FORMULA if self.formula is None else self.formula
+
+    def evaluate(self, x, beta):
+        """The layer's function at `x` for one β, in NumPy float64.
+
+        Args:
+            x: Inputs (any shape).
+            beta: A β value (or an array broadcastable to `x`).
+
+        Returns:
+            A float64 array: x·σ(βx) for a SwishBeta, else
+            `Expression.numpy(x, beta=beta)` of the formula.
+        """
+        x = np.asarray(x, np.float64)
+        if self.formula is None:
+            return _swish(x, np.asarray(beta, np.float64))
+        from keras_swish.expressions.formula import parse
+
+        return parse(self.formula).numpy(x, beta=beta)
+
 
 def _children(layer):
     return layer._flatten_layers(include_self=False, recursive=False)
 
 
-def _walk(layer, owners, seen, found):
+def is_beta_layer(layer):
+    """Whether `layer` has a learned β: a SwishBeta, or an ExpressionActivation
+    whose formula uses `beta`."""
+    from keras_swish.expressions.layer import ExpressionActivation
     from keras_swish.layers.swish_beta import SwishBeta
 
+    if isinstance(layer, SwishBeta):
+        return True
+    return isinstance(layer, ExpressionActivation) and layer.expression.uses_beta
+
+
+def formula_of(layer):
+    """The canonical formula of an ExpressionActivation; None for a SwishBeta."""
+    from keras_swish.expressions.layer import ExpressionActivation
+
+    return layer.formula if isinstance(layer, ExpressionActivation) else None
+
+
+def _walk(layer, owners, seen, found):
     for child in _children(layer):
         if id(child) in seen:
             continue
         seen.add(id(child))
-        if isinstance(child, SwishBeta):
+        if is_beta_layer(child):
             found.append((child, owners))
         _walk(child, owners + (child.name,), seen, found)
 
 
-def find_swish_layers(model):
-    """Every built SwishBeta in `model`, with its stable name.
+def find_beta_layers(model):
+    """Every built layer with a learned β in `model`, with its stable name.
+
+    The β layers are the `SwishBeta` layers (standalone, or made by
+    `activation="swish_beta"`) and the `ExpressionActivation` layers whose
+    formula uses `beta` (standalone, or made by `activation="expr:..."`).
 
     Args:
         model: A Keras layer or model.
@@ -69,6 +123,16 @@ def find_swish_layers(model):
     Returns:
         A list of `(name, layer)` pairs in layer-tree order. Layers not built
         yet (no β) are left out.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(3, activation="expr:max(x, sigmoid(beta * x))"),
+    ...     keras.layers.Dense(2, activation="expr:max(x, sigmoid(x))"),
+    ...     keras_swish.SwishBeta()])
+    >>> [name for name, _ in keras_swish.callbacks.betas.find_beta_layers(model)]
+    ['sequential/dense/expression_activation', 'sequential/swish_beta']
     """
     found = []
     _walk(model, (), {id(model)}, found)
@@ -91,6 +155,9 @@ def find_swish_layers(model):
     return result
 
 
+find_swish_layers = find_beta_layers  # The earlier name, from SwishBeta-only days.
+
+
 def to_numpy(x):
     """A Keras variable's or an eager tensor's value as a NumPy array.
 
@@ -109,22 +176,26 @@ def to_numpy(x):
 
 
 def betas_of(named_layers):
-    """The current β of `(name, layer)` pairs, as a list of `LayerBetas`."""
+    """The current β of `(name, layer)` pairs, as a list of `LayerBetas`.
+
+    Each `LayerBetas` carries the layer's formula (None for a SwishBeta).
+    """
     return [
-        LayerBetas(name, to_numpy(layer.beta).astype(np.float32)) for name, layer in named_layers
+        LayerBetas(name, to_numpy(layer.beta).astype(np.float32), formula_of(layer))
+        for name, layer in named_layers
     ]
 
 
 def read_betas(model):
-    """The current β of every SwishBeta in `model`.
+    """The current β of every β layer (SwishBeta, ExpressionActivation) in `model`.
 
     Args:
         model: A Keras layer or model.
 
     Returns:
-        A list of `LayerBetas`, in the order of `find_swish_layers`.
+        A list of `LayerBetas`, in the order of `find_beta_layers`.
     """
-    return betas_of(find_swish_layers(model))
+    return betas_of(find_beta_layers(model))
 
 
 def all_values(layers):
@@ -138,20 +209,26 @@ def write_snapshot(layers, directory, step):
     """Writes `layers` to `directory/betas.json`, replacing it atomically.
 
     The file is JSON: `{"format": "keras_swish.betas/1", "step": int,
-    "layers": [{"name": str, "shape": [int, ...], "beta": [float, ...]}]}`.
-    β values are float32 numbers written exactly (as float64 text).
+    "layers": [{"name": str, "shape": [int, ...], "beta": [float, ...]}]}`,
+    and an ExpressionActivation's entry also has `"formula": str` (a
+    SwishBeta's has none, so the snapshots of SwishBeta-only models are as
+    before). β values are float32 numbers written exactly (as float64 text).
     """
+
+    def entry(layer):
+        data = {
+            "name": layer.name,
+            "shape": list(layer.values.shape),
+            "beta": [float(v) for v in layer.values.reshape(-1)],
+        }
+        if layer.formula is not None:
+            data["formula"] = layer.formula
+        return data
+
     data = {
         "format": SNAPSHOT_FORMAT,
         "step": int(step),
-        "layers": [
-            {
-                "name": layer.name,
-                "shape": list(layer.values.shape),
-                "beta": [float(v) for v in layer.values.reshape(-1)],
-            }
-            for layer in layers
-        ],
+        "layers": [entry(layer) for layer in layers],
     }
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, SNAPSHOT_NAME)
@@ -174,11 +251,23 @@ def read_snapshot(path):
         path: The file's path.
 
     Returns:
-        A pair `(step, layers)`: the summary step and a list of `LayerBetas`.
+        A pair `(step, layers)`: the summary step and a list of `LayerBetas`
+        (with the formula of each ExpressionActivation, parsed and checked
+        by the safe formula parser).
 
     Raises:
-        ValueError: The file is not a β snapshot.
+        ValueError: The file is not a β snapshot, or holds a bad formula.
     """
+    from keras_swish.expressions.formula import parse
+
+    def formula(entry):
+        text = entry.get("formula")
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise ValueError(f"formula {text!r} is not a string")
+        return str(parse(text))
+
     try:
         with open(path) as f:
             data = json.load(f)
@@ -188,6 +277,7 @@ def read_snapshot(path):
             LayerBetas(
                 str(entry["name"]),
                 np.asarray(entry["beta"], np.float32).reshape(entry["shape"]),
+                formula(entry),
             )
             for entry in data["layers"]
         ]

@@ -1,4 +1,4 @@
-"""What each SwishBeta receives on a fixed probe batch (the paper's Fig. 6)."""
+"""What each β layer receives on a fixed probe batch (the paper's Fig. 6)."""
 
 import contextlib
 
@@ -45,7 +45,7 @@ def capture_inputs(model, named_layers, probe):
 
     Args:
         model: The model.
-        named_layers: `(name, layer)` pairs, as from `find_swish_layers`.
+        named_layers: `(name, layer)` pairs, as from `find_beta_layers`.
         probe: One batch of model inputs.
 
     Returns:

@@ -24,7 +24,8 @@ class BetaReport:
     Attributes:
         source: What the β were read from (a path, or the model's name).
         step: The summary step of a BetaMonitor snapshot, else None.
-        layers: A tuple of `LayerBetas`, one per SwishBeta layer.
+        layers: A tuple of `LayerBetas`, one per β layer (SwishBeta, or
+            ExpressionActivation with `beta`).
         distribution_png: Path of the β distribution picture.
         curves_png: Path of the learned-curves picture.
     """
@@ -99,7 +100,7 @@ def _find_snapshot(directory):
 def _load_model(path):
     import keras
 
-    import keras_swish  # noqa: F401  (registers SwishBeta for loading)
+    import keras_swish  # noqa: F401  (registers SwishBeta, ExpressionActivation)
 
     try:
         return keras.saving.load_model(path, compile=False)
@@ -120,7 +121,7 @@ def load_betas(model_or_path):
         snapshot's step (None for a model) and a list of `LayerBetas`.
 
     Raises:
-        ValueError: Nothing readable, or no SwishBeta in it.
+        ValueError: Nothing readable, or no β layer in it.
     """
     import keras
 
@@ -145,7 +146,10 @@ def load_betas(model_or_path):
             f"{_EXPECTED}. Received: model_or_path of type {type(model_or_path).__name__}"
         )
     if not layers:
-        raise UsageError(f"{source} has no SwishBeta layer: no β to report.")
+        raise UsageError(
+            f"{source} has no SwishBeta layer and no ExpressionActivation with "
+            "`beta`: no β to report."
+        )
     return source, step, layers
 
 
@@ -154,9 +158,11 @@ def beta_report(model_or_path, out_dir):
 
     Writes two PNGs (800 × 500 pixels) to `out_dir`:
     `beta_distribution.png`, a histogram of every β in the style of the
-    paper's Fig. 7, and `beta_curves.png`, f(x) = x·σ(βx) for the β
-    quantiles (min, 10 %, 50 %, 90 %, max) beside ReLU and x/2. The command
-    line `keras-swish beta-report PATH` does the same and prints the table.
+    paper's Fig. 7, and `beta_curves.png`, each β layer's own function at
+    the β quantiles (min, 10 %, 50 %, 90 %, max) beside ReLU:
+    f(x) = x·σ(βx) for SwishBeta, the formula for an ExpressionActivation
+    with `beta` (see `BetaMonitor`). The command line
+    `keras-swish beta-report PATH` does the same and prints the table.
 
     Args:
         model_or_path: A Keras model; the path of a `.keras` model; a run's
@@ -186,9 +192,8 @@ def beta_report(model_or_path, out_dir):
     values = betas_lib.all_values(layers)
     if not np.all(np.isfinite(values)):
         raise UsageError(f"{source} has non-finite β values (NaN or inf).")
-    suffix = "" if step is None else f" (step {step})"
     distribution = plots.distribution_figure(values, len(layers))
-    curves = plots.curves_figure(values, title=f"Learned Swish curves{suffix}")
+    curves = plots.curves_figure(layers, step=step)
     os.makedirs(out_dir, exist_ok=True)
     distribution_png = plots.save_png(distribution, os.path.join(out_dir, DISTRIBUTION_PNG))
     curves_png = plots.save_png(curves, os.path.join(out_dir, CURVES_PNG))
