@@ -20,15 +20,16 @@ TensorFlow's *global* generators) or run under another Keras backend without
 touching the controller's weights, optimizer slots or sampling sequence.
 """
 
-import contextlib
 import copy
+import io
 import math
 import numbers
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
+
+from keras_swish.recipes.core.config import write_atomic
 
 _STATE_VERSION = 1
 # Uniform init range of the controller weights (Zoph & Le, 2017: ±0.08).
@@ -509,18 +510,10 @@ class Controller:
             arrays[name] = var.numpy()
             arrays[f"adam_m/{name}"] = self._adam_m[name].numpy()
             arrays[f"adam_v/{name}"] = self._adam_v[name].numpy()
-        directory, base = os.path.split(os.path.abspath(path))
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        # Through a temporary file and a rename, with the permissions of any new file.
+        write_atomic(path, buffer.getvalue())
 
     def load_weights(self, path):
         """Reads weights and Adam's slots written by `save_weights`.

@@ -187,9 +187,10 @@ def write_plots(oracle, output, top=8):
     fig, ax = plt.subplots(figsize=(7, 4))
     if history:
         ax.plot(range(1, len(history) + 1), history, ".", alpha=0.4, label="controller sample")
+        decay = oracle.controller.baseline_decay
         ema, baseline = [], None
-        for r in history:
-            baseline = r if baseline is None else 0.95 * baseline + 0.05 * r
+        for r in history:  # the controller's baseline: its first reward, then the EMA
+            baseline = r if baseline is None else decay * baseline + (1 - decay) * r
             ema.append(baseline)
         ax.plot(range(1, len(ema) + 1), ema, label="moving average (PPO baseline)")
         ax.set_xlabel("controller sample")
