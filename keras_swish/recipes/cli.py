@@ -453,9 +453,17 @@ def add_subcommands(subparsers):
         "--strategy", default="exhaustive", metavar="NAME", help="exhaustive (default), random, rnn"
     )
     search.add_argument("--units", type=int, default=1, metavar="N", help="core units, 1-3 (1)")
-    search.add_argument("--unary", metavar="LIST", help="unary functions (default: the paper's 25)")
+    from keras_swish.expressions.space import BINARY, UNARY
+
     search.add_argument(
-        "--binary", metavar="LIST", help="binary functions (default: the paper's 10)"
+        "--unary",
+        metavar="LIST",
+        help=f"unary functions, comma-separated (default: the paper's 25: {','.join(UNARY)})",
+    )
+    search.add_argument(
+        "--binary",
+        metavar="LIST",
+        help=f"binary functions, comma-separated (default: the paper's 10: {','.join(BINARY)})",
     )
     search.add_argument(
         "--max-trials",

@@ -191,6 +191,8 @@ def search(space, settings, output, stream=sys.stdout):
     holds_oracle = not keras_tuner.src.distribute.utils.has_chief_oracle() or (
         keras_tuner.src.distribute.utils.is_chief_oracle()
     )
+    if keras_tuner.src.distribute.utils.is_chief_oracle():
+        _no_gpus_for_the_chief()
     if holds_oracle:
         os.makedirs(output, exist_ok=True)
         write_atomic(os.path.join(output, "search.json"), json.dumps(header, indent=2))
@@ -229,6 +231,20 @@ def search(space, settings, output, stream=sys.stdout):
     report.write_plots(oracle, output)
     with open(os.path.join(output, "leaderboard.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def _no_gpus_for_the_chief():
+    """A distributed search's chief only serves the oracle: it leaves the GPUs to workers.
+
+    (TensorFlow would otherwise reserve memory on every GPU of the chief's
+    machine as soon as the RNN controller creates its variables.)
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # the runtime already started: nothing to hide any more
+        pass
 
 
 def top_formulas(output, k):
@@ -282,7 +298,8 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
     gpus = _gpu_count()
     processes, names = [], []
     try:
-        processes.append(subprocess.Popen(command, env=dict(base, KERASTUNER_TUNER_ID="chief")))
+        chief_env = dict(base, KERASTUNER_TUNER_ID="chief", CUDA_VISIBLE_DEVICES="")
+        processes.append(subprocess.Popen(command, env=chief_env))
         names.append("chief")
         for index in range(workers):
             env_changes, cores = _pinning(index, workers, gpus)
