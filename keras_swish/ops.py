@@ -268,7 +268,11 @@ def _jax_swish():
         d = 1.0 + e
         sigmoid = jnp.where(z >= 0, 1.0, e) / d
         dx = g * (sigmoid + z * (e / (d * d)))
-        xc, b, g = jax.lax.optimization_barrier((xc, b, g))
+        # The barrier on x and dy as they came (not their float32 casts): with
+        # 16-bit inputs XLA then casts inside the dβ reduction instead of
+        # writing float32 copies of x and dy for it (2.9× → 1.4× SiLU, bfloat16).
+        x, b, dy = jax.lax.optimization_barrier((x, b, dy))
+        xc, g = x.astype(dtype), dy.astype(dtype)
         # x²·σ(1 − σ) = (x·t)², t = (2 + 2·cosh βx)^(−1/2), 0 where cosh = inf.
         xt = xc * jax.lax.rsqrt(2.0 + 2.0 * jnp.cosh(b * xc))
         dbeta = jnp.sum(xt * xt * g, axis=reduce_axes)
