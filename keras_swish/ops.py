@@ -323,9 +323,12 @@ def _torch_forward_formula(x, b):
 def _torch_backward_formula(x, b, dy, reduce_axes):
     """dx and dβ (summed over `reduce_axes`, in the compute dtype).
 
-    σ and 1 − σ both from e = exp(−|βx|): exact in both tails, one exp. Once
-    compiled (Inductor on CPU, Triton on GPU) this is one kernel: a loop that
-    writes dx, and the dβ reduction.
+    Written so that every exp-like op has one use: Inductor keeps a reused
+    exp or sigmoid in a buffer of its own on CPU (a pass over memory more,
+    and a fresh allocation), so dx takes σ(z) and σ(−z) and dβ takes
+    cosh(z): x²·σ(1 − σ) = x·(x / (2 + 2·cosh z)), exact in both tails and 0
+    (not inf·0) where cosh overflows. Compiled (Inductor on CPU, Triton on
+    GPU) this is one kernel: a loop that writes dx, and the dβ reduction.
     """
     import torch
 
@@ -334,14 +337,8 @@ def _torch_backward_formula(x, b, dy, reduce_axes):
     g = dy.to(dtype)
     big = torch.finfo(dtype).max
     z = (b.to(dtype) * xc).clamp(-big, big)  # no ±inf, so no inf·0
-    e = torch.exp(-z.abs())
-    d = 1.0 + e
-    positive = z >= 0
-    sigmoid = torch.where(positive, 1.0, e) / d
-    complement = torch.where(positive, e, 1.0) / d  # 1 − σ
-    dx = g * (sigmoid + z * (sigmoid * complement))
-    # x²·σ(1 − σ) as (x·σ)·(x·(1 − σ)): no x² to overflow where σ(1 − σ) = 0.
-    p = g * (xc * sigmoid) * (xc * complement)
+    dx = g * torch.sigmoid(z) * (1.0 + z * torch.sigmoid(-z))
+    p = g * xc * (xc / (2.0 + 2.0 * torch.cosh(z)))
     dbeta = p.sum(dim=reduce_axes) if reduce_axes else p
     return dx.to(x.dtype), dbeta
 

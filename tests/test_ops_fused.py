@@ -236,3 +236,16 @@ def test_torch_inside_torch_compile(torch_paths):
     got = torch.compile(step)(xt, bt, torch.tensor(dy))
     got = [t.detach().double().numpy() for t in got]
     check_against_reference("per_channel", "float32", got, seed=4)
+
+
+@torch_only
+@pytest.mark.parametrize(
+    "dtype", ["float32", pytest.param("float16", marks=pytest.mark.slow), "bfloat16"]
+)
+def test_torch_compiled_stable_for_large_beta_times_x(dtype, torch_paths):
+    """|βx| beyond exp's and float32's range on the compiled path too."""
+    from tests.test_ops import check_stable
+
+    torch_paths(True)
+    check_stable(dtype, traced=False)
+    assert not swish_ops._TORCH_COMPILE_FAILED
