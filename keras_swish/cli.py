@@ -117,8 +117,10 @@ def main(argv=None):
     2
     """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
+        args.argv = argv  # what a command that starts copies of itself (search --workers) passes on
     except SystemExit as exit_:  # --help, --version and usage errors.
         return exit_.code if isinstance(exit_.code, int) else 2
     try:

@@ -192,7 +192,6 @@ def _launch(args):
 
 def _search(args):
     import os
-    import sys
 
     from keras_swish.errors import UsageError
     from keras_swish.recipes import search
@@ -223,8 +222,17 @@ def _search(args):
         config_file=args.config,
     )
     output = args.output or search.default_output(settings)
-    if args.workers:
-        argv = [a for a in sys.argv[sys.argv.index("search") + 1 :]]
+    if args.workers is not None:
+        if args.workers < 1:
+            raise UsageError(f"--workers must be at least 1. Received: --workers {args.workers}")
+        if "KERASTUNER_TUNER_ID" in os.environ:
+            raise UsageError(
+                "--workers starts a chief and workers itself; leave it out where "
+                "KERASTUNER_TUNER_ID is set (a process of a distributed search)."
+            )
+        # The same command for each process, less --workers and --output (argparse
+        # takes no abbreviations of search's flags, so these are all their spellings).
+        argv = args.argv[args.argv.index("search") + 1 :]
         argv = _without(argv, ("--workers", "--output"))
         return search.run_workers(args.workers, argv, output)
     record = search.search(space, settings, output)
@@ -267,6 +275,8 @@ def _retrain(args):
             "--retrain K needs the EXPERIMENT to train and the search's --output folder, "
             "e.g. search --retrain 8 preact_resnet164/cifar10 --output runs/search-..."
         )
+    if args.retrain < 1:
+        raise UsageError(f"--retrain must be at least 1. Received: --retrain {args.retrain}")
     formulas = search.top_formulas(args.output, args.retrain)
     activations = ("relu", *(f"expr:{f}" for f in formulas))
     # The search's own --strategy is not the runs' tf.distribute strategy.
@@ -429,6 +439,7 @@ def add_subcommands(subparsers):
 
     search = subparsers.add_parser(
         "search",
+        allow_abbrev=False,  # --workers re-runs the command without --workers: no prefixes
         help="the paper's activation search (KerasTuner): exhaustive, random or RNN + PPO",
         description=(
             "Searches the paper's space of activations built from core units "

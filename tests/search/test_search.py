@@ -145,7 +145,9 @@ def test_controller_oracle_learns_from_every_reward_and_saves_its_weights(tmp_pa
     assert oracle.history.count(oracles.LOWEST_REWARD) >= len(oracle.rejected) > 0 or (
         not oracle.rejected
     )
-    assert os.path.exists(os.path.join(tmp_path, "search", "controller.npz"))
+    weights = [f for f in os.listdir(tmp_path / "search") if f.startswith("controller-")]
+    assert weights == [f"controller-{oracle.controller.num_updates}.npz"]
+    assert oracle.controller.num_updates >= 1  # PPO updates ran during the search
     # A re-run builds a new oracle: it gets the same controller back.
     again = _oracle(oracles.ControllerOracle, tmp_path, space=space, max_trials=12, seed=0)
     again.reload()
@@ -215,6 +217,10 @@ def _cli(*args, cwd, env=None, timeout=600):
         (["--units", "2"], "too large"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--epochs", "3"], "--epochs is for --retrain runs"),
+        (["--seed", "-1"], "--seed must be at least 0"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--retrain", "0", "resnet20", "--output", "x"], "--retrain must be at least 1"),
+        (["--work", "2"], "unrecognized arguments: --work"),
         (["--retrain", "3", "resnet20", "--output", "nowhere"], "holds no search leaderboard"),
         (["--retrain", "3", "resnet20"], "needs the EXPERIMENT to train and the search's --output"),
     ],
@@ -228,7 +234,8 @@ def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(
     assert main(["search", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err
-    assert len(err.splitlines()) == 1, err
+    # One line (argparse's own errors add the usage line above it).
+    assert len(err.splitlines()) == (2 if "unrecognized" in message else 1), err
     assert os.listdir(tmp_path) == []
 
 

@@ -5,7 +5,7 @@ A search is a folder (`--output`, default `runs/search-EXPERIMENT-STRATEGY`):
 ```
 search.json                the settings (re-running with other settings is refused)
 oracle.json, tuner*.json   KerasTuner's state: trials handed out, the strategy's state
-controller.npz             the RNN controller's weights and optimizer slots (rnn)
+controller-N.npz           the RNN controller's weights and optimizer slots after N updates (rnn)
 trial_<id>/trial.json      one trial: its formula, reward, steps and time
 trial_<id>/child/          the child's run folder (an ordinary `keras-swish train` run)
 leaderboard.md/.csv/.json  every candidate by reward; rejected ones and why
@@ -37,6 +37,7 @@ STRATEGY_NAMES = ("exhaustive", "random", "rnn")
 # takes minutes: it separates working activations from degenerate ones, not
 # close contenders.
 PAPER_CHILD_STEPS = 10_000
+_LATE_WORKER_GRACE_S = 30  # --workers: after the chief ends, before stopping the rest
 EMBEDDED_CHILD = {"steps": 40, "validations": 1, "batch_size": 32}
 
 
@@ -108,6 +109,8 @@ def plan(
         )
     if strategy != "exhaustive" and not max_trials:
         raise UsageError(f"--strategy {strategy} needs --max-trials N (children to train).")
+    if seed < 0:
+        raise UsageError(f"--seed must be at least 0. Received: --seed {seed}")
     if max_trials is not None and max_trials < 1:
         raise UsageError(f"--max-trials must be at least 1. Received: --max-trials {max_trials}")
     flags = dict(train_flags or {})
@@ -168,8 +171,11 @@ def _check_settings(output, settings):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             theirs = json.load(f)
-        if theirs != mine:
-            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        # A larger (or smaller) --max-trials continues the same search.
+        changed = sorted(
+            k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k != "max_trials"
+        )
+        if changed:
             raise UsageError(
                 f"{output} holds another search (different {', '.join(changed)}); "
                 "use another --output or the same settings to resume it."
@@ -200,6 +206,7 @@ def search(space, settings, output, stream=sys.stdout):
 
     def on_change(oracle):
         report.write_leaderboard(oracle, output, header)
+        report.write_plots(oracle, output)
         print(report.progress_line(oracle, started), file=stream, flush=True)
 
     oracle = STRATEGIES[settings.strategy](
@@ -296,7 +303,7 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
         flush=True,
     )
     gpus = _gpu_count()
-    processes, names = [], []
+    processes, names, chief_done = [], [], None
     try:
         chief_env = dict(base, KERASTUNER_TUNER_ID="chief", CUDA_VISIBLE_DEVICES="")
         processes.append(subprocess.Popen(command, env=chief_env))
@@ -333,6 +340,13 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
                 return code if code > 0 else 1
             if all(c == 0 for c in codes):
                 return 0
+            if codes[0] == 0:
+                # The chief ends once the search is over and no trial runs: a worker
+                # still waiting for it (one that started late) has nothing left to do.
+                chief_done = chief_done or time.monotonic()
+                if time.monotonic() - chief_done > _LATE_WORKER_GRACE_S:
+                    _stop(processes)
+                    return 0
             time.sleep(poll_s)
     except BaseException:
         _stop(processes)

@@ -53,6 +53,7 @@ class ExpressionOracle(keras_tuner.Oracle):
     """
 
     strategy = None
+    stops_when_stale = True  # a sampling strategy; the exhaustive one walks to the end
 
     def __init__(self, space, max_trials=None, seed=0, on_change=None):
         super().__init__(
@@ -67,7 +68,8 @@ class ExpressionOracle(keras_tuner.Oracle):
         self.on_change = on_change
         self.representatives = {}  # equivalence key → trial_id of the child trained for it
         self.duplicates = {}  # trial_id → formulas collapsed into it
-        self.rejected = []  # {"formula", "reason"}
+        self.rejected = []  # {"formula", "reason"}, each formula once
+        self._rejected_formulas = set()
         self.started_at = {}  # trial_id → time.time() when handed out
         self.durations = {}  # trial_id → seconds
         self.reward_order = []  # trial_ids (and collapsed samples) in the order rewards came
@@ -81,8 +83,11 @@ class ExpressionOracle(keras_tuner.Oracle):
     def on_reward(self, tokens, reward, meta):
         """A reward for a proposal that did not become a trial, or for a finished trial."""
 
+    def ongoing_trial_ids(self):
+        return {trial.trial_id for trial in self.ongoing_trials.values()}
+
     def populate_space(self, trial_id):
-        stale = 0
+        stale = waiting = 0
         while True:
             proposal = self.propose()
             if proposal is None:
@@ -92,7 +97,8 @@ class ExpressionOracle(keras_tuner.Oracle):
             try:
                 hygiene.check(expr)
             except hygiene.CandidateRejected as rejection:
-                if formula not in {r["formula"] for r in self.rejected[-200:]}:
+                if formula not in self._rejected_formulas:
+                    self._rejected_formulas.add(formula)
                     self.rejected.append({"formula": formula, "reason": rejection.reason})
                 self.on_reward(tokens, LOWEST_REWARD, meta)
                 stale += 1
@@ -111,8 +117,15 @@ class ExpressionOracle(keras_tuner.Oracle):
                 if formula not in collapsed and formula != self._formula_of(rep):
                     collapsed.append(formula)
                 self.on_duplicate(tokens, rep, meta)
-                stale += 1
-            if stale >= _MAX_STALE_PROPOSALS:
+                if rep in self.ongoing_trial_ids():
+                    waiting += 1  # its reward is still to come: not a sign of the end
+                else:
+                    stale += 1
+            if self.stops_when_stale and waiting >= _MAX_STALE_PROPOSALS:
+                # Only candidates being trained right now come up: wait for their rewards.
+                time.sleep(1)
+                return {"status": keras_tuner.engine.trial.TrialStatus.IDLE}
+            if self.stops_when_stale and stale >= _MAX_STALE_PROPOSALS:
                 print(
                     f"search: {stale} proposals in a row were rejected or already tried; "
                     "stopping (the space is exhausted or the policy has converged).",
@@ -183,9 +196,20 @@ class ExpressionOracle(keras_tuner.Oracle):
         self.representatives = search["representatives"]
         self.duplicates = search["duplicates"]
         self.rejected = search["rejected"]
+        self._rejected_formulas = {r["formula"] for r in self.rejected}
         self.durations = search["durations"]
         self.reward_order = search["reward_order"]
         self.set_strategy_state(search)
+
+    def reload(self):
+        super().reload()
+        # KerasTuner writes a new trial's file before oracle.json: a kill between
+        # the two leaves a RUNNING trial the saved state does not know. Run it again.
+        known = set(self.start_order)
+        for trial_id, trial in sorted(self.trials.items()):
+            if trial.status == "RUNNING" and trial_id not in known:
+                self.start_order.append(trial_id)
+                self._retry_queue.append(trial_id)
 
     def strategy_state(self):
         return {}
@@ -238,6 +262,7 @@ class ExhaustiveOracle(ExpressionOracle):
     """
 
     strategy = "exhaustive"
+    stops_when_stale = False
     limit = 10**6  # candidates; larger spaces are for the random or RNN search
 
     def __init__(self, space, max_trials=None, seed=0, on_change=None):
@@ -291,7 +316,7 @@ class ControllerOracle(ExpressionOracle):
     a rejected candidate) goes back to the controller, which runs a PPO update
     whenever a batch of rewards has arrived, in any order. The controller's
     weights and optimizer slots are saved beside `oracle.json`
-    (`controller.npz`) whenever the oracle saves.
+    (`controller-N.npz` after N updates) whenever the oracle saves.
     """
 
     strategy = "rnn"
@@ -337,6 +362,7 @@ class ControllerOracle(ExpressionOracle):
     def strategy_state(self):
         return {
             "controller": self.controller.get_state(),
+            "weights": self._weights_name(),
             "pending": self.pending,
             "waiting": self.waiting,
             "history": self.history,
@@ -344,20 +370,26 @@ class ControllerOracle(ExpressionOracle):
 
     def set_strategy_state(self, state):
         self.controller.set_state(state["controller"])
-        path = self._weights_path()
-        if os.path.exists(path):
-            self.controller.load_weights(path)
+        self.controller.load_weights(os.path.join(self._project_dir, state["weights"]))
         self.pending = state["pending"]
         self.waiting = state["waiting"]
         self.history = state["history"]
 
     def save(self):
-        # Weights first: oracle.json never names a controller state newer than its weights.
-        self.controller.save_weights(self._weights_path())
+        # The weights after N PPO updates are `controller-N.npz`, written before the
+        # oracle.json that names them; older ones go after it. A kill at any point
+        # leaves oracle.json naming weights that match its controller state.
+        name = self._weights_name()
+        path = os.path.join(self._project_dir, name)
+        if not os.path.exists(path):
+            self.controller.save_weights(path)
         super().save()
+        for old in os.listdir(self._project_dir):
+            if old.startswith("controller-") and old.endswith(".npz") and old != name:
+                os.remove(os.path.join(self._project_dir, old))
 
-    def _weights_path(self):
-        return os.path.join(self._project_dir, "controller.npz")
+    def _weights_name(self):
+        return f"controller-{self.controller.num_updates}.npz"
 
 
 STRATEGIES = {

@@ -2,8 +2,9 @@
 
 - `leaderboard.md` / `.csv` / `.json`: every trained candidate ordered by
   reward (formula, reward, steps, seconds, the equivalent candidates
-  collapsed into it, the error of a failed child), then the rejected ones
-  with their reason. Rewritten after every trial, atomically.
+  collapsed into it, the error of a failed child; the `.json` also the
+  worker), then the rejected ones with their reason. Rewritten after every
+  trial, atomically, as are the plots.
 - `curves.png`: the top functions on [−6, 6] with β = 1 (the paper's Fig. 3).
 - `rewards.png`: the reward of every trial in order, its running best, and
   for the RNN search the reward of every controller sample with the
@@ -29,14 +30,22 @@ def entries(oracle):
         trial = oracle.trials[trial_id]
         values = trial.hyperparameters.values
         steps = trial.metrics.get_last_value("steps") if trial.metrics.exists("steps") else None
+        error = values.get("error")
+        if error is None and trial.status != "COMPLETED":  # failed inside KerasTuner
+            error = f"trial {trial.status.lower()}" + (
+                f": {trial.message.strip().splitlines()[-1]}" if trial.message else ""
+            )
+        seconds = oracle.durations.get(trial_id)
         rows.append(
             {
                 "formula": values["formula"],
                 "reward": reward_of(trial),
                 "steps": int(steps) if steps is not None else None,
-                "seconds": round(oracle.durations.get(trial_id, float("nan")), 1),
+                "seconds": round(seconds, 1)
+                if seconds is not None and seconds == seconds
+                else None,
                 "collapsed": list(oracle.duplicates.get(trial_id, [])),
-                "error": values.get("error"),
+                "error": error,
                 "trial": trial_id,
                 "worker": values.get("worker"),
             }
@@ -52,7 +61,10 @@ def counts(oracle):
     return {
         "trained": len(oracle.reward_order),
         "failed": sum(
-            1 for t in oracle.reward_order if oracle.trials[t].hyperparameters.values.get("error")
+            1
+            for t in oracle.reward_order
+            if oracle.trials[t].hyperparameters.values.get("error")
+            or oracle.trials[t].status != "COMPLETED"
         ),
         "running": running,
         "rejected": len(oracle.rejected),
@@ -159,6 +171,17 @@ def _markdown(header, rows, rejected, oracle):
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path):
+    """Saves a figure as a PNG, whole or not at all (the search may be killed any time)."""
+    from keras_swish.recipes.compare.plots import _pyplot
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(fig)
+    write_atomic(path, buffer.getvalue())
+
+
 def write_plots(oracle, output, top=8):
     """curves.png (the top functions on [−6, 6], β = 1) and rewards.png."""
     from keras_swish.expressions import parse
@@ -178,9 +201,7 @@ def write_plots(oracle, output, top=8):
     ax.set_title(f"top {len(rows)} functions (β = 1), reward = validation accuracy")
     if rows:
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(os.path.join(output, "curves.png"), dpi=110)
-    plt.close(fig)
+    _save(fig, os.path.join(output, "curves.png"))
 
     rewards = [reward_of(oracle.trials[t]) for t in oracle.reward_order]
     history = getattr(oracle, "history", None)
@@ -195,12 +216,12 @@ def write_plots(oracle, output, top=8):
         ax.plot(range(1, len(ema) + 1), ema, label="moving average (PPO baseline)")
         ax.set_xlabel("controller sample")
     else:
-        ax.plot(range(1, len(rewards) + 1), rewards, "o", label="trial")
-        ax.plot(range(1, len(rewards) + 1), np.maximum.accumulate(rewards or [0]), label="best")
+        if rewards:
+            ax.plot(range(1, len(rewards) + 1), rewards, "o", label="trial")
+            ax.plot(range(1, len(rewards) + 1), np.maximum.accumulate(rewards), label="best")
         ax.set_xlabel("trial (in order of completion)")
     ax.set_ylabel("reward (validation accuracy)")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(output, "rewards.png"), dpi=110)
-    plt.close(fig)
+    if rewards or history:
+        ax.legend()
+    _save(fig, os.path.join(output, "rewards.png"))
