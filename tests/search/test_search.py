@@ -373,3 +373,46 @@ def test_retrain_hands_the_top_k_to_compare(tmp_path):
     (table,) = record["experiments"].values()
     assert list(table["activations"]) == ["relu", "expr:max(x, sigmoid(x))", "expr:x * sigmoid(x)"]
     assert "| expr:max(x, sigmoid(x)) |" in result.stdout or "max(x, sigmoid(x))" in result.stdout
+
+
+def test_exhaustive_walks_the_whole_space_past_long_runs_of_rejections(tmp_path):
+    """sqrt(x) is NaN below 0: thousands of candidates in a row are rejected."""
+    from keras_swish.expressions import hygiene
+
+    space = SearchSpace(units=2, unary=["sqrt", "x"])  # 6,400 sequences
+    expected = set()
+    for _, expr in space.enumerate():
+        try:
+            hygiene.check(expr)
+        except hygiene.CandidateRejected:
+            continue
+        expected.add(hygiene.equivalence_key(expr))
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=space)
+    handed = _drive(oracle, limit=10_000)
+    assert oracle.cursor == space.size
+    assert len(handed) == len(expected) > 10
+
+
+def test_a_trial_file_newer_than_the_oracle_state_is_run_again(tmp_path):
+    """A kill between KerasTuner's trial.json and oracle.json writes loses no trial."""
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    _finish(first, first.create_trial("tuner0"), 0.3)
+    state_path = tmp_path / "search" / "oracle.json"
+    saved = state_path.read_bytes()
+    lost = first.create_trial("tuner0")  # writes its trial.json, then oracle.json
+    state_path.write_bytes(saved)  # as if killed before oracle.json was rewritten
+    second = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    second.reload()
+    retried = second.create_trial("tuner1")
+    assert retried.trial_id == lost.trial_id
+    assert retried.hyperparameters.values["formula"] == lost.hyperparameters.values["formula"]
+
+
+def test_a_search_where_every_candidate_is_rejected_still_reports(tmp_path):
+    space = SearchSpace(units=1, unary=["beta"], binary=["add", "sub"])
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=space)
+    assert _drive(oracle) == []
+    out = tmp_path / "out"
+    out.mkdir()
+    report.write_plots(oracle, str(out))
+    assert (out / "rewards.png").stat().st_size > 1000
