@@ -1,11 +1,10 @@
 """ExpressionActivation: any formula of the search space as a Keras layer."""
 
-import numbers
-
 import keras
 from keras import constraints, initializers, ops, regularizers
 
 from keras_swish.expressions.formula import parse
+from keras_swish.layers.swish_beta import _beta_axes, _build_beta, _set_beta_arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_swish")
@@ -65,75 +64,21 @@ class ExpressionActivation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.supports_masking = True
         self.expression = parse(formula)
-        if isinstance(beta_initializer, numbers.Real) and not isinstance(beta_initializer, bool):
-            beta_initializer = initializers.Constant(float(beta_initializer))
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        if shared_axes is None:
-            self.shared_axes = None
-        elif isinstance(shared_axes, numbers.Integral):
-            self.shared_axes = [int(shared_axes)]
-        elif isinstance(shared_axes, (list, tuple)) and all(
-            isinstance(a, numbers.Integral) for a in shared_axes
-        ):
-            self.shared_axes = [int(a) for a in shared_axes]
-        else:
-            raise ValueError(
-                "`shared_axes` must be None, an int or a list of ints. "
-                f"Received: shared_axes={shared_axes}"
-            )
+        _set_beta_arguments(self, beta_initializer, beta_regularizer, beta_constraint, shared_axes)
 
     @property
     def formula(self):
         """The canonical formula string."""
         return str(self.expression)
 
+    _beta_owner = "ExpressionActivation with `beta`"
+
     def _beta_axes(self, input_shape):
-        """The non-batch axes that own their β values (not shared)."""
-        rank = len(input_shape)
-        if rank < 2:
-            raise ValueError(
-                "ExpressionActivation with `beta` needs inputs of rank >= 2 "
-                f"(batch, ..., channels). Received: input_shape={input_shape}"
-            )
-        if self.shared_axes is None:
-            return [rank - 1]
-        shared = set()
-        for axis in self.shared_axes:
-            if not (1 <= axis < rank or -rank < axis <= -1):
-                raise ValueError(
-                    f"`shared_axes` must name non-batch axes of the input "
-                    f"(1..{rank - 1} or -{rank - 1}..-1). Received: "
-                    f"shared_axes={self.shared_axes} for "
-                    f"input_shape={input_shape}"
-                )
-            shared.add(axis % rank)
-        return [a for a in range(1, rank) if a not in shared]
+        return _beta_axes(self._beta_owner, input_shape, self.shared_axes)
 
     def build(self, input_shape):
-        if not self.expression.uses_beta:
-            return
-        beta_axes = self._beta_axes(input_shape)
-        for axis in beta_axes:
-            if input_shape[axis] is None:
-                raise ValueError(
-                    f"ExpressionActivation needs a known size on axis {axis}, "
-                    f"which has its own β. Received: input_shape={input_shape}. "
-                    "Share that axis with `shared_axes` or give it a fixed size."
-                )
-        self._param_axes = beta_axes
-        self.beta = self.add_weight(
-            shape=tuple(input_shape[a] for a in beta_axes),
-            name="beta",
-            initializer=self.beta_initializer,
-            regularizer=self.beta_regularizer,
-            constraint=self.beta_constraint,
-            dtype=self.variable_dtype,
-            autocast=False,  # float32 also under mixed precision; cast in call
-        )
-        axes = {a: input_shape[a] for a in beta_axes}
-        self.input_spec = keras.layers.InputSpec(ndim=len(input_shape), axes=axes)
+        if self.expression.uses_beta:
+            _build_beta(self, input_shape)
 
     def call(self, inputs):
         if not self.expression.uses_beta:

@@ -68,70 +68,15 @@ class SwishBeta(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.supports_masking = True
-        if isinstance(beta_initializer, numbers.Real) and not isinstance(beta_initializer, bool):
-            beta_initializer = initializers.Constant(float(beta_initializer))
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        if shared_axes is None:
-            self.shared_axes = None
-        elif isinstance(shared_axes, numbers.Integral):
-            self.shared_axes = [int(shared_axes)]
-        elif isinstance(shared_axes, (list, tuple)) and all(
-            isinstance(a, numbers.Integral) for a in shared_axes
-        ):
-            self.shared_axes = [int(a) for a in shared_axes]
-        else:
-            raise ValueError(
-                "`shared_axes` must be None, an int or a list of ints. "
-                f"Received: shared_axes={shared_axes}"
-            )
+        _set_beta_arguments(self, beta_initializer, beta_regularizer, beta_constraint, shared_axes)
+
+    _beta_owner = "SwishBeta"
 
     def _beta_axes(self, input_shape):
-        """The non-batch axes that own their β values (not shared)."""
-        rank = len(input_shape)
-        if rank < 2:
-            raise ValueError(
-                "SwishBeta needs inputs of rank >= 2 (batch, ..., channels). "
-                f"Received: input_shape={input_shape}"
-            )
-        if self.shared_axes is None:
-            return [rank - 1]
-        shared = set()
-        for axis in self.shared_axes:
-            if not (1 <= axis < rank or -rank < axis <= -1):
-                raise ValueError(
-                    f"`shared_axes` must name non-batch axes of the input "
-                    f"(1..{rank - 1} or -{rank - 1}..-1). Received: "
-                    f"shared_axes={self.shared_axes} for "
-                    f"input_shape={input_shape}"
-                )
-            shared.add(axis % rank)
-        return [a for a in range(1, rank) if a not in shared]
+        return _beta_axes(self._beta_owner, input_shape, self.shared_axes)
 
     def build(self, input_shape):
-        beta_axes = self._beta_axes(input_shape)
-        for axis in beta_axes:
-            if input_shape[axis] is None:
-                raise ValueError(
-                    f"SwishBeta needs a known size on axis {axis}, which has "
-                    f"its own β. Received: input_shape={input_shape}. Share "
-                    "that axis with `shared_axes` or give it a fixed size."
-                )
-        self._param_axes = beta_axes
-        self.beta = self.add_weight(
-            shape=tuple(input_shape[a] for a in beta_axes),
-            name="beta",
-            initializer=self.beta_initializer,
-            regularizer=self.beta_regularizer,
-            constraint=self.beta_constraint,
-            dtype=self.variable_dtype,
-            # The op takes β as float32 also under mixed precision, so that its
-            # gradient (a sum over every shared axis) stays float32 as well.
-            autocast=False,
-        )
-        axes = {a: input_shape[a] for a in beta_axes}
-        self.input_spec = keras.layers.InputSpec(ndim=len(input_shape), axes=axes)
+        _build_beta(self, input_shape)
 
     def call(self, inputs):
         beta = self.beta
@@ -159,3 +104,78 @@ class SwishBeta(keras.layers.Layer):
             }
         )
         return config
+
+
+def _beta_axes(owner, input_shape, shared_axes):
+    """The non-batch axes that own their β values (not shared).
+
+    Shared by `SwishBeta` and `keras_swish.ExpressionActivation`, whose β
+    follows the same `shared_axes` rule; `owner` names the layer in errors.
+    """
+    rank = len(input_shape)
+    if rank < 2:
+        raise ValueError(
+            f"{owner} needs inputs of rank >= 2 (batch, ..., channels). "
+            f"Received: input_shape={input_shape}"
+        )
+    if shared_axes is None:
+        return [rank - 1]
+    shared = set()
+    for axis in shared_axes:
+        if not (1 <= axis < rank or -rank < axis <= -1):
+            raise ValueError(
+                f"`shared_axes` must name non-batch axes of the input "
+                f"(1..{rank - 1} or -{rank - 1}..-1). Received: "
+                f"shared_axes={shared_axes} for "
+                f"input_shape={input_shape}"
+            )
+        shared.add(axis % rank)
+    return [a for a in range(1, rank) if a not in shared]
+
+
+def _build_beta(layer, input_shape):
+    """Creates `layer.beta` (float32, one value per non-shared axis) and its input spec."""
+    beta_axes = layer._beta_axes(input_shape)
+    for axis in beta_axes:
+        if input_shape[axis] is None:
+            raise ValueError(
+                f"{layer._beta_owner} needs a known size on axis {axis}, which has "
+                f"its own β. Received: input_shape={input_shape}. Share "
+                "that axis with `shared_axes` or give it a fixed size."
+            )
+    layer._param_axes = beta_axes
+    layer.beta = layer.add_weight(
+        shape=tuple(input_shape[a] for a in beta_axes),
+        name="beta",
+        initializer=layer.beta_initializer,
+        regularizer=layer.beta_regularizer,
+        constraint=layer.beta_constraint,
+        dtype=layer.variable_dtype,
+        # The op takes β as float32 also under mixed precision, so that its
+        # gradient (a sum over every shared axis) stays float32 as well.
+        autocast=False,
+    )
+    axes = {a: input_shape[a] for a in beta_axes}
+    layer.input_spec = keras.layers.InputSpec(ndim=len(input_shape), axes=axes)
+
+
+def _set_beta_arguments(layer, beta_initializer, beta_regularizer, beta_constraint, shared_axes):
+    """Checks and stores the β arguments (SwishBeta's, also ExpressionActivation's)."""
+    if isinstance(beta_initializer, numbers.Real) and not isinstance(beta_initializer, bool):
+        beta_initializer = initializers.Constant(float(beta_initializer))
+    layer.beta_initializer = initializers.get(beta_initializer)
+    layer.beta_regularizer = regularizers.get(beta_regularizer)
+    layer.beta_constraint = constraints.get(beta_constraint)
+    if shared_axes is None:
+        layer.shared_axes = None
+    elif isinstance(shared_axes, numbers.Integral):
+        layer.shared_axes = [int(shared_axes)]
+    elif isinstance(shared_axes, (list, tuple)) and all(
+        isinstance(a, numbers.Integral) for a in shared_axes
+    ):
+        layer.shared_axes = [int(a) for a in shared_axes]
+    else:
+        raise ValueError(
+            "`shared_axes` must be None, an int or a list of ints. "
+            f"Received: shared_axes={shared_axes}"
+        )

@@ -138,25 +138,42 @@ def _evaluate(args):
 def _compare(args):
     import os
 
-    from keras_swish.recipes.compare import compare, parse_activations, parse_learning_rates
+    from keras_swish.recipes.compare import parse_activations, parse_learning_rates
 
     experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
-    flags = {name: getattr(args, name) for name in _all_flags() if name not in _COMPARE_OWN}
-    flags = {name: value for name, value in flags.items() if value is not None}
-    train_args = _train_args(flags, args.config, args.set)
     output = args.output or os.path.join(
         "runs", "compare-" + "+".join(e.replace("/", "-") for e in experiments)
     )
-    results = compare(
+    return _run_compare(
+        args,
         experiments,
         parse_activations(args.activations),
-        args.seeds,
         output,
         learning_rates=parse_learning_rates(args.learning_rates),
         baseline=args.baseline,
+    )
+
+
+def _run_compare(args, experiments, activations, output, learning_rates=(None,), baseline="relu"):
+    """Runs `compare` with the train flags, --config and --set of `args`; prints results.md."""
+    import os
+
+    from keras_swish.recipes.compare import compare
+
+    # compare's own flags (and a search's --strategy, which is not the runs') are left out.
+    own = (*_COMPARE_OWN, "strategy") if args.command == "search" else _COMPARE_OWN
+    flags = {name: getattr(args, name, None) for name in _all_flags() if name not in own}
+    flags = {name: value for name, value in flags.items() if value is not None}
+    results = compare(
+        experiments,
+        activations,
+        args.seeds,
+        output,
+        learning_rates=learning_rates,
+        baseline=baseline,
         parallel=args.parallel,
         train_flags=flags,
-        train_args=train_args,
+        train_args=_train_args(flags, args.config, args.set),
         overrides=parse_set(args.set),
         config_file=args.config,
     )
@@ -268,7 +285,6 @@ def _retrain(args):
 
     from keras_swish.errors import UsageError
     from keras_swish.recipes import search
-    from keras_swish.recipes.compare import compare
 
     if args.output is None or args.experiment is None:
         raise UsageError(
@@ -279,27 +295,9 @@ def _retrain(args):
         raise UsageError(f"--retrain must be at least 1. Received: --retrain {args.retrain}")
     formulas = search.top_formulas(args.output, args.retrain)
     activations = ("relu", *(f"expr:{f}" for f in formulas))
-    # The search's own --strategy is not the runs' tf.distribute strategy.
-    own = (*_COMPARE_OWN, "strategy")
-    flags = {name: getattr(args, name, None) for name in _all_flags() if name not in own}
-    flags = {name: value for name, value in flags.items() if value is not None}
-    train_args = _train_args(flags, args.config, args.set)
     output = os.path.join(args.output, "retrain-" + args.experiment.replace("/", "-"))
     print(f"Retraining the top {len(formulas)} of {args.output} against relu: {output}")
-    results = compare(
-        [args.experiment],
-        activations,
-        args.seeds,
-        output,
-        baseline="relu",
-        parallel=args.parallel,
-        train_flags=flags,
-        train_args=train_args,
-        overrides=parse_set(args.set),
-        config_file=args.config,
-    )
-    print(open(os.path.join(output, "results.md"), encoding="utf-8").read())
-    return 1 if results["failed"] else 0
+    return _run_compare(args, [args.experiment], activations, output)
 
 
 # search's own flags: it sets these per child itself (`--strategy` is the

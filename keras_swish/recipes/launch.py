@@ -69,6 +69,47 @@ def _tail(path, lines=20):
         return "".join(f.readlines()[-lines:])
 
 
+def supervise(processes, names, log_paths, command, poll_s=0.5, done_when_first_ends=None):
+    """Waits for `processes`; stops them all as soon as one fails.
+
+    Args:
+        processes: The `subprocess.Popen`s.
+        names: What to call each in messages ("worker 1", "tuner0").
+        log_paths: Each one's log file, or None for one whose output is this command's.
+        command: The sub-command, for messages (`keras-swish COMMAND: ...`).
+        poll_s: How often to look.
+        done_when_first_ends: Seconds after the first process ended with 0 at
+            which the rest are stopped and 0 returned (None: wait for all).
+
+    Returns:
+        0 when every process ended with 0, else the exit status of the first that failed.
+    """
+    first_done = None
+    while True:
+        codes = [p.poll() for p in processes]
+        failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+            index, code = failed[0]
+            _stop(processes)
+            where = log_paths[index] or "above"
+            detail = "\n" + _tail(where) if log_paths[index] else ""
+            print(
+                f"keras-swish {command}: {names[index]} failed (exit status {code}); "
+                f"stopped the others. Re-run the command to resume. Its output: {where}{detail}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return code if code > 0 else 1
+        if all(c == 0 for c in codes):
+            return 0
+        if done_when_first_ends is not None and codes[0] == 0:
+            first_done = first_done or time.monotonic()
+            if time.monotonic() - first_done > done_when_first_ends:
+                _stop(processes)
+                return 0
+        time.sleep(poll_s)
+
+
 def launch(workers, train_args, poll_s=0.5):
     """Runs `keras-swish train *train_args` as `workers` loopback workers.
 
@@ -90,7 +131,7 @@ def launch(workers, train_args, poll_s=0.5):
     ports = free_ports(workers)
     logs = tempfile.mkdtemp(prefix="keras-swish-launch-")
     command = [sys.executable, "-m", "keras_swish_cli", "train", *train_args]
-    processes = []
+    processes, names, log_paths = [], [], []
     print(
         f"Launching {workers} workers on 127.0.0.1 ports {', '.join(map(str, ports))}; "
         f"worker 0 is the chief, the others log to {logs}",
@@ -99,10 +140,12 @@ def launch(workers, train_args, poll_s=0.5):
     try:
         for index in range(workers):
             env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONUNBUFFERED="1")
+            names.append(f"worker {index}")
+            log_paths.append(None if index == 0 else os.path.join(logs, f"worker-{index}.log"))
             if index == 0:
                 out = None  # the chief's output is this command's
             else:
-                out = open(os.path.join(logs, f"worker-{index}.log"), "w", encoding="utf-8")
+                out = open(log_paths[-1], "w", encoding="utf-8")
             processes.append(
                 subprocess.Popen(
                     command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
@@ -110,25 +153,10 @@ def launch(workers, train_args, poll_s=0.5):
             )
             if out is not None:
                 out.close()
-        while True:
-            codes = [p.poll() for p in processes]
-            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                index, code = failed[0]
-                _stop(processes)
-                where = "above" if index == 0 else os.path.join(logs, f"worker-{index}.log")
-                detail = "" if index == 0 else "\n" + _tail(where)
-                print(
-                    f"keras-swish launch: worker {index} failed (exit status {code}); "
-                    f"stopped the others. Its output: {where}{detail}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return code if code > 0 else 1
-            if all(c == 0 for c in codes):
-                shutil.rmtree(logs, ignore_errors=True)
-                return 0
-            time.sleep(poll_s)
+        code = supervise(processes, names, log_paths, "launch", poll_s=poll_s)
+        if code == 0:
+            shutil.rmtree(logs, ignore_errors=True)
+        return code
     except BaseException:
         _stop(processes)
         raise

@@ -283,7 +283,7 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
     import subprocess
 
     from keras_swish.recipes.compare import _gpu_count, _pinning
-    from keras_swish.recipes.launch import _stop, _tail, free_ports
+    from keras_swish.recipes.launch import _stop, free_ports, supervise
 
     if workers < 1:
         raise UsageError(f"--workers must be at least 1. Received: --workers {workers}")
@@ -303,11 +303,12 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
         flush=True,
     )
     gpus = _gpu_count()
-    processes, names, chief_done = [], [], None
+    processes, names, logs_of = [], [], []
     try:
         chief_env = dict(base, KERASTUNER_TUNER_ID="chief", CUDA_VISIBLE_DEVICES="")
         processes.append(subprocess.Popen(command, env=chief_env))
         names.append("chief")
+        logs_of.append(None)  # its output is this command's
         for index in range(workers):
             env_changes, cores = _pinning(index, workers, gpus)
             name = f"tuner{index}"
@@ -323,31 +324,12 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
             )
             log.close()
             names.append(name)
-        while True:
-            codes = [p.poll() for p in processes]
-            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                index, code = failed[0]
-                _stop(processes)
-                where = "above" if index == 0 else os.path.join(logs, f"{names[index]}.log")
-                detail = "" if index == 0 else "\n" + _tail(where)
-                print(
-                    f"keras-swish search: {names[index]} failed (exit status {code}); stopped "
-                    f"the others. Re-run the command to resume. Its output: {where}{detail}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return code if code > 0 else 1
-            if all(c == 0 for c in codes):
-                return 0
-            if codes[0] == 0:
-                # The chief ends once the search is over and no trial runs: a worker
-                # still waiting for it (one that started late) has nothing left to do.
-                chief_done = chief_done or time.monotonic()
-                if time.monotonic() - chief_done > _LATE_WORKER_GRACE_S:
-                    _stop(processes)
-                    return 0
-            time.sleep(poll_s)
+            logs_of.append(os.path.join(logs, f"{name}.log"))
+        # The chief ends once the search is over and no trial runs: a worker still
+        # waiting for it then (one that started late) has nothing left to do.
+        return supervise(
+            processes, names, logs_of, "search", poll_s, done_when_first_ends=_LATE_WORKER_GRACE_S
+        )
     except BaseException:
         _stop(processes)
         raise
