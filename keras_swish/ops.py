@@ -11,8 +11,14 @@ them) and returns dβ already summed over every axis that shares a β:
   the same code runs op by op. Not `tf.nn.silu(x, beta)`: its β gradient is a
   scalar even for a vector β (tensorflow issue 127690).
 - JAX: `jax.custom_vjp` with residuals `(x, beta)`.
-- PyTorch: `torch.autograd.Function` with `save_for_backward(x, beta)`, built
-  from ATen's fused elementwise kernels (`silu_backward`, `softplus_backward`).
+- PyTorch: `torch.autograd.Function` with `save_for_backward(x, beta)`. For
+  tensors of at least `TORCH_COMPILE_MIN_SIZE` elements forward and backward
+  are `torch.compile`d (Inductor: C++/OpenMP on CPU, Triton on GPU) on first
+  use, per dtype and device: one kernel each. Inside an outer torch.compile
+  the same formulas are traced into the model's graph. Otherwise, or where
+  compiling fails (warned once) or is switched off (`KERAS_SWISH_TORCH_COMPILE=0`
+  or `TORCH_COMPILE = False`), ATen's fused elementwise kernels
+  (`silu_backward`, `softplus_backward`).
 
 16-bit inputs are computed in float32 and the output is cast back, so that
 βx, x² and the products in the gradient cannot overflow; σ is computed
