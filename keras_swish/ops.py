@@ -290,16 +290,18 @@ def _jax_swish():
 
 # PyTorch -------------------------------------------------------------------
 
+
+def _torch_compile_from_env():
+    """False where KERAS_SWISH_TORCH_COMPILE is 0, false, no or off."""
+    value = os.environ.get("KERAS_SWISH_TORCH_COMPILE", "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
 # The compiled path (see `_torch_kernels`): off with KERAS_SWISH_TORCH_COMPILE=0,
 # or `keras_swish.ops.TORCH_COMPILE = False`; tensors with fewer elements than
 # TORCH_COMPILE_MIN_SIZE take the ATen path (a kernel launch there costs less
 # than the guards of a compiled function, and small shapes compile for nothing).
-TORCH_COMPILE = os.environ.get("KERAS_SWISH_TORCH_COMPILE", "1").lower() not in (
-    "0",
-    "false",
-    "no",
-    "off",
-)
+TORCH_COMPILE = _torch_compile_from_env()
 TORCH_COMPILE_MIN_SIZE = 1 << 16
 
 _TORCH_FUNCTION = []
