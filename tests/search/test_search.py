@@ -416,3 +416,31 @@ def test_a_search_where_every_candidate_is_rejected_still_reports(tmp_path):
     out.mkdir()
     report.write_plots(oracle, str(out))
     assert (out / "rewards.png").stat().st_size > 1000
+
+
+def test_samples_of_a_running_candidate_make_the_oracle_wait_not_stop(tmp_path):
+    """A policy stuck on a candidate still in training: IDLE, then it goes on."""
+
+    class Stuck(oracles.RandomOracle):
+        def propose(self):
+            tokens = [0, 0, 0, 20, 1]  # x * sigmoid(x), every time
+            return tokens, self.space.decode(tokens), None
+
+    oracle = _oracle(Stuck, tmp_path, space=SearchSpace(units=1), max_trials=5)
+    first = oracle.create_trial("tuner0")
+    assert first.hyperparameters.values["formula"] == "x * sigmoid(x)"
+    assert oracle.create_trial("tuner1").status == "IDLE"  # not STOPPED: a reward is coming
+    _finish(oracle, first, 0.7)
+    assert oracle.create_trial("tuner1").status == "STOPPED"  # now nothing new can come
+
+
+def test_controller_samples_waiting_for_a_running_trial_are_capped(tmp_path):
+    oracle = _oracle(oracles.ControllerOracle, tmp_path, space=SearchSpace(units=1), max_trials=3)
+    trial = oracle.create_trial("tuner0")
+    tokens = oracles.tokens_of(trial.hyperparameters.values["tokens"])
+    for _ in range(50):
+        oracle.on_duplicate(tokens, trial.trial_id, -1.0)
+    assert len(oracle.waiting[trial.trial_id]) == oracles._MAX_WAITING_SAMPLES
+    given = len(oracle.history)
+    _finish(oracle, trial, 0.6)
+    assert oracle.history[given:] == [0.6] * (1 + oracles._MAX_WAITING_SAMPLES)

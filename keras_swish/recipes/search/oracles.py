@@ -35,6 +35,11 @@ LOWEST_REWARD = 0.0
 # Proposals in a row that bring nothing new before a random or controller
 # search counts its space as exhausted (or its policy as converged).
 _MAX_STALE_PROPOSALS = 2000
+# Proposals in a row of candidates being trained right now before the oracle
+# answers IDLE (the worker asks again a second later), and how many of those
+# samples wait per trial for its reward (the rest add nothing PPO lacks).
+_MAX_WAITING_PROPOSALS = 16
+_MAX_WAITING_SAMPLES = 8
 
 
 def space_config(space):
@@ -72,7 +77,7 @@ class ExpressionOracle(keras_tuner.Oracle):
         self._rejected_formulas = set()
         self.started_at = {}  # trial_id → time.time() when handed out
         self.durations = {}  # trial_id → seconds
-        self.reward_order = []  # trial_ids (and collapsed samples) in the order rewards came
+        self.reward_order = []  # trial_ids in the order their rewards came
 
     # --- proposals ------------------------------------------------------------
 
@@ -121,7 +126,7 @@ class ExpressionOracle(keras_tuner.Oracle):
                     waiting += 1  # its reward is still to come: not a sign of the end
                 else:
                     stale += 1
-            if self.stops_when_stale and waiting >= _MAX_STALE_PROPOSALS:
+            if self.stops_when_stale and waiting >= _MAX_WAITING_PROPOSALS:
                 # Only candidates being trained right now come up: wait for their rewards.
                 time.sleep(1)
                 return {"status": keras_tuner.engine.trial.TrialStatus.IDLE}
@@ -346,7 +351,9 @@ class ControllerOracle(ExpressionOracle):
         if trial is not None and trial.status in ("COMPLETED", "FAILED"):
             self._give(tokens, logprob, reward_of(trial))
         else:
-            self.waiting.setdefault(rep_trial_id, []).append([tokens, logprob])
+            waiting = self.waiting.setdefault(rep_trial_id, [])
+            if len(waiting) < _MAX_WAITING_SAMPLES:
+                waiting.append([tokens, logprob])
 
     def on_trial_reward(self, trial, reward):
         tokens, logprob = self.pending.pop(trial.trial_id, (None, None))
