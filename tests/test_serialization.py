@@ -155,6 +155,8 @@ def test_export_saved_model_serves_same_outputs(tmp_path, data):
     model = make_model()
     model.export(str(tmp_path / "exported"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "exported"))
+    # The exported graph and the eager call may order float32 sums differently
+    # (oneDNN): outputs near 0 then differ by a few ulps of the larger terms.
     np.testing.assert_allclose(
-        served.serve(tf.constant(data)).numpy(), to_numpy(model(data)), rtol=1e-6
+        served.serve(tf.constant(data)).numpy(), to_numpy(model(data)), rtol=1e-5, atol=1e-7
     )
