@@ -38,6 +38,7 @@ import hashlib
 import numpy as np
 
 from keras_swish.expressions.formula import (
+    _NUMPY_FUNCTIONS,
     Add,
     Beta,
     Call,
@@ -67,10 +68,6 @@ class CandidateRejected(ValueError):
         super().__init__(f"{expr}: {reason}")
 
 
-def _sigmoid(u):
-    return np.exp(-np.logaddexp(0.0, -u))
-
-
 def _derivatives(name, args):
     """(value, [∂value/∂arg]) of a function on NumPy float64 arrays."""
     u = args[0]
@@ -85,24 +82,8 @@ def _derivatives(name, args):
         value = np.where(u == 0, 1.0, np.sin(safe) / safe)
         return value, [np.where(u == 0, 0.0, (np.cos(safe) - value) / safe)]
     if name == "erf":
-        from keras_swish.expressions.formula import _np_erf
-
-        return _np_erf(u), [2 / np.sqrt(np.pi) * np.exp(-(u**2))]
-    value = {
-        "abs": np.abs,
-        "sqrt": np.sqrt,
-        "log": np.log,
-        "exp": np.exp,
-        "sin": np.sin,
-        "cos": np.cos,
-        "sinh": np.sinh,
-        "cosh": np.cosh,
-        "tanh": np.tanh,
-        "asinh": np.arcsinh,
-        "atan": np.arctan,
-        "sigmoid": _sigmoid,
-        "softplus": lambda v: np.logaddexp(0.0, v),
-    }[name](u)
+        return _NUMPY_FUNCTIONS["erf"](u), [2 / np.sqrt(np.pi) * np.exp(-(u**2))]
+    value = _NUMPY_FUNCTIONS[name](u)  # the values `Expression.numpy` computes
     slope = {
         "abs": lambda: np.sign(u),
         "sqrt": lambda: 0.5 / value,
@@ -116,7 +97,7 @@ def _derivatives(name, args):
         "asinh": lambda: 1.0 / np.sqrt(1.0 + u**2),
         "atan": lambda: 1.0 / (1.0 + u**2),
         "sigmoid": lambda: value * (1.0 - value),
-        "softplus": lambda: _sigmoid(u),
+        "softplus": lambda: _NUMPY_FUNCTIONS["sigmoid"](u),
     }[name]()
     return value, [slope]
 
