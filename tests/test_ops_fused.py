@@ -30,6 +30,10 @@ LAYOUTS = {
     "scalar": ((4, 5, 6), (), -1, ()),
     "per_channel": ((3, 4, 5, 6), (6,), -1, (1, 1, 1, 6)),
     "shared_axes": ((3, 4, 5, 6), (4, 1, 6), -1, (1, 4, 1, 6)),
+    # One β per channel, rows (all but the last axis) not a multiple of the
+    # PyTorch backward's groups of 4: one row left over, and three.
+    "per_channel_one_left": ((3, 7, 6), (6,), -1, (1, 1, 6)),
+    "per_channel_rows_left": ((11, 6), (6,), -1, (1, 6)),
 }
 DTYPES = ("float32", "float16", "bfloat16")
 # 16-bit: x and dy are rounded to the dtype (the reference gets the rounded
@@ -179,7 +183,7 @@ def test_torch_falls_back_once_when_compiling_fails(torch_paths, monkeypatch):
     aten = run_op(x, beta, dy, -1, "float32")
     torch_paths(True)
     monkeypatch.setattr(swish_ops, "_TORCH_COMPILE_FAILED", [])
-    monkeypatch.setattr(swish_ops, "_torch_kernels", lambda *a: (broken, broken))
+    monkeypatch.setattr(swish_ops, "_torch_kernel", lambda *a: broken)
     with pytest.warns(RuntimeWarning, match="falling back to ATen"):
         got = run_op(x, beta, dy, -1, "float32")
     assert "no C++ compiler" in swish_ops._TORCH_COMPILE_FAILED[0]
