@@ -23,7 +23,13 @@ from keras_swish import ops as swish_ops
 from tests.test_ops import paper_reference
 
 all_backends = pytest.mark.all_backends
-torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
+
+
+def torch_only(test):
+    """PyTorch's own paths: skipped elsewhere, run by `tests/test_backends.py`
+    in its PyTorch process (marked `all_backends` for that)."""
+    skip = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
+    return all_backends(skip(test))
 
 # (x shape, beta shape, axis, beta's shape once lined up with x)
 LAYOUTS = {
@@ -247,4 +253,34 @@ def test_torch_compiled_stable_for_large_beta_times_x(dtype, torch_paths):
 
     torch_paths(True)
     check_stable(dtype, traced=False)
+    assert not swish_ops._TORCH_COMPILE_FAILED
+
+
+@torch_only
+@pytest.mark.slow
+def test_torch_many_shapes_stay_compiled(torch_paths):
+    """Each kind of input (rank, β layout, rows left over from the backward's
+    groups of 4) has its own compiled copy: sizes 1, few rows and every
+    remainder recompile within a kind, never up to Dynamo's limit (which would
+    fail here, and fall back with a warning in use)."""
+    import torch
+
+    torch_paths(True)
+    shapes = [(2, 3), (1, 6), (3, 6), (4, 6), (8, 6), (12, 5), (16, 6), (5, 6), (9, 7)]
+    shapes += [(13, 3), (17, 6), (6, 6), (11, 6), (15, 2), (3, 1, 6), (2, 5, 6), (7, 3, 6)]
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            for i, shape in enumerate(shapes):
+                rng = np.random.default_rng(i)
+                x = (3.0 * rng.standard_normal(shape)).astype("float32")
+                dy = rng.standard_normal(shape).astype("float32")
+                beta = rng.uniform(-0.5, 2.0, size=shape[-1]).astype("float32")
+                got = run_op(x, beta, dy, -1, "float32")
+                view = (1,) * (len(shape) - 1) + (shape[-1],)
+                f, dx, dbeta = paper_reference(x, beta, view, dy)
+                np.testing.assert_allclose(got[0], f, rtol=1e-5, atol=1e-5, err_msg=str(shape))
+                np.testing.assert_allclose(got[1], dx, rtol=1e-5, atol=1e-5, err_msg=str(shape))
+                scale = np.abs(dbeta).max()
+                np.testing.assert_allclose(got[2], dbeta, rtol=1e-5, atol=1e-5 * scale)
     assert not swish_ops._TORCH_COMPILE_FAILED
