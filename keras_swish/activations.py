@@ -60,15 +60,16 @@ _REGISTRY = {}
 def register_activation(name, layer_class):
     """Registers a trainable activation under a name usable as `activation=`.
 
-    Every layer that resolves `name` gets its own, new `layer_class()`, so
-    each use owns separate weights.
+    Every layer that resolves `name` gets its own, new
+    `layer_class(name=name)`, so each use owns separate weights.
 
     Args:
         name: The string users write, such as `"swish_beta"`. Names that
             Keras already defines (`"relu"`, `"swish"`, ...) are refused:
             they keep their Keras meaning.
-        layer_class: A `keras.layers.Layer` subclass constructible with no
-            arguments.
+        layer_class: A `keras.layers.Layer` subclass constructible with only
+            Keras's base keyword arguments (`name`, `dtype`): an `__init__`
+            that takes `**kwargs` and passes them to `super().__init__`.
 
     Example:
 

@@ -113,7 +113,8 @@ def main(argv=None):
 
     Example:
 
-    >>> keras_swish.cli.main(["beta-report", "no/such/run"])
+    >>> from keras_swish.cli import main
+    >>> main(["beta-report", "no/such/run"])
     2
     """
     parser = build_parser()

@@ -6,15 +6,18 @@ them) and returns dβ already summed over every axis that shares a β:
 
 - TensorFlow: `tf.custom_gradient`. Inside a `tf.function` (fit, predict,
   export) forward and backward are each a `tf.function(jit_compile=True)`
-  kernel, so XLA fuses each into one loop also where the model is not
-  XLA-compiled (inside an XLA-compiled function they are inlined); eagerly
+  kernel, so XLA fuses each (the forward into one loop, the backward into a dx
+  loop and a two-stage dβ sum) also where the model is not XLA-compiled
+  (inside an XLA-compiled function they are inlined); eagerly
   the same code runs op by op. Not `tf.nn.silu(x, beta)`: its β gradient is a
   scalar even for a vector β (tensorflow issue 127690).
 - JAX: `jax.custom_vjp` with residuals `(x, beta)`.
 - PyTorch: `torch.autograd.Function` with `save_for_backward(x, beta)`. For
   tensors of at least `TORCH_COMPILE_MIN_SIZE` elements forward and backward
   are `torch.compile`d (Inductor: C++/OpenMP on CPU, Triton on GPU) on first
-  use, per dtype and device: one kernel each. Inside an outer torch.compile
+  use, one compiled copy per dtype, device and kind of input (rank, β layout
+  and, for the backward, how the rows split into groups of 4: `_torch_kind`);
+  shapes are dynamic, so other sizes of one kind reuse it. Inside an outer torch.compile
   the same formulas are traced into the model's graph. Otherwise, or where
   compiling fails (warned once) or is switched off (`KERAS_SWISH_TORCH_COMPILE=0`
   or `TORCH_COMPILE = False`), ATen's fused elementwise kernels

@@ -31,6 +31,7 @@ def torch_only(test):
     skip = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
     return all_backends(skip(test))
 
+
 # (x shape, beta shape, axis, beta's shape once lined up with x)
 LAYOUTS = {
     "scalar": ((4, 5, 6), (), -1, ()),

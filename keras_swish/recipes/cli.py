@@ -1,4 +1,5 @@
-"""The recipe commands of `keras-swish`: recipes, train, evaluate, compare, launch, translate.
+"""The recipe commands of `keras-swish`: recipes, train, evaluate, compare, launch, search,
+translate.
 
 ```
 keras-swish recipes [RECIPE | EXPERIMENT]
@@ -23,7 +24,10 @@ from keras_swish.recipes.models.activations import ACTIVATIONS
 # Flags every recipe takes: name → (argparse kwargs). Recipes list the ones
 # they use in `Recipe.flags`; `--image-size` is for image recipes only.
 COMMON_FLAGS = {
-    "activation": {"metavar": "NAME", "help": f"one of: {', '.join(ACTIVATIONS)}"},
+    "activation": {
+        "metavar": "NAME",
+        "help": f"one of: {', '.join(ACTIVATIONS)}, or expr:FORMULA (a searched activation)",
+    },
     "data": {
         "metavar": "SPEC",
         "help": (
@@ -36,9 +40,15 @@ COMMON_FLAGS = {
     "steps_per_epoch": {"type": int, "metavar": "N", "help": "default: one pass over the data"},
     "batch_size": {"type": int, "metavar": "N", "help": "global batch size (all replicas)"},
     "image_size": {"type": int, "metavar": "PX", "help": "input side (image recipes)"},
-    "output": {"metavar": "DIR", "help": "run folder (default: runs/RECIPE-ACTIVATION)"},
+    "output": {
+        "metavar": "DIR",
+        "help": "run folder (default: runs/EXPERIMENT-ACTIVATION, '/' as '-')",
+    },
     "strategy": {"metavar": "NAME", "help": f"one of: {', '.join(STRATEGIES)} (default auto)"},
-    "tpu": {"metavar": "ADDRESS", "help": "TPU name or address (implies --strategy tpu)"},
+    "tpu": {
+        "metavar": "ADDRESS",
+        "help": "TPU name or address (with --strategy auto: TPUStrategy)",
+    },
     "precision": {
         "metavar": "NAME",
         "help": f"one of: {', '.join(PRECISIONS)} (auto: bf16 on TPU, fp16 on GPU, fp32 on CPU)",
@@ -318,7 +328,8 @@ def _translate(args):
 
 
 def add_subcommands(subparsers):
-    """Adds `recipes`, `train`, `evaluate` and `translate` to `keras-swish`'s subparsers."""
+    """Adds `recipes`, `train`, `evaluate`, `compare`, `launch`, `search` and `translate`
+    to `keras-swish`'s subparsers."""
     recipes = subparsers.add_parser(
         "recipes",
         help="list the recipes and experiments; one's settings and schedule",
@@ -378,10 +389,11 @@ def add_subcommands(subparsers):
             "Trains EXPERIMENT (or several, comma-separated) once per activation and seed "
             "(and learning rate), each an ordinary run in its own folder under --output, "
             "and writes results.md (the paper's layout: median, mean ± std, every run, a "
-            "paired comparison with --baseline: bootstrap 95 %% interval and sign test), "
+            "paired comparison with --baseline: Student-t 95 %% interval and sign test), "
             "results.csv, results.json, PNG plots and a TensorBoard HParams dashboard. "
             "Finished runs are reused and interrupted ones resume: re-running the same "
-            "command after a kill only trains what is left."
+            "command after a kill only trains what is left; a larger --epochs continues "
+            "finished runs, other changed settings are refused (exit 2)."
         ),
     )
     compare.add_argument("experiments", metavar="EXPERIMENT[,EXPERIMENT...]")

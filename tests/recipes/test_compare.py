@@ -1,6 +1,7 @@
 """`keras-swish compare`: statistics, tables from runs, a real comparison, kills, bad input."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,16 @@ import numpy as np
 import pytest
 
 from keras_swish.cli import main
-from keras_swish.recipes.compare import Cell, collect, results_markdown, stats, write_results
+from keras_swish.recipes.compare import (
+    Cell,
+    collect,
+    is_done,
+    plan,
+    results_markdown,
+    stats,
+    write_results,
+)
+from keras_swish.recipes.core import runner
 from tests.recipes.run_checks import ROOT
 
 # --- statistics ----------------------------------------------------------------
@@ -37,15 +47,28 @@ def test_sign_test_exact_values():
     assert stats.sign_test([0.0, 0.0]) == 1.0
 
 
-def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
+def test_t_quantiles_match_the_tables():
+    # Student's t, two-sided 95 %: the printed tables' values for 1-5, 10 and 29 degrees.
+    for df, table in ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (10, 2.228)):
+        assert stats.t_quantile(0.95, df) == pytest.approx(table, abs=5e-4), df
+    assert stats.t_quantile(0.95, 29) == pytest.approx(2.045, abs=5e-4)
+    assert stats.t_quantile(0.99, 4) == pytest.approx(4.604, abs=5e-4)
+    assert stats.t_within(stats.t_quantile(0.9, 7), 7) == pytest.approx(0.9, abs=1e-12)
+
+
+def test_t_interval_is_the_textbook_one_and_covers_95_percent_at_few_seeds():
     d = [0.01, 0.02, -0.005, 0.015, 0.03]
-    low, high = stats.bootstrap_interval(d)
-    assert low < np.mean(d) < high and min(d) <= low and high <= max(d)
-    assert stats.bootstrap_interval(d) == (low, high)
-    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)  # the same resampling, written out
-    means = np.asarray(d)[rng.integers(0, 5, size=(stats.BOOTSTRAP_RESAMPLES, 5))].mean(axis=1)
-    assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
-    assert stats.bootstrap_interval([0.5]) == (0.5, 0.5)
+    low, high = stats.t_interval(d)
+    half = 2.7764451051977934 * np.std(d, ddof=1) / np.sqrt(5)
+    assert (low, high) == pytest.approx((np.mean(d) - half, np.mean(d) + half), abs=1e-12)
+    assert stats.t_interval([0.5]) == (None, None)  # one seed: no interval
+    # Normal differences at 2, 3 and 5 seeds: ~95 % of intervals hold the true mean
+    # (a percentile bootstrap holds it ~50, 75 and 85 % of the time).
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5):
+        samples = rng.normal(0.3, 1.0, size=(4000, n))
+        hits = [lo <= 0.3 <= hi for lo, hi in map(stats.t_interval, samples)]
+        assert 0.94 <= np.mean(hits) <= 0.96, (n, np.mean(hits))
 
 
 # --- tables from run folders -------------------------------------------------------
@@ -171,7 +194,7 @@ def test_compare_writes_every_file_and_its_numbers_come_from_the_runs(tmp_path):
     differences = [by_run[("swish_beta", s)] - by_run[("relu", s)] for s in (0, 1)]
     vs = table["swish_beta"]["vs_baseline"]
     assert vs["differences"] == pytest.approx(differences)
-    assert vs["ci95"] == pytest.approx(list(stats.bootstrap_interval(differences)))
+    assert vs["ci95"] == pytest.approx(list(stats.t_interval(differences)))
     # A re-run trains nothing.
     stamps = {run: os.path.getmtime(os.path.join(run, "metrics.json")) for run in _runs(output)}
     again = _compare(output)
@@ -215,6 +238,39 @@ def test_kill_9_mid_comparison_then_the_same_command_finishes_it(tmp_path):
     results = json.loads((output / "results.json").read_text())
     rows = results["experiments"]["mobilenet/embedded"]["activations"]
     assert all(rows[a]["test_top1"]["n"] == 2 for a in ("relu", "swish_beta"))
+
+
+def _finished_run(experiment, flags, epochs_trained):
+    """A run folder as `train` leaves it after `epochs_trained` epochs (config, metrics)."""
+    _, resolved, config = runner.resolve(experiment, flags=flags)
+    os.makedirs(config.train.output)
+    with open(os.path.join(config.train.output, "config.yaml"), "w") as f:
+        f.write(runner.config_text(resolved, config))
+    history = [{"epoch": e + 1, "val_top1": 0.5} for e in range(epochs_trained)]
+    with open(os.path.join(config.train.output, "metrics.json"), "w") as f:
+        json.dump({"completed": True, "epochs": history}, f)
+
+
+def test_finished_runs_count_only_with_the_epochs_and_settings_asked_for(tmp_path, capsys):
+    output = str(tmp_path / "cmp")
+    flags = {"epochs": 2, "steps_per_epoch": 3}
+    (cell,) = plan(["mobilenet"], ("relu",), 1, (None,), output, flags, {})
+    _finished_run("mobilenet", dict(flags, activation="relu", seed=0, output=cell.output), 2)
+    assert cell.epochs == 2 and is_done(cell)
+    # More epochs: the finished run is continued, not reused as it is.
+    (longer,) = plan(["mobilenet"], ("relu",), 1, (None,), output, dict(flags, epochs=3), {})
+    assert longer.epochs == 3 and not is_done(longer)
+    assert is_done(dataclasses.replace(longer, epochs=None))  # what was checked before
+    # Other settings in the same folder: refused before anything runs, as `train` does.
+    args = ["compare", "mobilenet", "--activations", "relu", "--seeds", "1", "--epochs", "2"]
+    before = sorted(os.walk(output))
+    assert main([*args, "--steps-per-epoch", "4", "--output", output]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a different run" in err and "train.steps_per_epoch (3 → 4)" in err, err
+    assert len(err.splitlines()) == 1 and sorted(os.walk(output)) == before
+    # Fewer epochs than the run has: refused too.
+    assert main([*args, "--epochs", "1", "--steps-per-epoch", "3", "--output", output]) == 2
+    assert "would shorten it" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

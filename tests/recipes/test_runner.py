@@ -190,7 +190,11 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     for spelled in (f"{tmp_path}/elsewhere/../run", f"{tmp_path}/./run/"):
         again = _train(spelled)
         assert again.returncode == 0 and "already complete" in again.stdout, again.stdout
-    # More epochs continue it: epoch 4 only.
+    # More epochs continue it: epoch 4 only, also after a kill just after
+    # config.yaml was rewritten for 4 epochs (metrics.json still says complete).
+    killed = _train(run, "--epochs", "4", kill_at="configured")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "epochs: 4" in (run / "config.yaml").read_text() and _metrics(run)["completed"]
     longer = _train(run, "--epochs", "4")
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert _epochs_run(longer) == [4]

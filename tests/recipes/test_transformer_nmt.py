@@ -528,6 +528,13 @@ def test_text_files(tmp_path):
     assert data.train_examples + len(data.validation_pairs) + len(data.test_pairs) <= 120
     assert data.summary.startswith(f"text:{tmp_path / 'a.en'}")
     _check_batches(data, config)
+    # No config.yaml yet: the vocabulary of a run that stopped before it started (a
+    # kill mid-copy, bad input found later) may be truncated or for other settings.
+    (out / "sentencepiece.model").write_bytes(b"truncated by a kill")
+    data = text_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
+    assert text_data.load_sentencepiece(str(out / "sentencepiece.model")).vocab_size() > 8
+    # The run's own (its config.yaml is written): reused as it is.
+    (out / "config.yaml").write_text("recipe: transformer_nmt\n")
     before = (out / "sentencepiece.model").stat().st_mtime_ns
     text_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
     assert (out / "sentencepiece.model").stat().st_mtime_ns == before  # reused
@@ -644,6 +651,21 @@ def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1, err
+    assert not output.exists(), "nothing may be written on bad input"
+
+
+def test_data_found_bad_after_the_vocabulary_is_built_leaves_nothing(tmp_path, capsys):
+    # Every pair is longer than data.max_length: found only once the vocabulary exists.
+    rng = np.random.default_rng(0)
+    words = ["house", "tree", "cat", "dog", "small", "big", "red", "green"]
+    lines = [" ".join(rng.choice(words, 12)) for _ in range(60)]
+    (tmp_path / "a.en").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "a.de").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "run"
+    args = ["train", "transformer_nmt", "--data", f"text:{tmp_path / 'a.en'},{tmp_path / 'a.de'}"]
+    assert main([*args, "--set", "data.max_length=4", "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no training pair fits in 4 tokens" in err and len(err.splitlines()) == 1, err
     assert not output.exists(), "nothing may be written on bad input"
 
 

@@ -8,9 +8,11 @@ Every (experiment, activation, seed, learning rate) is an ordinary run of
     <output>/final_metric.png, validation_curves.png, betas.png
     <output>/hparams/                                        TensorBoard's HParams dashboard
 
-A finished run is reused (its `metrics.json` says `completed`); an
-interrupted one resumes where it stopped, so a killed comparison re-run with
-the same command only trains what is left. With several learning rates, each
+A finished run is reused (its `metrics.json` says `completed` for at least
+the epochs asked for; a larger `--epochs` continues it); an interrupted one
+resumes where it stopped, so a killed comparison re-run with the same command
+only trains what is left. A run folder holding other settings is refused
+before anything runs, as `keras-swish train` refuses it. With several learning rates, each
 activation keeps the rate whose runs have the best median validation metric,
 as the paper did on ImageNet; the reported numbers are then that rate's.
 """
@@ -50,6 +52,7 @@ class Cell:
     seed: int
     learning_rate: float | None  # None: the experiment's own
     output: str  # its run folder
+    epochs: int | None = None  # what the comparison asks for (None: any finished run counts)
 
     @property
     def key(self):
@@ -130,7 +133,7 @@ def plan(
             for lr in learning_rates:
                 for seed in range(seeds):
                     set_lr = {} if lr is None else {"optimizer": {"learning_rate": lr}}
-                    _, resolved, _ = runner.resolve(
+                    _, resolved, config = runner.resolve(
                         experiment,
                         config_file=config_file,
                         flags=dict(train_flags, activation=activation, seed=seed),
@@ -143,7 +146,18 @@ def plan(
                         activation_slug(activation),
                         f"seed{seed}{lr_part}",
                     )
-                    cells.append(Cell(resolved.name, activation, seed, lr, folder))
+                    # A folder holding a run with other settings is refused here, as
+                    # `train` would refuse it, before any cell runs; fewer epochs
+                    # than asked for is a run to continue, not a finished one.
+                    runner.check_output(
+                        resolved,
+                        dataclasses.replace(
+                            config, train=dataclasses.replace(config.train, output=folder)
+                        ),
+                    )
+                    cells.append(
+                        Cell(resolved.name, activation, seed, lr, folder, config.train.epochs)
+                    )
     return cells
 
 
@@ -155,11 +169,17 @@ def _merge(a, b):
 
 
 def is_done(cell):
+    """Whether the cell's run finished, with as many epochs as the cell asks for."""
+    from keras_swish.recipes.core.runner import trained_epochs
+
     try:
         with open(os.path.join(cell.output, "metrics.json"), encoding="utf-8") as f:
-            return bool(json.load(f).get("completed"))
+            metrics = json.load(f)
     except (OSError, ValueError):
         return False
+    if not metrics.get("completed"):
+        return False
+    return cell.epochs is None or trained_epochs(metrics) >= cell.epochs
 
 
 def _command(cell, train_args):
@@ -406,7 +426,8 @@ def results_markdown(results):
         if results["baseline"] in table["activations"]:
             lines.append(
                 f"Δ vs {results['baseline']}: mean paired difference over seeds with its "
-                "bootstrap 95 % interval, and the sign test's two-sided p-value."
+                "Student-t 95 % interval (none from one seed), and the sign test's "
+                "two-sided p-value."
             )
         lines.append("")
         paper = table["paper"]
@@ -431,8 +452,9 @@ def results_markdown(results):
             if vs and vs["mean_difference"] is not None:
                 low, high = vs["ci95"]
                 diff = vs["mean_difference"] * scale
+                interval = "" if low is None else f" [{low * scale:+.2f}, {high * scale:+.2f}]"
                 cells += [
-                    f"{diff:+.2f} [{low * scale:+.2f}, {high * scale:+.2f}]",
+                    f"{diff:+.2f}{interval}",
                     f"{vs['sign_test_p']:.3g}",
                 ]
             else:

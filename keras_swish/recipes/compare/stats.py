@@ -1,16 +1,18 @@
-"""Statistics of a comparison: summaries, paired differences, bootstrap intervals, sign test.
+"""Statistics of a comparison: summaries, paired differences, t intervals, sign test.
 
-Written with NumPy here because none of the kept libraries has them in this
-form: SciPy is not a dependency, and the paired bootstrap over seeds and the
-exact two-sided sign test are a few lines each.
+Written with NumPy and `math` here because none of the kept libraries has them:
+SciPy is not a dependency, and Student's t distribution for whole degrees of
+freedom and the exact two-sided sign test are a few lines each.
+
+The interval of a mean paired difference is Student's t interval. A
+percentile bootstrap over seeds (what this module used before) covers far
+less than its nominal level at the seed counts comparisons use: about 50 % at
+2 seeds, 75 % at 3 and 85 % at 5 for a nominal 95 % (normal differences).
 """
 
 import math
 
 import numpy as np
-
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0  # fixed: the same runs give the same interval
 
 
 def summary(values):
@@ -26,20 +28,53 @@ def summary(values):
     }
 
 
-def bootstrap_interval(differences, level=0.95, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
-    """Percentile bootstrap interval of the mean of `differences` (resampling seeds).
+def t_within(t, df):
+    """P(|T| ≤ t) for Student's T with `df` (a whole number ≥ 1) degrees of freedom.
+
+    The closed form for whole degrees of freedom (Abramowitz & Stegun 26.7.3–4).
+    """
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2:  # odd: 2/π (θ + sin θ cos θ (1 + 2/3 cos²θ + 2·4/(3·5) cos⁴θ + …))
+        total, term = 0.0, 1.0
+        for k in range(1, (df - 1) // 2 + 1):
+            total += term
+            term *= c2 * (2 * k) / (2 * k + 1)
+        series = math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0
+        return 2 / math.pi * (theta + series)
+    total, term = 0.0, 1.0  # even: sin θ (1 + 1/2 cos²θ + 1·3/(2·4) cos⁴θ + …)
+    for k in range(1, df // 2 + 1):
+        total += term
+        term *= c2 * (2 * k - 1) / (2 * k)
+    return math.sin(theta) * total
+
+
+def t_quantile(level, df):
+    """The t with P(|T| ≤ t) = `level` (e.g. 12.706 for 0.95 and 1 degree of freedom)."""
+    low, high = 0.0, 1.0
+    while t_within(high, df) < level:
+        high *= 2
+    for _ in range(200):  # bisection to float precision
+        middle = (low + high) / 2
+        if middle in (low, high):
+            break
+        low, high = (middle, high) if t_within(middle, df) < level else (low, middle)
+    return high
+
+
+def t_interval(differences, level=0.95):
+    """Student's t interval of the mean of `differences` (one per seed).
 
     Returns:
-        `(low, high)`; both equal the one difference when there is only one.
+        `(low, high)`, or `(None, None)` with fewer than two differences (no
+        spread to judge from).
     """
     d = np.asarray(differences, dtype=np.float64)
-    if d.size == 0:
+    if d.size < 2:
         return (None, None)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return (float(low), float(high))
+    half = t_quantile(level, d.size - 1) * float(np.std(d, ddof=1)) / math.sqrt(d.size)
+    mean = float(np.mean(d))
+    return (mean - half, mean + half)
 
 
 def sign_test(differences):
@@ -62,7 +97,7 @@ def paired(values, baseline):
     """
     seeds = sorted(set(values) & set(baseline))
     differences = [float(values[s]) - float(baseline[s]) for s in seeds]
-    low, high = bootstrap_interval(differences)
+    low, high = t_interval(differences)
     return {
         "seeds": seeds,
         "differences": differences,

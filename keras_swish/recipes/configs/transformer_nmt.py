@@ -7,7 +7,7 @@ of Vaswani et al. (2017).
 
 Run:
     keras-swish train transformer_nmt                  # transformer_nmt/embedded: CPU, ~3 min
-    keras-swish translate runs/transformer_nmt-swish_beta < sentences.txt
+    keras-swish translate runs/transformer_nmt-embedded-swish_beta < sentences.txt
     keras-swish train transformer_nmt/wmt14 --activation relu --data-dir ~/tensorflow_datasets
 
 `transformer_nmt/wmt14` takes its constants from Vaswani et al. (2017),

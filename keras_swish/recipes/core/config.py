@@ -35,7 +35,7 @@ class TrainConfig:
     tpu: str | None = None
     precision: str = "auto"
     cpu_devices: int = 1  # >1 splits the CPU into logical devices (mirrored on a CPU)
-    output: str | None = None  # default: runs/<recipe>-<activation>
+    output: str | None = None  # default: runs/<experiment>-<activation> ('/' as '-')
 
 
 class ConfigError(UsageError):

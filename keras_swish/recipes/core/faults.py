@@ -5,6 +5,8 @@ itself when it reaches that point (of that epoch): no cleanup, no `finally`,
 exactly what `kill -9` or a lost machine does. Unset — always, outside
 tests — every point is a no-op. The points, in the order a run meets them:
 
+- `configured` — every input is checked and `config.yaml` written (a longer
+  run: rewritten with the new epochs), the model not yet built;
 - `epoch_saved:E` — epoch E's checkpoint (and best model, if better) are
   written, the commit record not yet;
 - `epoch_committed:E` — epoch E is committed, `best.keras` and

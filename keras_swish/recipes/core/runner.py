@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import time
 
+from keras_swish.errors import UsageError
 from keras_swish.recipes.core import faults
 from keras_swish.recipes.core.config import (
     ConfigError,
@@ -234,6 +235,11 @@ def _state_callback(state, monitor, examples_per_step, steps, on_commit):
     return CommitEpochs()
 
 
+def trained_epochs(metrics):
+    """The last epoch a run's `metrics.json` (as a dict) records, 0 for none."""
+    return max((int(e.get("epoch", 0)) for e in metrics.get("epochs") or ()), default=0)
+
+
 def _metrics_record(header, state, extra=None):
     record = dict(header)
     record["epochs"] = state.history
@@ -258,7 +264,9 @@ def train(recipe, experiment, config, verbose=1):
     metrics_path = os.path.join(output, "metrics.json")
     previous = read_json(metrics_path) if old is not None else None
     extending = old is not None and old[_EPOCHS_KEY] < config.train.epochs
-    if previous and previous.get("completed") and not extending:
+    # Complete means complete for *these* epochs: a longer run killed after it
+    # rewrote config.yaml, before metrics.json, must still train the rest.
+    if previous and previous.get("completed") and trained_epochs(previous) >= config.train.epochs:
         print(f"Run in {output} is already complete: {_summary(previous)}")
         return previous
 
@@ -299,7 +307,13 @@ def train(recipe, experiment, config, verbose=1):
             dataclasses.replace(config, train=dataclasses.replace(config.train, output=scratch))
         )
     else:
-        data = recipe.make_data(config)
+        created = not os.path.exists(output)
+        try:
+            data = recipe.make_data(config)
+        except UsageError:
+            if created:  # bad data found after a vocabulary was written: leave nothing
+                shutil.rmtree(output, ignore_errors=True)
+            raise
     steps = config.train.steps_per_epoch or data.steps_per_pass
     print(f"Data: {data.summary}")
     for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
@@ -309,6 +323,7 @@ def train(recipe, experiment, config, verbose=1):
     os.makedirs(output, exist_ok=True)
     if chief and (old is None or extending):
         write_atomic(os.path.join(output, "config.yaml"), config_text(experiment, config))
+    faults.point("configured")
 
     keras.config.set_dtype_policy(precision)
     try:

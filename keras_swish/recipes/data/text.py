@@ -344,23 +344,32 @@ class TranslationData:
 
 
 def _copy_sentencepiece(model_path, destination):
-    """Copies a SentencePiece model and the .vocab file beside it."""
+    """Copies a SentencePiece model and the .vocab file beside it, each whole or not at all."""
+    from keras_swish.recipes.core.config import write_atomic
+
     os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-    shutil.copyfile(
-        os.path.splitext(model_path)[0] + ".vocab", os.path.splitext(destination)[0] + ".vocab"
-    )
-    shutil.copyfile(model_path, destination)  # last: its presence means done
+    for source, target in (
+        (os.path.splitext(model_path)[0] + ".vocab", os.path.splitext(destination)[0] + ".vocab"),
+        (model_path, destination),  # last: its presence means done
+    ):
+        with open(source, "rb") as f:
+            write_atomic(target, f.read())
 
 
 def ensure_sentencepiece(spec, data_config, output, train_sentences, seed):
     """The run's SentencePiece model: trained on first use, then reused.
 
-    Kept as `<output>/sentencepiece.model`. For TFDS data with `--data-dir`
-    it is also cached as `<data_dir>/keras_swish_sentencepiece/<key>.model`,
-    so that other runs on the same data skip the training.
+    Kept as `<output>/sentencepiece.model`, and reused from there only by the
+    run that made it: when `<output>/config.yaml` exists (the runner writes it
+    once every input is checked, and refuses other settings in that folder).
+    A vocabulary left by a run that stopped before that — bad input found
+    after the vocabulary was built, or a kill — may be for other settings, so
+    it is built again. For TFDS data with `--data-dir` it is also cached as
+    `<data_dir>/keras_swish_sentencepiece/<key>.model`, so that other runs on
+    the same data skip the training.
     """
     path = os.path.join(output, "sentencepiece.model")
-    if os.path.exists(path):
+    if os.path.exists(path) and os.path.exists(os.path.join(output, "config.yaml")):
         return path
     target = path
     if data_config.data_dir and spec.kind == "tfds":
@@ -374,7 +383,7 @@ def ensure_sentencepiece(spec, data_config, output, train_sentences, seed):
             "keras_swish_sentencepiece",
             hashlib.sha256(key.encode()).hexdigest()[:12] + ".model",
         )
-    if not os.path.exists(target):
+    if target == path or not os.path.exists(target):  # the cache is written atomically
         print(f"Training a SentencePiece BPE vocabulary (≤ {data_config.vocab_size} pieces) ...")
         train_sentencepiece(
             train_sentences(),
