@@ -88,7 +88,7 @@ def test_equivalent_candidates_collapse_and_reuse_the_score(tmp_path):
     from keras_swish.expressions import hygiene, parse
 
     for formula in handed:
-        key = hygiene.equivalence_key(parse(formula))
+        key = hygiene.equivalence_key(parse(formula), oracles.EQUIVALENCE_BETAS)
         assert key not in keys, f"{formula} is equivalent to {keys.get(key)} but was trained"
         keys[key] = formula
     collapsed = {f for fs in oracle.duplicates.values() for f in fs}
@@ -98,6 +98,19 @@ def test_equivalent_candidates_collapse_and_reuse_the_score(tmp_path):
     )
     row = next(r for r in report.entries(oracle) if r["trial"] == rep_of_x)
     assert set(row["collapsed"]) & {"min(x, x)", "max(x, x)"}
+
+
+def test_trainable_beta_candidates_are_not_their_beta_1_twins(tmp_path):
+    # βx·σ(x) and β²x² equal x·σ(x) and x² only at β = 1: with β trainable they are
+    # other children (as x·σ(βx), the paper's best find, is), and all are trained.
+    space = SearchSpace(units=1, unary=["x", "beta_x", "sigmoid"], binary=["mul", "beta_mix"])
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=space)
+    handed = _drive(oracle, limit=1000)
+    twins = {"x * sigmoid(x)", "sigmoid(x) * (beta * x)", "x * x", "beta * x * (beta * x)"}
+    assert twins <= set(handed), sorted(handed)
+    # The same function at every β is still trained once: x·βx comes from two token
+    # sequences (mul(x, βx) and mul(βx, x)).
+    assert handed.count("x * (beta * x)") == 1 and len(handed) == len(set(handed))
 
 
 def test_killed_oracle_resumes_without_rerunning_finished_trials(tmp_path):
@@ -386,7 +399,7 @@ def test_exhaustive_walks_the_whole_space_past_long_runs_of_rejections(tmp_path)
             hygiene.check(expr)
         except hygiene.CandidateRejected:
             continue
-        expected.add(hygiene.equivalence_key(expr))
+        expected.add(hygiene.equivalence_key(expr, oracles.EQUIVALENCE_BETAS))
     oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=space)
     handed = _drive(oracle, limit=10_000)
     assert oracle.cursor == space.size

@@ -12,9 +12,12 @@ trial exists:
 - a candidate that is constant, not finite on the probe range or without a
   usable gradient is *rejected*: it gets the lowest reward (0) and no child
   is trained;
-- a candidate equivalent to an earlier one (same outputs on the probe set, β
-  at 1) is *collapsed* into it: it reuses that trial's reward and is listed
-  with it on the leaderboard.
+- a candidate equivalent to an earlier one (same outputs on the probe set at
+  each β of `EQUIVALENCE_BETAS`) is *collapsed* into it: it reuses that
+  trial's reward and is listed with it on the leaderboard. β is trainable
+  (per channel) in the paper's search space, so x·σ(βx) and x·σ(x) are
+  different children — the first is the paper's best find — while
+  max(x, x) and x, or βx₁ + (1 − β)x₂ with x₁ = x₂, are one.
 
 The oracle also prints the search's progress line and keeps the leaderboard
 files up to date after every trial (see `report`).
@@ -31,6 +34,9 @@ from keras_swish.expressions import hygiene
 from keras_swish.recipes.core.config import write_atomic
 
 OBJECTIVE = "reward"  # the child's validation accuracy (its recipe's monitor)
+# β values two candidates must agree at to be one: at β = 1 alone every
+# trainable-β candidate would fall into its β = 1 twin and never be trained.
+EQUIVALENCE_BETAS = (0.5, 1.0, 2.0)
 LOWEST_REWARD = 0.0
 # Proposals in a row that bring nothing new before a random or controller
 # search counts its space as exhausted (or its policy as converged).
@@ -108,7 +114,7 @@ class ExpressionOracle(keras_tuner.Oracle):
                 self.on_reward(tokens, LOWEST_REWARD, meta)
                 stale += 1
             else:
-                key = hygiene.equivalence_key(expr)
+                key = hygiene.equivalence_key(expr, EQUIVALENCE_BETAS)
                 rep = self.representatives.get(key)
                 if rep is None:
                     self.representatives[key] = trial_id
