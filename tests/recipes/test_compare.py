@@ -118,16 +118,38 @@ def test_tables_pick_the_learning_rate_on_validation_and_pair_by_seed(tmp_path):
     assert len(rows) == 6 and {r["activation"] for r in rows} == {"relu", "swish_beta"}
 
 
-def test_table3_counts_experiments_where_the_median_beats_the_baseline(tmp_path):
+def test_table3_counts_experiments_where_swish_beats_each_baseline(tmp_path):
     cells = []
-    for experiment, gelu in (("a/x", 0.9), ("b/x", 0.7), ("c/x", 0.8)):
-        for activation, value in (("relu", 0.8), ("gelu", gelu)):
+    # Swish's median against relu: above in a, equal as printed (80.0 %) in b, below in c.
+    for experiment, swish in (("a/x", 0.9), ("b/x", 0.80004), ("c/x", 0.7)):
+        for activation, value in (("relu", 0.8), ("gelu", 0.85), ("swish_beta", swish)):
             folder = str(tmp_path / experiment.replace("/", "-") / activation)
             _fake_run(folder, value, value)
             cells.append(Cell(experiment, activation, 0, None, folder))
     results = collect(cells, "relu")
-    assert results["table3"] == {"gelu": {"better": 1, "equal": 1, "worse": 1}}
-    assert "(the paper's Table 3)" in results_markdown(results)
+    assert results["table3"] == {
+        "relu": {"better": 1, "equal": 1, "worse": 1},
+        "gelu": {"better": 1, "equal": 0, "worse": 2},
+    }
+    md = results_markdown(results)
+    assert "(the paper's Table 3)" in md and "| relu | 1 | 1 | 1 |" in md
+    # Without swish_beta there is nothing to count.
+    assert collect([c for c in cells if c.activation != "swish_beta"], "relu")["table3"] == {}
+
+
+def test_a_rate_with_failed_runs_is_not_chosen_for_its_one_lucky_run(tmp_path):
+    cells = []
+    for seed in range(3):  # lr 0.1: every seed finished, 0.80 on validation
+        folder = str(tmp_path / f"a{seed}")
+        _fake_run(folder, 0.80, 0.80)
+        cells.append(Cell("a/x", "relu", seed, 0.1, folder))
+    for seed in range(3):  # lr 0.4: two seeds failed (no metrics.json), one at 0.81
+        folder = str(tmp_path / f"b{seed}")
+        if seed == 0:
+            _fake_run(folder, 0.81, 0.81)
+        cells.append(Cell("a/x", "relu", seed, 0.4, folder))
+    row = collect(cells, "relu")["experiments"]["a/x"]["activations"]["relu"]
+    assert row["learning_rate"] == 0.1 and row["test_top1"]["n"] == 3
 
 
 # --- a real comparison ---------------------------------------------------------------
