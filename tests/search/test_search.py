@@ -252,6 +252,21 @@ def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(
     assert os.listdir(tmp_path) == []
 
 
+def test_child_settings_that_fail_every_child_stop_the_search(tmp_path, monkeypatch, capsys):
+    """CIFAR-10 not prepared in --data-dir: exit 2 at the first child, not a search of 0s."""
+    from keras_swish.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "--unary", "x,sigmoid", "--binary", "mul,sub", "--output", "s"]
+    data = ["--data", "tfds:cifar10", "--data-dir", str(tmp_path / "tfds")]
+    assert main([*args, *data]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Every child would fail:" in err and "is not prepared" in err, err
+    assert len(err.splitlines()) == 1, err
+    trials = [n for n in os.listdir(tmp_path / "s") if n.startswith("trial_")]
+    assert len(trials) == 1  # the first child only
+
+
 def test_hostile_formula_is_refused_from_the_command_line(tmp_path, monkeypatch, capsys):
     from keras_swish.cli import main
 

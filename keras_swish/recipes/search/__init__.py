@@ -191,7 +191,7 @@ def search(space, settings, output, stream=sys.stdout):
     from keras_swish.recipes.core.config import write_atomic
     from keras_swish.recipes.search import report
     from keras_swish.recipes.search.oracles import STRATEGIES
-    from keras_swish.recipes.search.tuner import ChildTuner
+    from keras_swish.recipes.search.tuner import ChildSettingsError, ChildTuner
 
     header = _check_settings(output, settings)
     holds_oracle = not keras_tuner.src.distribute.utils.has_chief_oracle() or (
@@ -231,7 +231,10 @@ def search(space, settings, output, stream=sys.stdout):
         )
     except keras_tuner.errors.FatalError as error:
         raise UsageError(str(error)) from None
-    tuner.search()
+    try:
+        tuner.search()
+    except ChildSettingsError as error:
+        raise UsageError(f"Every child would fail: {error}") from None
     if not holds_oracle:
         return None
     report.write_leaderboard(oracle, output, header)

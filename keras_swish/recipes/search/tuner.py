@@ -29,8 +29,13 @@ import warnings
 
 import keras_tuner
 
+from keras_swish.errors import UsageError
 from keras_swish.recipes.core.config import write_atomic
 from keras_swish.recipes.search.oracles import LOWEST_REWARD, OBJECTIVE
+
+
+class ChildSettingsError(keras_tuner.errors.FatalError):
+    """A child's settings are bad for every candidate: KerasTuner ends the search."""
 
 
 class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -94,6 +99,10 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
             steps = config.train.epochs * record["steps_per_epoch"]
             reward, error = _reward(record, recipe.monitor)
             _prune(output)
+        except UsageError as error:
+            # Bad child settings (data not prepared, no pair fits, a bad flag) fail
+            # every child alike: the search stops instead of scoring all of them 0.
+            raise ChildSettingsError(str(error)) from None
         except Exception:  # a failed child is a result of the search, never its end
             reward = LOWEST_REWARD
             details = traceback.format_exc()
