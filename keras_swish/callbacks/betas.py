@@ -20,10 +20,11 @@ counter after that if needed.
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+
+from keras_swish.files import write_atomic
 
 SNAPSHOT_NAME = "betas.json"
 SNAPSHOT_FORMAT = "keras_swish.betas/1"
@@ -232,15 +233,7 @@ def write_snapshot(layers, directory, step):
     }
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, SNAPSHOT_NAME)
-    fd, tmp = tempfile.mkstemp(prefix=".betas.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, json.dumps(data))
     return path
 
 

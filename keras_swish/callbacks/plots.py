@@ -8,13 +8,14 @@ display is needed and the user's pyplot backend and state are left alone.
 Both pictures are `WIDTH` × `HEIGHT` pixels.
 """
 
+import io
 import math
-import os
-import tempfile
 import textwrap
 from dataclasses import dataclass
 
 import numpy as np
+
+from keras_swish.files import write_atomic
 
 WIDTH, HEIGHT, DPI = 800, 500, 100
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
@@ -252,14 +253,7 @@ def to_rgb(figure):
 
 def save_png(figure, path):
     """Writes `figure` as a PNG to `path`, replacing any file there atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=".png", dir=directory)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    write_atomic(path, buffer.getvalue())
     return path

@@ -79,6 +79,22 @@ def test_report_from_a_model_on_any_backend(tmp_path):
     assert_picture(report.curves_png)
 
 
+def test_plots_and_snapshots_get_a_new_files_permissions(tmp_path):
+    """Not the 0600 of a temporary file: a team shares a run folder (umask 022 → 0644)."""
+    from keras_swish.callbacks.betas import read_betas, write_snapshot
+
+    model = keras.Sequential([keras.Input((2,)), keras_swish.SwishBeta()])
+    old = os.umask(0o022)
+    try:
+        report = beta_report(model, tmp_path / "report")
+        snapshot = write_snapshot(read_betas(model), str(tmp_path / "logs"), 3)
+    finally:
+        os.umask(old)
+    for path in (report.distribution_png, report.curves_png, snapshot):
+        assert oct(os.stat(path).st_mode & 0o777) == "0o644", path
+    assert not [n for n in os.listdir(tmp_path / "report") if n.startswith(".")]
+
+
 def test_report_from_snapshot_file(trained_run, tmp_path):
     path = os.path.join(trained_run.log_dir, "beta", "betas.json")
     assert_rows_match(beta_report(path, tmp_path), trained_run.betas)

@@ -87,6 +87,16 @@ def test_output_dir_of_a_different_run(tmp_path, capsys):
     assert sorted(os.listdir(run)) == before
 
 
+@pytest.mark.parametrize("value", ["nope", "[1, 2]", '{"cluster": ["a:1"]}'])
+def test_a_bad_tf_config_is_one_message(value, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", value)
+    output = tmp_path / "run"
+    assert main(["train", "mobilenet", "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "TF_CONFIG must be JSON like" in err and value in err and len(err.splitlines()) == 1
+    assert not output.exists()
+
+
 def test_subprocess_bad_input_has_no_traceback():
     result = cli("train", "mobilenet", "--activation", "nope", timeout=300)
     assert result.returncode == 2

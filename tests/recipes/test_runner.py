@@ -94,6 +94,45 @@ def test_a_kill_inside_an_epoch_commit_loses_nothing_committed(
     assert [e["epoch"] for e in resumed.history] == list(range(1, epochs_after + 1))
 
 
+def test_an_epoch_is_on_the_disk_before_its_commit(tmp_path, monkeypatch):
+    """After a lost machine (not only a killed process) no commit names a lost file."""
+    from keras_swish import files
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.realpath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    monkeypatch.setattr("keras_swish.recipes.core.run_state.os.replace", replace)
+    state = RunState(str(tmp_path))
+    _commit(state, FakeModel(), 1, 0.5)
+    run = os.path.realpath(tmp_path)
+    commit = events.index(("replace", f"{run}/state/state.json"))
+    synced = [path for kind, path in events[:commit] if kind == "fsync"]
+    assert f"{run}/state/epoch-1.weights.h5" in synced and f"{run}/state/best-1.keras" in synced
+    # The commit's folder, then best.keras's, are synced after their renames.
+    later = events[commit + 1 :]
+    assert ("fsync", f"{run}/state") in later
+    moved = later.index(("replace", f"{run}/best.keras"))
+    assert ("fsync", run) in later[moved:]
+
+
+def test_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path):
+    (tmp_path / ".tmp-abc-metrics.json").write_text("half")
+    (tmp_path / ".tmp-final.keras").write_text("half")
+    (tmp_path / "metrics.json").write_text("{}")
+    RunState(str(tmp_path)).recover()
+    assert os.listdir(tmp_path) == ["metrics.json"]
+
+
 ARGS = ["train", "mobilenet", "--epochs", "3", "--steps-per-epoch", "4", "--verbose", "2"]
 
 

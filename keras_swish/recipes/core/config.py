@@ -13,10 +13,9 @@ and where the value came from.
 """
 
 import dataclasses
-import os
-import tempfile
 
 from keras_swish.errors import UsageError
+from keras_swish.files import write_atomic  # noqa: F401 (where the recipes import it)
 
 
 @dataclasses.dataclass
@@ -170,32 +169,3 @@ def dump_yaml(values):
     if dataclasses.is_dataclass(values):
         values = to_dict(values)
     return OmegaConf.to_yaml(OmegaConf.create(values), sort_keys=False)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path, data):
-    """Writes `data` (str or bytes) to `path` through a temporary file and a rename.
-
-    A kill at any moment leaves either the old file or the new one, never a
-    part of it. The file gets the permissions any new file gets (0666 less
-    the umask), not the 0600 of a temporary file, so a shared run folder
-    stays readable by a team.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -13,8 +13,9 @@ a kill at any moment, so the runner keeps its own state in `<run>/state/`:
     state/best-E.keras            a new best model, until moved to best.keras
 
 At the end of epoch E the runner (1) writes `epoch-E.weights.h5` and, when
-E is the best so far, `best-E.keras`; (2) writes `state.json` through a
-temporary file and a rename — the commit; (3) moves `best-E.keras` to
+E is the best so far, `best-E.keras`, and syncs them to the disk; (2) writes
+`state.json` through a temporary file and a rename, synced — the commit (so
+that after a lost machine no commit points to a file the disk lost); (3) moves `best-E.keras` to
 `<run>/best.keras`, rewrites `metrics.json` and deletes the previous
 checkpoint. A kill before (2) leaves files no record points to: they are
 deleted on resume and epoch E is trained again. A kill after (2) is rolled
@@ -28,6 +29,7 @@ import os
 import re
 import time
 
+from keras_swish.files import fsync_path
 from keras_swish.recipes.core import faults
 from keras_swish.recipes.core.config import write_atomic
 
@@ -96,7 +98,14 @@ class RunState:
         Returns:
             True if `metrics.json` must be rewritten (a commit was rolled forward).
         """
-        if not self.write or not os.path.isdir(self.dir):
+        if not self.write:
+            return False
+        # A kill inside `write_atomic` leaves its temporary file in the run folder.
+        if os.path.isdir(self.output):
+            for name in os.listdir(self.output):
+                if name.startswith(".tmp-"):
+                    os.remove(os.path.join(self.output, name))
+        if not os.path.isdir(self.dir):
             return False
         rolled = False
         best = self.best
@@ -140,8 +149,10 @@ class RunState:
         os.makedirs(self.dir, exist_ok=True)
         checkpoint = f"epoch-{epoch}.weights.h5"
         model.save_weights(os.path.join(self.dir, checkpoint))
+        fsync_path(os.path.join(self.dir, checkpoint))
         if improved:
             model.save(os.path.join(self.dir, f"best-{epoch}.keras"))
+            fsync_path(os.path.join(self.dir, f"best-{epoch}.keras"))
         faults.point("epoch_saved", epoch)
         previous = self.record["checkpoint"]
         self.record["history"] = [e for e in self.history if e["epoch"] < epoch] + [entry]
@@ -159,6 +170,7 @@ class RunState:
                 os.path.join(self.dir, f"best-{epoch}.keras"),
                 os.path.join(self.output, "best.keras"),
             )
+            fsync_path(self.output)
         if previous and previous != checkpoint:
             try:
                 os.remove(os.path.join(self.dir, previous))

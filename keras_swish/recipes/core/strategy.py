@@ -3,6 +3,8 @@
 import json
 import os
 
+from keras_swish.errors import UsageError
+
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
@@ -31,12 +33,17 @@ def split_cpu(devices):
 
 def tf_config_workers():
     """How many workers (chief included) TF_CONFIG names; 0 without it."""
+    text = os.environ.get("TF_CONFIG", "") or "{}"
     try:
-        config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
-    cluster = config.get("cluster", {})
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+        config = json.loads(text)
+        cluster = config.get("cluster", {})
+        return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    except (json.JSONDecodeError, AttributeError, TypeError) as error:
+        raise UsageError(
+            "TF_CONFIG must be JSON like "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
+            f'"index": 0}}}}. Received: TF_CONFIG={text[:200]!r} ({error})'
+        ) from None
 
 
 def make_strategy(name="auto", tpu=None):

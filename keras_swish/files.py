@@ -1,0 +1,58 @@
+"""Writing files whole: what a kill or a lost machine cannot leave half-written.
+
+Not public API. Used by the callbacks (`betas.json`, plots) and the training
+side (configs, metrics, the run state) alike.
+"""
+
+import os
+import tempfile
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_path(path):
+    """Flushes a file's (or a folder's: its entries') data to the disk.
+
+    Folders: a rename is durable only once its folder is synced. Where a
+    platform cannot open a folder for that (Windows), this does nothing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data):
+    """Writes `data` (str or bytes) to `path` through a temporary file and a rename.
+
+    A kill at any moment leaves either the old file or the new one, never a
+    part of it, and a lost machine one or the other once this returns (the
+    file and its folder are synced). The file gets the permissions any new
+    file gets (0666 less the umask), not the 0600 of a temporary file, so a
+    shared run folder stays readable by a team.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_path(directory)
