@@ -5,7 +5,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -224,6 +223,33 @@ def test_compare_writes_every_file_and_its_numbers_come_from_the_runs(tmp_path):
     assert stamps == {r: os.path.getmtime(os.path.join(r, "metrics.json")) for r in _runs(output)}
 
 
+def _completed(folder):
+    try:
+        return json.load(open(os.path.join(folder, "metrics.json"))).get("completed", False)
+    except FileNotFoundError:
+        return False
+
+
+def _lock_holders(output):
+    """{pid: run folder} of the live processes in the run locks (`.lock`) of runs
+    not finished yet."""
+    holders = {}
+    for root, _, files in os.walk(output):
+        if ".lock" in files and not _completed(root):
+            text = open(os.path.join(root, ".lock")).read().strip()
+            if text and _alive(int(text)):
+                holders[int(text)] = root
+    return holders
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.slow
 def test_kill_9_mid_comparison_then_the_same_command_finishes_it(tmp_path):
     output = tmp_path / "cmp"
@@ -232,7 +258,7 @@ def test_kill_9_mid_comparison_then_the_same_command_finishes_it(tmp_path):
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its process group: the comparison and its current run
+        start_new_session=True,  # a session of its own, as when started from a shell
     )
     try:
         deadline = time.monotonic() + 600
@@ -242,10 +268,23 @@ def test_kill_9_mid_comparison_then_the_same_command_finishes_it(tmp_path):
         ):
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
-        time.sleep(2)
+        while not _lock_holders(output):  # the next run has started and holds its folder
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
+        # The comparison alone (as the OOM killer would): its running child must not
+        # live on as an orphan that keeps writing its run folder.
+        running = _lock_holders(output)
+        first.kill()
         first.wait()
+    assert running, "no run was training when the comparison was killed"
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in running):
+        assert time.monotonic() < deadline, f"orphaned runs still alive: {running}"
+        time.sleep(0.2)
+    # Stopped, not left to finish on its own (it had its model, 3 steps and the final
+    # evaluation still to do when the comparison died).
+    assert not any(_completed(folder) for folder in running.values())
     finished = {
         r: os.path.getmtime(os.path.join(r, "metrics.json"))
         for r in _runs(output)

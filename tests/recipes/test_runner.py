@@ -125,6 +125,32 @@ def test_an_epoch_is_on_the_disk_before_its_commit(tmp_path, monkeypatch):
     assert ("fsync", run) in later[moved:]
 
 
+def test_a_run_folder_in_use_is_refused_and_a_killed_holder_frees_it(tmp_path, capsys):
+    from keras_swish.recipes.core.run_state import RunLock
+
+    run = tmp_path / "run"
+    held = RunLock(str(run))  # another process's, as far as the lock can tell
+    try:
+        assert main(["train", "mobilenet", "--epochs", "1", "--output", str(run)]) == 2
+    finally:
+        held.release()
+    err = capsys.readouterr().err.strip()
+    assert f"is in use by another process (pid {os.getpid()})" in err, err
+    assert len(err.splitlines()) == 1 and os.listdir(run) == [".lock"]  # nothing written
+    # A holder killed with -9 leaves the file, not the lock.
+    script = (
+        "import os, signal, sys\n"
+        "from keras_swish.recipes.core.run_state import RunLock\n"
+        "RunLock(sys.argv[1]); print('locked', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(run)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == -signal.SIGKILL and "locked" in result.stdout, result.stderr
+    RunLock(str(run)).release()
+
+
 def test_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path):
     (tmp_path / ".tmp-abc-metrics.json").write_text("half")
     (tmp_path / ".tmp-final.keras").write_text("half")

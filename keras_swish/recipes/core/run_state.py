@@ -29,6 +29,7 @@ import os
 import re
 import time
 
+from keras_swish.errors import UsageError
 from keras_swish.files import fsync_path
 from keras_swish.recipes.core import faults
 from keras_swish.recipes.core.config import write_atomic
@@ -50,6 +51,50 @@ def read_json(path):
             return json.load(f)
     except (OSError, json.JSONDecodeError):
         return None
+
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for this process (`<run>/.lock`).
+
+    An advisory `flock`: the operating system drops it when its process
+    ends, however it ends (a `kill -9` too), so a stale lock cannot block a
+    rerun. Where `fcntl` is missing (Windows) nothing is locked.
+
+    Args:
+        output: The run folder (made if missing).
+
+    Raises:
+        UsageError: Another process holds the folder (its pid is named).
+    """
+
+    def __init__(self, output):
+        os.makedirs(output, exist_ok=True)
+        self.path = os.path.join(output, LOCK_NAME)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            self._fd = None
+            raise UsageError(
+                f"Run folder {output} is in use by another process (pid {holder}). Wait for "
+                "it to finish or stop it, then run the same command again."
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, str(os.getpid()).encode())
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops the lock
+            self._fd = None
 
 
 class RunState:

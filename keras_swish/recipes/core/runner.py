@@ -46,7 +46,7 @@ from keras_swish.recipes.core.config import (
     write_atomic,
 )
 from keras_swish.recipes.core.registry import find_experiment, get_recipe
-from keras_swish.recipes.core.run_state import RunState, read_json
+from keras_swish.recipes.core.run_state import RunLock, RunState, read_json
 
 # Keys that may differ between a run folder's config.yaml and a re-run of it.
 _OUTPUT_KEY = "train.output"  # the same folder spelled another way
@@ -297,122 +297,134 @@ def train(recipe, experiment, config, verbose=1):
         f"per replica), precision {precision}"
     )
 
-    state = RunState(output, write=chief)
-    rolled = state.recover()
-    keras.utils.set_random_seed(config.train.seed)
-    scratch = None
-    if not chief:  # files a recipe's data writes (a vocabulary) go to a private folder
-        scratch = tempfile.mkdtemp(prefix="keras-swish-worker-")
-        data = recipe.make_data(
-            dataclasses.replace(config, train=dataclasses.replace(config.train, output=scratch))
-        )
-    else:
-        created = not os.path.exists(output)
-        try:
-            data = recipe.make_data(config)
-        except UsageError:
-            if created:  # bad data found after a vocabulary was written: leave nothing
-                shutil.rmtree(output, ignore_errors=True)
-            raise
-    steps = config.train.steps_per_epoch or data.steps_per_pass
-    print(f"Data: {data.summary}")
-    for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
-        print(line)
-
-    # Everything is checked: from here on the run's folder is written.
-    os.makedirs(output, exist_ok=True)
-    if chief and (old is None or extending):
-        write_atomic(os.path.join(output, "config.yaml"), config_text(experiment, config))
-    faults.point("configured")
-
-    keras.config.set_dtype_policy(precision)
+    # One writer per run folder: a second process (a command started twice, an
+    # orphaned child of a killed `compare`) would delete the first's files.
+    created = not os.path.exists(output)
+    lock = RunLock(output) if chief else None
     try:
-        with strategy.scope():
-            model = recipe.make_model(config, data)
-            model.compile(
-                optimizer=recipe.make_optimizer(
-                    config, recipe.make_schedule(config, data.steps_per_pass)
-                ),
-                loss=recipe.make_loss(config),
-                metrics=recipe.make_metrics(config),
+        state = RunState(output, write=chief)
+        rolled = state.recover()
+        keras.utils.set_random_seed(config.train.seed)
+        scratch = None
+        if not chief:  # files a recipe's data writes (a vocabulary) go to a private folder
+            scratch = tempfile.mkdtemp(prefix="keras-swish-worker-")
+            data = recipe.make_data(
+                dataclasses.replace(config, train=dataclasses.replace(config.train, output=scratch))
             )
-            if state.checkpoint:
-                model.optimizer.build(model.trainable_variables)
-                state.restore(model)
-    finally:
-        keras.config.set_dtype_policy("float32")
+        else:
+            data = recipe.make_data(config)
+        steps = config.train.steps_per_epoch or data.steps_per_pass
+        print(f"Data: {data.summary}")
+        for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
+            print(line)
 
-    log_dir = os.path.join(output, "logs")
-    header = {
-        "recipe": recipe.name,
-        "experiment": experiment.name,
-        "activation": config.model.activation,
-        "data": data.summary,
-        "strategy": strategy_name,
-        "replicas": replicas,
-        "precision": precision,
-        "global_batch_size": config.train.batch_size,
-        "steps_per_epoch": steps,
-        "steps_per_pass": data.steps_per_pass,
-        "monitor": recipe.monitor,
-        "versions": _versions(),
-        "completed": False,
-    }
+        # Everything is checked: from here on the run's folder is written.
+        os.makedirs(output, exist_ok=True)
+        if chief and (old is None or extending):
+            write_atomic(os.path.join(output, "config.yaml"), config_text(experiment, config))
+        faults.point("configured")
 
-    def write_metrics(extra=None):
-        if chief:
-            write_atomic(metrics_path, json.dumps(_metrics_record(header, state, extra), indent=2))
-
-    if rolled or state.epoch:  # metrics.json may lag the last commit: roll it forward
-        write_metrics()
-    start = time.perf_counter()
-    initial_epoch = state.epoch
-    if initial_epoch < config.train.epochs:
-        if initial_epoch:
-            print(f"Resuming at epoch {initial_epoch + 1} of {config.train.epochs}.")
-        state.start_session(initial_epoch)
-        callbacks = []
-        if chief:
-            callbacks += [keras.callbacks.TensorBoard(log_dir), BetaMonitor(log_dir)]
-        callbacks.append(
-            _state_callback(state, recipe.monitor, data.examples_per_step, steps, write_metrics)
-        )
+        keras.config.set_dtype_policy(precision)
         try:
-            model.fit(
-                data.train(initial_epoch, steps),
-                initial_epoch=initial_epoch,
-                epochs=config.train.epochs,
-                steps_per_epoch=steps,
-                validation_data=data.validation,
-                callbacks=callbacks,
-                shuffle=False,  # the pipeline orders the data, by seed and epoch
-                verbose=verbose,
-            )
-        except _peer_errors() as error:
-            if strategy_name != "multi_worker":
-                raise
-            raise RuntimeError(
-                f"A peer worker was lost during epoch {state.epoch + 1} "
-                f"({type(error).__name__}); {state.epoch} finished epoch(s) are committed in "
-                f"{output}. Restart every worker with the same command to resume."
-            ) from error
+            with strategy.scope():
+                model = recipe.make_model(config, data)
+                model.compile(
+                    optimizer=recipe.make_optimizer(
+                        config, recipe.make_schedule(config, data.steps_per_pass)
+                    ),
+                    loss=recipe.make_loss(config),
+                    metrics=recipe.make_metrics(config),
+                )
+                if state.checkpoint:
+                    model.optimizer.build(model.trainable_variables)
+                    state.restore(model)
         finally:
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-    elif scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if strategy_name == "multi_worker":
-        print(f"Trainable weights checksum (the same on every worker): {weights_checksum(model)}")
-    if not chief:
-        print(f"Worker done; the chief writes the run folder {output}.")
-        return {"completed": True, "chief": False}
-    record = _finish(recipe, config, model, data, state, header, chief, metrics_path)
-    record["train_wall_time_s"] = round(time.perf_counter() - start, 2)
-    print(
-        f"{_summary(record)}\nRun folder: {output}\n"
-        f"TensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})"
-    )
-    return record
+            keras.config.set_dtype_policy("float32")
+
+        log_dir = os.path.join(output, "logs")
+        header = {
+            "recipe": recipe.name,
+            "experiment": experiment.name,
+            "activation": config.model.activation,
+            "data": data.summary,
+            "strategy": strategy_name,
+            "replicas": replicas,
+            "precision": precision,
+            "global_batch_size": config.train.batch_size,
+            "steps_per_epoch": steps,
+            "steps_per_pass": data.steps_per_pass,
+            "monitor": recipe.monitor,
+            "versions": _versions(),
+            "completed": False,
+        }
+
+        def write_metrics(extra=None):
+            if chief:
+                write_atomic(
+                    metrics_path, json.dumps(_metrics_record(header, state, extra), indent=2)
+                )
+
+        if rolled or state.epoch:  # metrics.json may lag the last commit: roll it forward
+            write_metrics()
+        start = time.perf_counter()
+        initial_epoch = state.epoch
+        if initial_epoch < config.train.epochs:
+            if initial_epoch:
+                print(f"Resuming at epoch {initial_epoch + 1} of {config.train.epochs}.")
+            state.start_session(initial_epoch)
+            callbacks = []
+            if chief:
+                callbacks += [keras.callbacks.TensorBoard(log_dir), BetaMonitor(log_dir)]
+            callbacks.append(
+                _state_callback(state, recipe.monitor, data.examples_per_step, steps, write_metrics)
+            )
+            try:
+                model.fit(
+                    data.train(initial_epoch, steps),
+                    initial_epoch=initial_epoch,
+                    epochs=config.train.epochs,
+                    steps_per_epoch=steps,
+                    validation_data=data.validation,
+                    callbacks=callbacks,
+                    shuffle=False,  # the pipeline orders the data, by seed and epoch
+                    verbose=verbose,
+                )
+            except _peer_errors() as error:
+                if strategy_name != "multi_worker":
+                    raise
+                raise RuntimeError(
+                    f"A peer worker was lost during epoch {state.epoch + 1} "
+                    f"({type(error).__name__}); {state.epoch} finished epoch(s) are committed in "
+                    f"{output}. Restart every worker with the same command to resume."
+                ) from error
+            finally:
+                if scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        elif scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if strategy_name == "multi_worker":
+            print(
+                f"Trainable weights checksum (the same on every worker): {weights_checksum(model)}"
+            )
+        if not chief:
+            print(f"Worker done; the chief writes the run folder {output}.")
+            return {"completed": True, "chief": False}
+        record = _finish(recipe, config, model, data, state, header, chief, metrics_path)
+        record["train_wall_time_s"] = round(time.perf_counter() - start, 2)
+        print(
+            f"{_summary(record)}\nRun folder: {output}\n"
+            f"TensorBoard logs: {log_dir}  (tensorboard --logdir {log_dir})"
+        )
+        return record
+    except UsageError:
+        # Bad input found late (data that fits no batch, after the vocabulary was
+        # built): a folder this run made and never configured is removed whole.
+        if created and chief and not os.path.exists(os.path.join(output, "config.yaml")):
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _peer_errors():
