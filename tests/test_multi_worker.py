@@ -176,6 +176,7 @@ def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers)
     assert _checksum(logs[0]) == _checksum(logs[1])  # weights and β identical on both
     assert "Worker done; the chief writes the run folder" in other
     assert sorted(os.listdir(run)) == [
+        ".lock",  # the chief's: it alone writes
         "best.keras",
         "config.yaml",
         "final.keras",
