@@ -28,6 +28,15 @@ class BetaReport:
             ExpressionActivation with `beta`).
         distribution_png: Path of the β distribution picture.
         curves_png: Path of the learned-curves picture.
+
+    Example:
+
+    >>> layer = keras_swish.SwishBeta()
+    >>> model = keras.Sequential([keras.Input((3,)), layer], name="net")
+    >>> _ = layer.beta.assign([0.5, 1.0, 1.5])
+    >>> report = keras_swish.callbacks.beta_report(model, tempfile.mkdtemp())
+    >>> report.step, report.rows()[0]["mean"], report.rows()[0]["max"]
+    (None, 1.0, 1.5)
     """
 
     source: str

@@ -68,6 +68,14 @@ class FormulaError(ValueError):
         position: 0-based character position of the offending token (None
             when the whole formula is at fault).
         token: The offending token text ("" at the end of the formula).
+
+    Example:
+
+    >>> try:
+    ...     keras_swish.expressions.parse("x * sigmod(x)")
+    ... except keras_swish.expressions.FormulaError as error:
+    ...     print(error.position, repr(error.token))
+    4 'sigmod'
     """
 
     def __init__(self, message, text=None, position=None, token=None):

@@ -60,7 +60,16 @@ NO_GRADIENT = "no usable gradient"
 
 
 class CandidateRejected(ValueError):
-    """A candidate unusable as an activation; `reason` says why in a few words."""
+    """A candidate unusable as an activation; `reason` says why in a few words.
+
+    Example:
+
+    >>> try:
+    ...     keras_swish.expressions.check("x - x")
+    ... except keras_swish.expressions.CandidateRejected as rejection:
+    ...     print(rejection.reason)
+    constant
+    """
 
     def __init__(self, expr, reason):
         self.expression = expr
@@ -144,6 +153,14 @@ def check(expr):
 
     Args:
         expr: An `Expression` or a formula string.
+
+    Example:
+
+    >>> keras_swish.expressions.check("x * sigmoid(beta * x)")  # usable: no error
+    >>> keras_swish.expressions.check("log(abs(x) - 1)")
+    Traceback (most recent call last):
+    ...
+    keras_swish.expressions.hygiene.CandidateRejected: log(abs(x) - 1): not finite on [-6, 6]
     """
     expr = parse(expr)
     value, slope = value_and_slope(expr)
@@ -162,6 +179,15 @@ def equivalence_key(expr, betas=(1.0,)):
     `x * sigmoid(beta * x)` ≡ `x * sigmoid(x)`; pass more values to tell
     β-dependent candidates apart), values below 1e-9 in magnitude are taken
     as 0, and the rest are rounded to 6 significant digits.
+
+    Example:
+
+    >>> key = keras_swish.expressions.equivalence_key
+    >>> key("max(x, x)") == key("x")
+    True
+    >>> swish, swish_1 = "x * sigmoid(beta * x)", "x * sigmoid(x)"
+    >>> key(swish) == key(swish_1), key(swish, (0.5, 1.0, 2.0)) == key(swish_1, (0.5, 1.0, 2.0))
+    (True, False)
     """
     expr = parse(expr)
     parts = []

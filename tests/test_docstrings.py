@@ -1,0 +1,53 @@
+"""Every public class and function has a docstring example, and every example runs.
+
+The public API is what `keras_swish`, `keras_swish.expressions` and
+`keras_swish.callbacks` list in `__all__`. Examples run as `doctest` would in
+their own module, with `keras`, `keras_swish`, `np` and `tempfile` at hand.
+"""
+
+import doctest
+import inspect
+import sys
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_swish
+import keras_swish.callbacks
+import keras_swish.expressions
+
+PUBLIC = sorted(
+    {
+        (f"{module.__name__}.{name}", id(getattr(module, name))): getattr(module, name)
+        for module in (keras_swish, keras_swish.expressions, keras_swish.callbacks)
+        for name in module.__all__
+    }.items()
+)
+
+
+def _tests(qualified, obj):
+    home = sys.modules.get(getattr(obj, "__module__", None) or "")
+    globs = dict(vars(obj if inspect.ismodule(obj) else home))
+    globs.update(keras=keras, keras_swish=keras_swish, np=np, tempfile=tempfile)
+    return doctest.DocTestFinder(recurse=True).find(obj, name=qualified, globs=globs)
+
+
+@pytest.mark.parametrize(
+    "qualified, obj",
+    [(q, o) for (q, _), o in PUBLIC],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_public_examples_run(qualified, obj):
+    if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj)):
+        pytest.skip("a constant")
+    tests = _tests(qualified, obj)
+    if not inspect.ismodule(obj):
+        own = [t for t in tests if t.name == qualified]
+        assert own and own[0].examples, f"{qualified} has no example in its docstring"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in tests:
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"
