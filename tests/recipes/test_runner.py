@@ -151,6 +151,17 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_holder_frees_it(tmp_path, c
     RunLock(str(run)).release()
 
 
+def test_an_unreadable_commit_record_stops_the_run_and_deletes_nothing(tmp_path):
+    state = RunState(str(tmp_path))
+    _commit(state, FakeModel(), 1, 0.5)
+    (tmp_path / "state" / "state.json").write_text('{"epoch": 1, "checkp')  # a disk fault
+    before = sorted(os.listdir(tmp_path / "state"))
+    with pytest.raises(RuntimeError, match="cannot be read as JSON"):
+        RunState(str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "state")) == before
+    assert (tmp_path / "best.keras").read_text() == "model 1"
+
+
 def test_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path):
     (tmp_path / ".tmp-abc-metrics.json").write_text("half")
     (tmp_path / ".tmp-final.keras").write_text("half")

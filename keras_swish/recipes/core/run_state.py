@@ -109,7 +109,17 @@ class RunState:
         self.output = output
         self.dir = os.path.join(output, STATE_DIR)
         self.write = write
-        self.record = read_json(os.path.join(self.dir, "state.json")) or {
+        path = os.path.join(self.dir, "state.json")
+        record = read_json(path)
+        if record is None and os.path.exists(path):
+            # Never taken for "no state": that would delete the checkpoints and
+            # train from epoch 1 over the run's best model.
+            raise RuntimeError(
+                f"{path} exists but cannot be read as JSON (a disk fault?). Nothing was "
+                f"changed. Restore it, or move {self.dir} aside to train the run again "
+                "from epoch 1."
+            )
+        self.record = record or {
             "epoch": 0,
             "checkpoint": None,
             "best": None,
