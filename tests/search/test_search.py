@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from keras_swish.errors import UsageError
 from keras_swish.expressions import SearchSpace
 from keras_swish.recipes.search import oracles, report
 
@@ -265,6 +266,16 @@ def test_child_settings_that_fail_every_child_stop_the_search(tmp_path, monkeypa
     assert len(err.splitlines()) == 1, err
     trials = [n for n in os.listdir(tmp_path / "s") if n.startswith("trial_")]
     assert len(trials) == 1  # the first child only
+    # No child finished: the same folder takes the corrected settings (here: the
+    # embedded data); another search's settings are refused once a child finished.
+    from keras_swish.recipes import search
+
+    _, fixed = search.plan("resnet20", unary=["x", "sigmoid"], binary=["mul", "sub"])
+    search._check_settings(str(tmp_path / "s"), fixed)
+    trial = tmp_path / "s" / trials[0] / "trial.json"
+    trial.write_text(json.dumps(dict(json.loads(trial.read_text()), status="COMPLETED")))
+    with pytest.raises(UsageError, match="holds another search"):
+        search._check_settings(str(tmp_path / "s"), fixed)
 
 
 def test_hostile_formula_is_refused_from_the_command_line(tmp_path, monkeypatch, capsys):

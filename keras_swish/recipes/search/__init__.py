@@ -165,6 +165,20 @@ def default_output(settings):
     )
 
 
+def _finished_children(output):
+    """How many trials in a search folder KerasTuner marked completed."""
+    count = 0
+    for name in os.listdir(output):
+        path = os.path.join(output, name, "trial.json")
+        if name.startswith("trial_") and os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    count += json.load(f).get("status") == "COMPLETED"
+            except ValueError:
+                continue
+    return count
+
+
 def _check_settings(output, settings):
     path = os.path.join(output, "search.json")
     mine = json.loads(json.dumps(dataclasses.asdict(settings)))
@@ -175,7 +189,9 @@ def _check_settings(output, settings):
         changed = sorted(
             k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k != "max_trials"
         )
-        if changed:
+        # A search that never finished a child (stopped by bad child settings) may
+        # be rerun with corrected ones in the same folder.
+        if changed and _finished_children(output):
             raise UsageError(
                 f"{output} holds another search (different {', '.join(changed)}); "
                 "use another --output or the same settings to resume it."
