@@ -47,7 +47,7 @@ COMMON_FLAGS = {
     "strategy": {"metavar": "NAME", "help": f"one of: {', '.join(STRATEGIES)} (default auto)"},
     "tpu": {
         "metavar": "ADDRESS",
-        "help": "TPU name or address (with --strategy auto: TPUStrategy)",
+        "help": "TPU name or address: TPUStrategy (with --strategy auto or tpu)",
     },
     "precision": {
         "metavar": "NAME",

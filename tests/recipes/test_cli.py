@@ -46,6 +46,10 @@ def cli(*args, timeout=900):
         (["evaluate", "/no/such/run"], "is not a run folder"),
         (["train", "mobilenet", "--tpu", "grpc://127.0.0.1:1"], "Cannot reach TPU"),
         (["train", "mobilenet", "--tpu", "no-such-tpu.invalid"], "Cannot reach TPU"),
+        (
+            ["train", "mobilenet", "--tpu", "my-tpu", "--strategy", "mirrored"],
+            "'train.strategy' must be auto or tpu with a TPU given",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):

@@ -75,6 +75,12 @@ def validate_train(train):
         f"one of {', '.join(PRECISIONS)}",
     )
     check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+    check(
+        not train.tpu or train.strategy in ("auto", "tpu"),
+        "train.strategy",
+        train.strategy,
+        f"auto or tpu with a TPU given (train.tpu={train.tpu!r}); a TPU is not used otherwise",
+    )
 
 
 def to_dict(config):
