@@ -37,6 +37,8 @@ import os
 import keras
 from keras import ops
 
+from keras_swish import _cpu_kernel
+
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
@@ -307,6 +309,11 @@ def _torch_compile_from_env():
 TORCH_COMPILE = _torch_compile_from_env()
 TORCH_COMPILE_MIN_SIZE = 1 << 16
 
+# The C++ CPU kernel (`keras_swish/_cpu_kernel.py`): first choice for CPU
+# tensors whose β varies along the last axis only (scalar or per channel),
+# float32 or 16-bit; off with KERAS_SWISH_CPU_KERNEL=0 or `CPU_KERNEL = False`.
+CPU_KERNEL = _cpu_kernel.enabled_from_env()
+
 _TORCH_FUNCTION = []
 _TORCH_KERNELS = {}  # (0 forward or 1 backward, dtype, device type, kind) -> compiled
 _TORCH_COMPILE_FAILED = []  # the first failure's message, once it happened
@@ -454,6 +461,17 @@ def _torch_kind(x, b, which):
     return (*kind, min(rows % _TORCH_ROWS_PER_GROUP, 2))
 
 
+def _torch_cpu_kernel(x, b):
+    """The loaded CPU kernel library where it applies to `x` and the β lined
+    up with it (`b`), else None. Not inside an outer torch.compile: the
+    formulas are traced into the model's graph there."""
+    import torch
+
+    if not CPU_KERNEL or torch.compiler.is_compiling() or not _cpu_kernel.torch_supports(x, b):
+        return None
+    return _cpu_kernel.library("plain")
+
+
 def _torch_use_compiled(x):
     import torch
 
@@ -532,6 +550,9 @@ def _make_torch_function():
             ctx.reduce_axes = reduce_axes
             if torch.compiler.is_compiling():
                 return _torch_forward_formula(x, beta.reshape(view_shape))
+            lib = _torch_cpu_kernel(x, beta.reshape(view_shape))
+            if lib is not None:
+                return _cpu_kernel.torch_forward(lib, x, beta.reshape(view_shape))
             if _torch_use_compiled(x):
                 y = _torch_compiled_call(0, x, beta.reshape(view_shape))
                 if y is not None:
@@ -544,7 +565,10 @@ def _make_torch_function():
             view_shape, reduce_axes = ctx.view_shape, ctx.reduce_axes
             needs_dx, needs_dbeta = ctx.needs_input_grad[:2]
             out = None
-            if torch.compiler.is_compiling():
+            lib = _torch_cpu_kernel(x, beta.reshape(view_shape))
+            if lib is not None:
+                out = _cpu_kernel.torch_backward(lib, x, beta.reshape(view_shape), dy)
+            elif torch.compiler.is_compiling():
                 out = _torch_backward_formula(x, beta.reshape(view_shape), dy, reduce_axes)
             elif _torch_use_compiled(x):
                 out = _torch_compiled_call(1, x, beta.reshape(view_shape), dy, reduce_axes)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_swish import _cpu_kernel
 from keras_swish import ops as swish_ops
 from tests.test_ops import paper_reference
 
@@ -118,13 +119,20 @@ def check_against_reference(layout, dtype, got, seed=0):
     np.testing.assert_allclose(got[2], dbeta, rtol=1e-5, atol=1e-5 * scale)
 
 
+TORCH_PATHS = ("kernel", "compiled", "aten")
+
+
 @pytest.fixture
 def torch_paths(monkeypatch):
-    """Switches between the compiled and the ATen path for small tensors."""
+    """Chooses the PyTorch path, also for small tensors: "kernel" (the C++
+    CPU kernel, where β's layout allows; else as "compiled"), "compiled"
+    (Inductor) or "aten" (the eager fallback)."""
     monkeypatch.setattr(swish_ops, "TORCH_COMPILE_MIN_SIZE", 0)
 
-    def use(compiled):
-        monkeypatch.setattr(swish_ops, "TORCH_COMPILE", compiled)
+    def use(path):
+        assert path in TORCH_PATHS, path
+        monkeypatch.setattr(swish_ops, "CPU_KERNEL", path == "kernel")
+        monkeypatch.setattr(swish_ops, "TORCH_COMPILE", path != "aten")
 
     return use
 
@@ -133,21 +141,23 @@ def torch_paths(monkeypatch):
 @pytest.mark.parametrize("layout, dtype", MATRIX)
 def test_matches_numpy_reference(layout, dtype, request):
     if keras.backend.backend() == "torch":
-        request.getfixturevalue("torch_paths")(True)
+        request.getfixturevalue("torch_paths")("kernel")
     x, beta, dy = make_inputs(layout, dtype)
     got = run_op(x, beta, dy, LAYOUTS[layout][2], dtype)
     check_against_reference(layout, dtype, got)
 
 
 @torch_only
+@pytest.mark.parametrize("path", ["kernel", "compiled"])
 @pytest.mark.parametrize("layout, dtype", MATRIX)
-def test_torch_compiled_matches_aten_path(layout, dtype, torch_paths):
+def test_torch_fast_paths_match_aten_path(layout, dtype, path, torch_paths):
     x, beta, dy = make_inputs(layout, dtype, seed=1)
     axis = LAYOUTS[layout][2]
-    torch_paths(True)
+    torch_paths(path)
     compiled = run_op(x, beta, dy, axis, dtype)
     assert not swish_ops._TORCH_COMPILE_FAILED
-    torch_paths(False)
+    assert not _cpu_kernel.FAILURES
+    torch_paths("aten")
     aten = run_op(x, beta, dy, axis, dtype)
     check_against_reference(layout, dtype, aten, seed=1)  # the fallback path
     # Same rounding of f and dx up to one step of the dtype; dβ in float32.
@@ -170,10 +180,13 @@ def test_torch_paths_are_taken(torch_paths, monkeypatch):
 
     monkeypatch.setattr(swish_ops, "_torch_compiled_call", spy)
     x, beta, dy = make_inputs("per_channel", "float32", seed=2)
-    torch_paths(False)
+    torch_paths("aten")
     run_op(x, beta, dy, -1, "float32")
     assert calls == []
-    torch_paths(True)
+    torch_paths("kernel")  # the CPU kernel first where it applies
+    run_op(x, beta, dy, -1, "float32")
+    assert calls == []
+    torch_paths("compiled")
     run_op(x, beta, dy, -1, "float32")
     assert calls == [0, 1]  # forward, backward
 
@@ -186,9 +199,9 @@ def test_torch_falls_back_once_when_compiling_fails(torch_paths, monkeypatch):
         raise RuntimeError("no C++ compiler found")
 
     x, beta, dy = make_inputs("per_channel", "float32", seed=3)
-    torch_paths(False)
+    torch_paths("aten")
     aten = run_op(x, beta, dy, -1, "float32")
-    torch_paths(True)
+    torch_paths("compiled")
     monkeypatch.setattr(swish_ops, "_TORCH_COMPILE_FAILED", [])
     monkeypatch.setattr(swish_ops, "_torch_kernel", lambda *a: broken)
     with pytest.warns(RuntimeWarning, match="falling back to ATen"):
@@ -217,6 +230,7 @@ def test_torch_env_var_disables_compiling(value, expected, monkeypatch):
 def test_torch_small_tensors_take_aten_path(monkeypatch):
     calls = []
     monkeypatch.setattr(swish_ops, "TORCH_COMPILE", True)
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
     monkeypatch.setattr(swish_ops, "_torch_compiled_call", lambda *a: calls.append(a))
     x, beta, dy = make_inputs("per_channel", "float32")
     assert x.size < swish_ops.TORCH_COMPILE_MIN_SIZE
@@ -230,7 +244,7 @@ def test_torch_inside_torch_compile(torch_paths):
     """Under an outer torch.compile the formulas are traced (not the kernels)."""
     import torch
 
-    torch_paths(True)
+    torch_paths("kernel")
     x, beta, dy = make_inputs("per_channel", "float32", seed=4)
 
     def step(x, beta, dy):
@@ -245,14 +259,15 @@ def test_torch_inside_torch_compile(torch_paths):
 
 
 @torch_only
+@pytest.mark.parametrize("path", ["kernel", "compiled"])
 @pytest.mark.parametrize(
     "dtype", ["float32", pytest.param("float16", marks=pytest.mark.slow), "bfloat16"]
 )
-def test_torch_compiled_stable_for_large_beta_times_x(dtype, torch_paths):
-    """|βx| beyond exp's and float32's range on the compiled path too."""
+def test_torch_fast_paths_stable_for_large_beta_times_x(dtype, path, torch_paths):
+    """|βx| beyond exp's and float32's range on the fast paths too."""
     from tests.test_ops import check_stable
 
-    torch_paths(True)
+    torch_paths(path)
     check_stable(dtype, traced=False)
     assert not swish_ops._TORCH_COMPILE_FAILED
 
@@ -266,7 +281,7 @@ def test_torch_many_shapes_stay_compiled(torch_paths):
     fail here, and fall back with a warning in use)."""
     import torch
 
-    torch_paths(True)
+    torch_paths("compiled")
     shapes = [(2, 3), (1, 6), (3, 6), (4, 6), (8, 6), (12, 5), (16, 6), (5, 6), (9, 7)]
     shapes += [(13, 3), (17, 6), (6, 6), (11, 6), (15, 2), (3, 1, 6), (2, 5, 6), (7, 3, 6)]
     with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):

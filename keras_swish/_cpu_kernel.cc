@@ -1,0 +1,218 @@
+// Swish with a trainable β, x·σ(βx), forward and backward in one pass each
+// over x (and dy) on a CPU. Built by keras_swish/_cpu_kernel.py on first use
+// (never at install time) and loaded with ctypes (PyTorch) or as an XLA FFI
+// target (JAX, built with -DKS_XLA_FFI). See that module for why.
+//
+// Layout: x is `n` contiguous elements seen as rows of `width` elements, and
+// `b` holds the `width` β values of one row (float32): one β per channel on
+// the last axis tiled to `width` (a multiple of the channel count), or one
+// scalar β repeated. The last `n % width` elements are one short row.
+// The backward pass returns dx and `width` partial sums of dβ (the caller
+// folds the tiles): dβ[j] = Σ_rows dy·x²·σ(βx)(1 − σ(βx)).
+//
+// Numerics match keras_swish.ops on every backend: 16-bit inputs computed in
+// float32 and rounded once; e = exp(−|βx|) gives σ and σ(1 − σ) exactly in
+// both tails; βx is clipped to the finite range, so no inf·0.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+struct BFloat16 {
+  uint16_t bits;
+};
+
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline float load(const BFloat16* p, int64_t i) { return bits_to_float(uint32_t(p[i].bits) << 16); }
+inline float load(const _Float16* p, int64_t i) { return float(p[i]); }
+
+inline void store(float* p, int64_t i, float v) { p[i] = v; }
+inline void store(_Float16* p, int64_t i, float v) { p[i] = _Float16(v); }
+inline void store(BFloat16* p, int64_t i, float v) {
+  // Round to nearest even, as PyTorch, JAX and TensorFlow do; NaN stays NaN.
+  uint32_t u = float_to_bits(v);
+  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  uint32_t quiet_nan = (u >> 16) | 0x40u;
+  p[i].bits = uint16_t((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+
+// exp(a) for a ≤ 0, inlined so that the loops below vectorize whole (a call
+// to a vector exp would spill every live register, as Inductor's do): Cody–
+// Waite reduction by ln 2, Cephes' degree-6 polynomial (about 1 ulp), 2^k
+// from the exponent bits; 0 below −87 (where expf is subnormal or 0).
+inline float exp_nonpositive(float a) {
+  const float low = -87.0f;
+  float c = a < low ? low : a;
+  float k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round
+  float r = c - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  float scale = bits_to_float(uint32_t(int32_t(k) + 127) << 23);
+  return a < low ? 0.0f : p * scale;
+}
+
+constexpr float kFloatMax = 3.402823466e38f;
+
+template <typename T>
+void forward_rows(const T* x, const float* b, T* y, int64_t rows, int64_t width) {
+  for (int64_t row = 0; row < rows; ++row) {
+    const T* xr = x + row * width;
+    T* yr = y + row * width;
+#pragma GCC ivdep
+    for (int64_t j = 0; j < width; ++j) {
+      float xv = load(xr, j);
+      float z = b[j] * xv;
+      float e = exp_nonpositive(z < 0 ? z : -z);
+      float r = 1.0f / (1.0f + e);
+      store(yr, j, xv * (z >= 0 ? r : e * r));
+    }
+  }
+}
+
+// dx for `rows` rows, and their dβ terms added to acc[0 .. width).
+template <typename T>
+void backward_rows(const T* x, const float* b, const T* dy, T* dx, float* acc, int64_t rows,
+                   int64_t width) {
+  for (int64_t row = 0; row < rows; ++row) {
+    const T* xr = x + row * width;
+    const T* gr = dy + row * width;
+    T* dr = dx + row * width;
+#pragma GCC ivdep
+    for (int64_t j = 0; j < width; ++j) {
+      float xv = load(xr, j);
+      float g = load(gr, j);
+      float z = b[j] * xv;
+      z = z > kFloatMax ? kFloatMax : (z < -kFloatMax ? -kFloatMax : z);
+      float e = exp_nonpositive(z < 0 ? z : -z);
+      float r = 1.0f / (1.0f + e);
+      float slope = e * r * r;  // σ(1 − σ)
+      store(dr, j, g * ((z >= 0 ? r : e * r) + z * slope));
+      acc[j] += g * ((xv * slope) * xv);  // x·σ' first: 0, not inf·0, for huge x
+    }
+  }
+}
+
+// Rows summed in float32 per block, blocks in float64.
+constexpr int64_t kBlockRows = 256;
+
+inline int thread_count(int requested, int64_t blocks) {
+  return int(std::max<int64_t>(1, std::min<int64_t>(requested, blocks)));
+}
+
+template <typename T>
+void forward(const void* x_, const float* b, void* y_, int64_t n, int64_t width, int threads) {
+  const T* x = static_cast<const T*>(x_);
+  T* y = static_cast<T*>(y_);
+  int64_t rows = n / width;
+  int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+  threads = thread_count(threads, blocks);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t block = 0; block < blocks; ++block) {
+    int64_t first = block * kBlockRows;
+    int64_t count = std::min(kBlockRows, rows - first);
+    forward_rows(x + first * width, b, y + first * width, count, width);
+  }
+  int64_t rest = n - rows * width;
+  if (rest) forward_rows(x + rows * width, b, y + rows * width, 1, rest);
+}
+
+template <typename T>
+void backward(const void* x_, const float* b, const void* dy_, void* dx_, float* dbeta, int64_t n,
+              int64_t width, int threads) {
+  const T* x = static_cast<const T*>(x_);
+  const T* dy = static_cast<const T*>(dy_);
+  T* dx = static_cast<T*>(dx_);
+  int64_t rows = n / width;
+  int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+  threads = thread_count(threads, blocks);
+  // One float64 row of sums per thread, added in thread order: the same dβ
+  // for the same thread count, run after run.
+  std::vector<double> sums(size_t(threads) * width, 0.0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    int thread = 0;
+#ifdef _OPENMP
+    thread = omp_get_thread_num();
+#endif
+    double* sum = sums.data() + size_t(thread) * width;
+    std::vector<float> acc(width);
+#pragma omp for schedule(static)
+    for (int64_t block = 0; block < blocks; ++block) {
+      int64_t first = block * kBlockRows;
+      int64_t count = std::min(kBlockRows, rows - first);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      backward_rows(x + first * width, b, dy + first * width, dx + first * width, acc.data(),
+                    count, width);
+      for (int64_t j = 0; j < width; ++j) sum[j] += acc[j];
+    }
+  }
+  for (int t = 1; t < threads; ++t)
+    for (int64_t j = 0; j < width; ++j) sums[j] += sums[size_t(t) * width + j];
+  int64_t rest = n - rows * width;
+  if (rest) {
+    std::vector<float> acc(rest, 0.0f);
+    backward_rows(x + rows * width, b, dy + rows * width, dx + rows * width, acc.data(), 1, rest);
+    for (int64_t j = 0; j < rest; ++j) sums[j] += acc[j];
+  }
+  for (int64_t j = 0; j < width; ++j) dbeta[j] = float(sums[j]);
+}
+
+}  // namespace
+
+// Plain C entry points (ctypes). dtype: 0 float32, 1 bfloat16, 2 float16.
+extern "C" {
+
+int ks_has_openmp() {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+int ks_forward(int dtype, const void* x, const float* b, void* y, int64_t n, int64_t width,
+               int threads) {
+  switch (dtype) {
+    case 0: forward<float>(x, b, y, n, width, threads); return 0;
+    case 1: forward<BFloat16>(x, b, y, n, width, threads); return 0;
+    case 2: forward<_Float16>(x, b, y, n, width, threads); return 0;
+  }
+  return 1;
+}
+
+int ks_backward(int dtype, const void* x, const float* b, const void* dy, void* dx, float* dbeta,
+                int64_t n, int64_t width, int threads) {
+  switch (dtype) {
+    case 0: backward<float>(x, b, dy, dx, dbeta, n, width, threads); return 0;
+    case 1: backward<BFloat16>(x, b, dy, dx, dbeta, n, width, threads); return 0;
+    case 2: backward<_Float16>(x, b, dy, dx, dbeta, n, width, threads); return 0;
+  }
+  return 1;
+}
+
+}  // extern "C"

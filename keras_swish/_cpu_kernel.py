@@ -1,0 +1,261 @@
+"""The op's CPU kernel: x·σ(βx) and its gradient in one pass each, in C++.
+
+Why a hand-written kernel: on CPU neither compiler the backends ship fuses
+this op's backward pass into one loop. XLA's CPU backend emits dx and the dβ
+reduction as separate loops and runs the reduction on one thread; Inductor
+fuses them (groups of rows) but calls a vector exp out of line, spilling
+every live register around each call (`benchmarks/README.md`). Keras's SiLU
+has ATen's hand-written kernels on PyTorch; this is the same for x·σ(βx) with
+a per-channel β: one loop over x writes f, one over x and dy writes dx and
+per-thread partial dβ sums, with an exp that the compiler inlines and
+vectorizes.
+
+Built from `_cpu_kernel.cc` (next to this file) on first use with the C++
+compiler on the PATH (`$CXX`, else `c++`, `g++` or `clang++`) and cached
+under `$KERAS_SWISH_CACHE_DIR` (default `~/.cache/keras_swish`), keyed by the
+source, the compiler, the flags and the CPU's features — never at install
+time. Where no compiler works, the op warns once and keeps its other paths.
+`KERAS_SWISH_CPU_KERNEL=0` (or `keras_swish.ops.CPU_KERNEL = False`) turns
+the kernel off.
+"""
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cpu_kernel.cc")
+
+# Tiles narrower than this are repeated along the row (a scalar β, or a few
+# channels), so that the inner loop is long enough to vectorize.
+MIN_WIDTH = 64
+# Below this many elements one thread: waking a second costs more.
+MIN_PARALLEL = 1 << 15
+
+DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2}
+
+_LOCK = threading.Lock()
+_LIBRARIES = {}  # "plain" or "xla" -> ctypes.CDLL, or None after a failure
+FAILURES = []  # what went wrong, once per flavour
+
+
+def enabled_from_env():
+    """False where KERAS_SWISH_CPU_KERNEL is 0, false, no or off."""
+    value = os.environ.get("KERAS_SWISH_CPU_KERNEL", "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def cache_dir():
+    root = os.environ.get("KERAS_SWISH_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "keras_swish")
+    return os.path.join(root, "cpu_kernels")
+
+
+def _compilers():
+    named = os.environ.get("CXX")
+    if named:
+        return [named]
+    return [c for c in ("c++", "g++", "clang++") if shutil.which(c)][:1]
+
+
+def _cpu_features():
+    """What `-march=native` depends on, for the cache key (a cache shared
+    between machines must not hand one CPU another's instructions)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() + platform.machine()
+
+
+def _flag_sets(flavour):
+    base = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math"]
+    if flavour == "xla":
+        import jax.ffi
+
+        base += ["-DKS_XLA_FFI", "-I", jax.ffi.include_dir()]
+    # Best first; each fallback drops what a compiler may not support
+    # (Apple's clang has no -fopenmp; some targets no -march=native).
+    for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
+        yield base + extra
+
+
+def _build(flavour):
+    with open(SOURCE, "rb") as f:
+        source = f.read()
+    errors = []
+    for compiler in _compilers():
+        try:
+            version = subprocess.run(
+                [compiler, "--version"], capture_output=True, text=True, timeout=60
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as error:
+            errors.append(f"{compiler}: {error}")
+            continue
+        for flags in _flag_sets(flavour):
+            key = hashlib.sha256(
+                b"\0".join(
+                    [source, compiler.encode(), version.encode(), " ".join(flags).encode()]
+                    + [_cpu_features().encode()]
+                )
+            ).hexdigest()[:20]
+            folder = os.path.join(cache_dir(), key)
+            path = os.path.join(folder, f"swish_{flavour}.so")
+            if os.path.exists(path):
+                return path
+            os.makedirs(folder, exist_ok=True)
+            # Written under a temporary name and renamed: another process
+            # building the same key at the same time never loads half a file.
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=folder)
+            os.close(fd)
+            try:
+                done = subprocess.run(
+                    [compiler, *flags, SOURCE, "-o", tmp],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                if done.returncode == 0:
+                    os.chmod(tmp, 0o755)
+                    os.replace(tmp, path)
+                    return path
+                errors.append(f"{compiler} {' '.join(flags)}: {done.stderr.strip()[-400:]}")
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+    raise RuntimeError("; ".join(errors) or "no C++ compiler found (set CXX)")
+
+
+def library(flavour="plain"):
+    """The loaded kernel library, built on first use, or None where building
+    or loading failed (warned once per flavour)."""
+    if flavour in _LIBRARIES:
+        return _LIBRARIES[flavour]
+    with _LOCK:
+        if flavour not in _LIBRARIES:
+            try:
+                lib = ctypes.CDLL(_build(flavour))
+                _declare(lib)
+            except Exception as error:  # no compiler, a compile error, a bad cache
+                lib = None
+                FAILURES.append(f"{type(error).__name__}: {error}"[:600])
+                warnings.warn(
+                    "keras_swish: could not build the fused CPU kernel, so the op "
+                    "uses its slower paths (set KERAS_SWISH_CPU_KERNEL=0 to skip "
+                    f"the attempt). Error: {FAILURES[-1]}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            _LIBRARIES[flavour] = lib
+    return _LIBRARIES[flavour]
+
+
+def _declare(lib):
+    p, n = ctypes.c_void_p, ctypes.c_int64
+    lib.ks_has_openmp.restype = ctypes.c_int
+    lib.ks_forward.argtypes = [ctypes.c_int, p, p, p, n, n, ctypes.c_int]
+    lib.ks_forward.restype = ctypes.c_int
+    lib.ks_backward.argtypes = [ctypes.c_int, p, p, p, p, p, n, n, ctypes.c_int]
+    lib.ks_backward.restype = ctypes.c_int
+
+
+def tiling(channels):
+    """How many copies of a `channels`-wide β row make one kernel row."""
+    return max(1, -(-MIN_WIDTH // channels))
+
+
+def threads_for(lib, n, requested):
+    if n < MIN_PARALLEL or not lib.ks_has_openmp():
+        return 1
+    return max(1, requested)
+
+
+# PyTorch ---------------------------------------------------------------------
+
+
+def torch_channels(x, b):
+    """β's channel count where β (lined up with x) varies along the last axis
+    only (1 for a scalar β); None for any other layout."""
+    if any(n != 1 for n in b.shape[:-1]):
+        return None
+    if b.dim() == 0 or b.shape[-1] == 1:
+        return 1
+    return b.shape[-1] if x.dim() >= 1 and b.shape[-1] == x.shape[-1] else None
+
+
+def torch_supports(x, b):
+    import torch
+
+    return (
+        x.device.type == "cpu"
+        and b.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and x.numel() > 0
+        and torch_channels(x, b) is not None
+    )
+
+
+def _torch_tiled_beta(b, channels):
+    import torch
+
+    row = b.detach().reshape(-1).to(torch.float32)
+    return row.repeat(tiling(channels)).contiguous()
+
+
+def torch_forward(lib, x, b):
+    import torch
+
+    channels = torch_channels(x, b)
+    x = x.contiguous()
+    tiled = _torch_tiled_beta(b, channels)
+    y = torch.empty_like(x)
+    n = x.numel()
+    code = DTYPE_CODES[str(x.dtype).removeprefix("torch.")]
+    threads = threads_for(lib, n, torch.get_num_threads())
+    lib.ks_forward(code, x.data_ptr(), tiled.data_ptr(), y.data_ptr(), n, tiled.numel(), threads)
+    return y
+
+
+def torch_backward(lib, x, b, dy):
+    """dx, and dβ in float32 with β's lined-up shape."""
+    import torch
+
+    channels = torch_channels(x, b)
+    x = x.contiguous()
+    dy = dy.to(x.dtype).contiguous()
+    tiled = _torch_tiled_beta(b, channels)
+    dx = torch.empty_like(x)
+    partial = torch.empty(tiled.numel(), dtype=torch.float32)
+    n = x.numel()
+    code = DTYPE_CODES[str(x.dtype).removeprefix("torch.")]
+    threads = threads_for(lib, n, torch.get_num_threads())
+    lib.ks_backward(
+        code,
+        x.data_ptr(),
+        tiled.data_ptr(),
+        dy.data_ptr(),
+        dx.data_ptr(),
+        partial.data_ptr(),
+        n,
+        tiled.numel(),
+        threads,
+    )
+    dbeta = partial.reshape(-1, channels).sum(0)
+    return dx, dbeta.reshape(b.shape) if channels > 1 else dbeta.sum().reshape(b.shape)
+
+
+if __name__ == "__main__":  # python -m keras_swish._cpu_kernel: build and report
+    for name in sys.argv[1:] or ["plain"]:
+        print(name, library(name), FAILURES)

@@ -1,0 +1,173 @@
+"""The C++ CPU kernel (`keras_swish/_cpu_kernel.py`): values and gradients at
+sizes that reach its threads, row blocks, tiles and short last row; the same
+dβ run after run; its build cache; and the op's other paths when it cannot be
+built. The small-size matrix (every dtype and β layout, against NumPy and the
+ATen path) is in `tests/test_ops_fused.py`.
+"""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_swish import _cpu_kernel
+from keras_swish import ops as swish_ops
+from tests.test_ops import paper_reference
+from tests.test_ops_fused import TOLERANCE, rounded, run_op
+
+kernel_backends = pytest.mark.all_backends
+
+
+def needs_kernel_backend(test):
+    """PyTorch and JAX use the kernel (run in their processes by
+    `tests/test_backends.py`); TensorFlow does not."""
+    skip = pytest.mark.skipif(
+        keras.backend.backend() not in ("torch", "jax"), reason="PyTorch and JAX only"
+    )
+    return kernel_backends(skip(test))
+
+
+# (x shape, β shape): more than one block of 256 rows and enough elements for
+# two threads; a scalar β (tiled to 64 per row); 5 channels (tiled to 65, a
+# short last row); one wide row (FFN-like).
+SHAPES = {
+    "blocks": ((3, 300, 64), (64,)),
+    "scalar": ((70_001,), ()),
+    "five_channels": ((20_003, 5), (5,)),
+    "wide": ((40, 2048), (2048,)),
+}
+
+
+def inputs(shape, beta_shape, seed):
+    rng = np.random.default_rng(seed)
+    x = (3.0 * rng.standard_normal(shape)).astype("float32")
+    beta = np.asarray(rng.uniform(-0.5, 2.0, size=beta_shape), "float32")
+    dy = rng.standard_normal(shape).astype("float32")
+    return x, beta, dy
+
+
+@pytest.fixture
+def kernel_on(monkeypatch):
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", False)  # nothing else fast
+
+
+@needs_kernel_backend
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_kernel_matches_numpy_at_size(name, dtype, kernel_on):
+    shape, beta_shape = SHAPES[name]
+    x, beta, dy = inputs(shape, beta_shape, seed=len(name))
+    got = run_op(x, beta, dy, -1, dtype)
+    assert not _cpu_kernel.FAILURES
+    view = () if not beta_shape else (1,) * (len(shape) - 1) + beta_shape
+    f, dx, dbeta = paper_reference(rounded(x, dtype), beta, view, rounded(dy, dtype))
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(got[0], f, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got[1], dx, rtol=tol, atol=tol)
+    # dβ sums up to 70,001 terms: float32 sums of 256-row blocks, added in
+    # float64 — float32 accuracy relative to the sum of magnitudes.
+    _, _, magnitude = paper_reference(rounded(x, dtype), beta, view, np.abs(rounded(dy, dtype)))
+    np.testing.assert_allclose(got[2], dbeta, rtol=0, atol=2e-6 * np.abs(magnitude).max())
+
+
+@needs_kernel_backend
+def test_kernel_is_deterministic(kernel_on):
+    """The same dβ, to the bit, for the same input (sums in thread order)."""
+    x, beta, dy = inputs(*SHAPES["blocks"], seed=7)
+    first = run_op(x, beta, dy, -1, "float32")
+    for _ in range(3):
+        again = run_op(x, beta, dy, -1, "float32")
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_kernel_backend
+def test_kernel_is_the_path_taken(kernel_on, monkeypatch):
+    """PyTorch: forward and backward each call the library once where it
+    applies, and never where it is switched off (JAX: see its FFI tests)."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("PyTorch calls the library with ctypes")
+    lib = _cpu_kernel.library("plain")
+    assert lib is not None, _cpu_kernel.FAILURES
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            attr = getattr(lib, name)
+            if name in ("ks_forward", "ks_backward"):
+                return lambda *args: (calls.append(name), attr(*args))[1]
+            return attr
+
+    monkeypatch.setitem(_cpu_kernel._LIBRARIES, "plain", Spy())
+    x, beta, dy = inputs(*SHAPES["blocks"], seed=1)
+    run_op(x, beta, dy, -1, "float32")
+    assert calls == ["ks_forward", "ks_backward"]
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
+    run_op(x, beta, dy, -1, "float32")
+    assert calls == ["ks_forward", "ks_backward"]
+
+
+@needs_kernel_backend
+def test_no_compiler_warns_once_and_falls_back(tmp_path, monkeypatch):
+    """A failed build: one warning, then the op's other paths, same values."""
+    x, beta, dy = inputs(*SHAPES["five_channels"], seed=3)
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
+    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", False)
+    reference = run_op(x, beta, dy, -1, "float32")
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
+    monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
+    with pytest.warns(RuntimeWarning, match="could not build the fused CPU kernel"):
+        got = run_op(x, beta, dy, -1, "float32")
+    assert "no-such-compiler" in _cpu_kernel.FAILURES[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        again = run_op(x, beta, dy, -1, "float32")
+    for a, b, c in zip(reference, got, again, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+        np.testing.assert_array_equal(b, c)
+    assert not any(p.name.endswith(".so") for p in tmp_path.rglob("*"))
+
+
+def test_build_is_cached_and_reused_by_a_fresh_process(tmp_path, monkeypatch):
+    """Built once into the cache (no temporary file left); a second process
+    with the same compiler loads that file without compiling."""
+    monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
+    path = _cpu_kernel._build("plain")
+    assert path.startswith(str(tmp_path)) and os.path.isfile(path)
+    assert [p.name for p in tmp_path.rglob(".tmp-*")] == []
+    built = os.stat(path).st_mtime_ns
+    script = (
+        "import subprocess, sys\n"
+        "from keras_swish import _cpu_kernel as k\n"
+        "real = subprocess.run\n"
+        "def run(cmd, *a, **kw):\n"
+        "    assert '--version' in cmd, cmd  # no compile\n"
+        "    return real(cmd, *a, **kw)\n"
+        "subprocess.run = run\n"
+        "lib = k.library('plain')\n"
+        "print(lib._name, lib.ks_has_openmp())\n"
+    )
+    env = {**os.environ, "KERAS_SWISH_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[0] == path
+    assert os.stat(path).st_mtime_ns == built
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("0", False), ("off", False), ("False", False), ("no", False), ("1", True), ("", True)],
+)
+def test_env_var_disables_the_kernel(value, expected, monkeypatch):
+    """KERAS_SWISH_CPU_KERNEL, read once at import into ops.CPU_KERNEL."""
+    monkeypatch.setenv("KERAS_SWISH_CPU_KERNEL", value)
+    assert _cpu_kernel.enabled_from_env() is expected
