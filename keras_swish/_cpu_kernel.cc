@@ -216,3 +216,70 @@ int ks_backward(int dtype, const void* x, const float* b, const void* dy, void* 
 }
 
 }  // extern "C"
+
+#ifdef KS_XLA_FFI
+// XLA FFI handlers (JAX): the same kernels as custom calls on the CPU
+// platform. Inputs x (and dy) of any of the three dtypes, β tiled to one row
+// (float32); `threads` as an attribute (XLA runs a custom call on one of its
+// threads; the kernel's own OpenMP threads do the work).
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+int dtype_code(ffi::DataType type) {
+  switch (type) {
+    case ffi::DataType::F32: return 0;
+    case ffi::DataType::BF16: return 1;
+    case ffi::DataType::F16: return 2;
+    default: return -1;
+  }
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> b, ffi::Result<ffi::AnyBuffer> y,
+                       int64_t threads) {
+  int code = dtype_code(x.element_type());
+  if (code < 0 || y->element_type() != x.element_type())
+    return ffi::Error::InvalidArgument("keras_swish kernel: x must be float32, bfloat16 or float16");
+  int64_t n = int64_t(x.element_count());
+  if (n) ks_forward(code, x.untyped_data(), b.typed_data(), y->untyped_data(), n,
+                    int64_t(b.element_count()), int(threads));
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> b, ffi::AnyBuffer dy,
+                        ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::Buffer<ffi::F32>> dbeta,
+                        int64_t threads) {
+  int code = dtype_code(x.element_type());
+  if (code < 0 || dy.element_type() != x.element_type())
+    return ffi::Error::InvalidArgument("keras_swish kernel: x and dy must share a float dtype");
+  int64_t n = int64_t(x.element_count());
+  int64_t width = int64_t(b.element_count());
+  if (n) {
+    ks_backward(code, x.untyped_data(), b.typed_data(), dy.untyped_data(), dx->untyped_data(),
+                dbeta->typed_data(), n, width, int(threads));
+  } else {
+    std::fill(dbeta->typed_data(), dbeta->typed_data() + width, 0.0f);
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KerasSwishForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KerasSwishBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("threads"));
+#endif  // KS_XLA_FFI

@@ -163,6 +163,8 @@ def library(flavour="plain"):
 
 
 def _declare(lib):
+    if not hasattr(lib, "ks_forward"):
+        raise RuntimeError(f"{lib._name} is not the keras_swish CPU kernel")
     p, n = ctypes.c_void_p, ctypes.c_int64
     lib.ks_has_openmp.restype = ctypes.c_int
     lib.ks_forward.argtypes = [ctypes.c_int, p, p, p, n, n, ctypes.c_int]
@@ -182,17 +184,98 @@ def threads_for(lib, n, requested):
     return max(1, requested)
 
 
+def channels(x_shape, view_shape):
+    """β's channel count where β, lined up with x (`view_shape`), varies along
+    the last axis only (1 for a scalar β); None for any other layout."""
+    view_shape = tuple(view_shape)
+    if any(n != 1 for n in view_shape[:-1]):
+        return None
+    if not view_shape or view_shape[-1] == 1:
+        return 1
+    return view_shape[-1] if x_shape and view_shape[-1] == x_shape[-1] else None
+
+
+# JAX -------------------------------------------------------------------------
+
+_JAX_TARGETS = []  # True once registered, False after a failure
+
+
+def jax_supports(dtype, x_shape, view_shape):
+    import numpy as np
+
+    return (
+        str(np.dtype(dtype)) in DTYPE_CODES
+        and int(np.prod(x_shape)) > 0
+        and channels(x_shape, view_shape) is not None
+    )
+
+
+def jax_targets():
+    """Registers the kernel's XLA FFI targets for the CPU platform once;
+    False where the library could not be built."""
+    if not _JAX_TARGETS:
+        import jax
+
+        lib = library("xla")
+        if lib is not None:
+            for name in ("KerasSwishForward", "KerasSwishBackward"):
+                target = jax.ffi.pycapsule(getattr(lib, name))
+                jax.ffi.register_ffi_target(_ffi_name(name), target, platform="cpu")
+        _JAX_TARGETS.append(lib is not None)
+    return _JAX_TARGETS[0]
+
+
+def _ffi_name(symbol):
+    return "keras_swish_" + symbol.removeprefix("KerasSwish").lower()
+
+
+def _jax_threads(n):
+    if n < MIN_PARALLEL:
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def jax_tiled_beta(beta, channels):
+    import jax.numpy as jnp
+
+    return jnp.tile(beta.astype(jnp.float32).reshape(-1), tiling(channels))
+
+
+def jax_forward(x, tiled):
+    import jax
+    import numpy as np
+
+    call = jax.ffi.ffi_call(
+        _ffi_name("KerasSwishForward"),
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        vmap_method="sequential",
+    )
+    return call(x, tiled, threads=np.int64(_jax_threads(x.size)))
+
+
+def jax_backward(x, tiled, dy):
+    """dx, and the kernel row's float32 partial dβ sums (to be folded)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    call = jax.ffi.ffi_call(
+        _ffi_name("KerasSwishBackward"),
+        (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(tiled.shape, jnp.float32)),
+        vmap_method="sequential",
+    )
+    return call(x, tiled, dy.astype(x.dtype), threads=np.int64(_jax_threads(x.size)))
+
+
 # PyTorch ---------------------------------------------------------------------
 
 
 def torch_channels(x, b):
-    """β's channel count where β (lined up with x) varies along the last axis
-    only (1 for a scalar β); None for any other layout."""
-    if any(n != 1 for n in b.shape[:-1]):
-        return None
-    if b.dim() == 0 or b.shape[-1] == 1:
-        return 1
-    return b.shape[-1] if x.dim() >= 1 and b.shape[-1] == x.shape[-1] else None
+    """See `channels`, for a tensor and the β lined up with it."""
+    return channels(tuple(x.shape), tuple(b.shape))
 
 
 def torch_supports(x, b):

@@ -259,18 +259,14 @@ def _jax_swish():
         dtype = _compute_dtype(x.dtype)
         return x.astype(dtype), beta.astype(dtype).reshape(view_shape), dtype
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-    def fused(x, beta, view_shape, reduce_axes):
+    def xla_forward(x, beta, view_shape):
         xc, b, _ = cast_inputs(x, beta, view_shape)
         return (xc * jax.nn.sigmoid(b * xc)).astype(x.dtype)
 
-    def forward(x, beta, view_shape, reduce_axes):
-        return fused(x, beta, view_shape, reduce_axes), (x, beta)
-
-    def backward(view_shape, reduce_axes, residuals, dy):
+    def xla_backward(x, beta, dy, view_shape, reduce_axes):
         # Barriers, as in jax.checkpoint: XLA recomputes σ(βx) here instead
         # of keeping the forward's, and dx and dβ stay two separate loops.
-        x, beta = jax.lax.optimization_barrier(residuals)
+        x, beta = jax.lax.optimization_barrier((x, beta))
         xc, b, dtype = cast_inputs(x, beta, view_shape)
         g = dy.astype(dtype)
         big = jnp.finfo(dtype).max
@@ -288,6 +284,69 @@ def _jax_swish():
         xt = xc * jax.lax.rsqrt(2.0 + 2.0 * jnp.cosh(b * xc))
         dbeta = jnp.sum(xt * xt * g, axis=reduce_axes)
         return dx.astype(x.dtype), dbeta.reshape(beta.shape).astype(beta.dtype)
+
+    def on_cpu(kernel, xla, *args):
+        """The CPU kernel on CPU, XLA's own code on other platforms."""
+        return jax.lax.platform_dependent(*args, cpu=kernel, default=xla)
+
+    def kernel_forward(x, beta, view_shape):
+        channels = _cpu_kernel.channels(x.shape, view_shape)
+        tiled = _cpu_kernel.jax_tiled_beta(beta, channels)
+        return on_cpu(
+            lambda x, beta, tiled: _cpu_kernel.jax_forward(x, tiled),
+            lambda x, beta, tiled: xla_forward(x, beta, view_shape),
+            x,
+            beta,
+            tiled,
+        )
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+    def kernel_backward(x, beta, dy, view_shape, reduce_axes):
+        channels = _cpu_kernel.channels(x.shape, view_shape)
+        tiled = _cpu_kernel.jax_tiled_beta(beta, channels)
+
+        def kernel(x, beta, tiled, dy):
+            dx, partial = _cpu_kernel.jax_backward(x, tiled, dy)
+            dbeta = partial.reshape(-1, channels).sum(0)
+            return dx, dbeta.reshape(beta.shape).astype(beta.dtype)
+
+        def xla(x, beta, tiled, dy):
+            return xla_backward(x, beta, dy, view_shape, reduce_axes)
+
+        return on_cpu(kernel, xla, x, beta, tiled, dy)
+
+    # The kernel's backward has a gradient of its own (second-order
+    # derivatives): that of the XLA formulas, which compute the same values.
+    def kernel_backward_fwd(x, beta, dy, view_shape, reduce_axes):
+        return kernel_backward(x, beta, dy, view_shape, reduce_axes), (x, beta, dy)
+
+    def kernel_backward_bwd(view_shape, reduce_axes, residuals, cotangents):
+        _, vjp = jax.vjp(lambda *a: xla_backward(*a, view_shape, reduce_axes), *residuals)
+        return vjp(cotangents)
+
+    kernel_backward.defvjp(kernel_backward_fwd, kernel_backward_bwd)
+
+    def use_kernel(x, view_shape):
+        return (
+            CPU_KERNEL
+            and _cpu_kernel.jax_supports(x.dtype, x.shape, view_shape)
+            and _cpu_kernel.jax_targets()
+        )
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def fused(x, beta, view_shape, reduce_axes):
+        if use_kernel(x, view_shape):
+            return kernel_forward(x, beta, view_shape)
+        return xla_forward(x, beta, view_shape)
+
+    def forward(x, beta, view_shape, reduce_axes):
+        return fused(x, beta, view_shape, reduce_axes), (x, beta)
+
+    def backward(view_shape, reduce_axes, residuals, dy):
+        x, beta = residuals
+        if use_kernel(x, view_shape):
+            return kernel_backward(x, beta, dy, view_shape, reduce_axes)
+        return xla_backward(x, beta, dy, view_shape, reduce_axes)
 
     fused.defvjp(forward, backward)
     return fused

@@ -17,7 +17,15 @@ import pytest
 from keras_swish import _cpu_kernel
 from keras_swish import ops as swish_ops
 from tests.test_ops import paper_reference
-from tests.test_ops_fused import TOLERANCE, rounded, run_op
+from tests.test_ops_fused import (
+    LAYOUTS,
+    MATRIX,
+    TOLERANCE,
+    check_against_reference,
+    make_inputs,
+    rounded,
+    run_op,
+)
 
 kernel_backends = pytest.mark.all_backends
 
@@ -123,6 +131,7 @@ def test_no_compiler_warns_once_and_falls_back(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
+    monkeypatch.setattr(_cpu_kernel, "_JAX_TARGETS", [])
     monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
     with pytest.warns(RuntimeWarning, match="could not build the fused CPU kernel"):
         got = run_op(x, beta, dy, -1, "float32")
@@ -171,3 +180,81 @@ def test_env_var_disables_the_kernel(value, expected, monkeypatch):
     """KERAS_SWISH_CPU_KERNEL, read once at import into ops.CPU_KERNEL."""
     monkeypatch.setenv("KERAS_SWISH_CPU_KERNEL", value)
     assert _cpu_kernel.enabled_from_env() is expected
+
+
+def jax_only(test):
+    skip = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX only")
+    return kernel_backends(skip(test))
+
+
+def jax_vjp_fn():
+    import jax
+
+    def fn(x, beta, dy):
+        y, vjp = jax.vjp(lambda x, b: swish_ops.swish(x, b), x, beta)
+        return (y, *vjp(dy))
+
+    return jax.jit(fn)
+
+
+@jax_only
+def test_jax_compiled_code_calls_the_kernel(monkeypatch):
+    """The jitted forward+backward calls the two FFI targets on CPU, and only
+    XLA's own loops where the kernel is off."""
+    import jax.numpy as jnp
+
+    x, beta, dy = (jnp.asarray(a) for a in inputs(*SHAPES["blocks"], seed=5))
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    hlo = jax_vjp_fn().lower(x, beta, dy).as_text()
+    assert "keras_swish_forward" in hlo and "keras_swish_backward" in hlo
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
+    hlo = jax_vjp_fn().lower(x, beta, dy).as_text()
+    assert "keras_swish_" not in hlo
+
+
+@jax_only
+def test_jax_kernel_second_order_and_vmap_match_xla(monkeypatch):
+    """What XLA's formulas allow, the kernel path allows too, with the same
+    numbers: a gradient of the gradient (a penalty on dβ) and jax.vmap."""
+    import jax
+    import jax.numpy as jnp
+
+    x, beta, dy = (jnp.asarray(a) for a in inputs((6, 40, 8), (8,), seed=6))
+
+    def penalty(x, beta):
+        _, vjp = jax.vjp(lambda x, b: swish_ops.swish(x, b), x, beta)
+        dx, dbeta = vjp(dy)
+        return jnp.sum(dbeta**2) + jnp.sum(dx**2)
+
+    def both():
+        second = jax.jit(jax.grad(penalty, argnums=(0, 1)))(x, beta)
+        mapped = jax.jit(jax.vmap(lambda x: swish_ops.swish(x, beta)))(x)
+        return (*second, mapped)
+
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    got = both()
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
+    want = both()
+    for g, w in zip(got, want, strict=True):
+        g, w = np.asarray(g, "float64"), np.asarray(w, "float64")
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+
+
+@jax_only
+@pytest.mark.parametrize("layout, dtype", MATRIX)
+def test_jax_kernel_matches_xla_path(layout, dtype, monkeypatch):
+    """Every dtype and β layout: the kernel (where the layout allows it)
+    against XLA's formulas, both against NumPy."""
+    x, beta, dy = make_inputs(layout, dtype, seed=1)
+    axis = LAYOUTS[layout][2]
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    kernel = run_op(x, beta, dy, axis, dtype)
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
+    xla = run_op(x, beta, dy, axis, dtype)
+    check_against_reference(layout, dtype, kernel, seed=1)
+    check_against_reference(layout, dtype, xla, seed=1)
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(kernel[0], xla[0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(kernel[1], xla[1], rtol=tol, atol=tol)
+    scale = np.abs(xla[2]).max()
+    np.testing.assert_allclose(kernel[2], xla[2], rtol=1e-5, atol=1e-5 * scale)
