@@ -218,10 +218,11 @@ int ks_backward(int dtype, const void* x, const float* b, const void* dy, void* 
 }  // extern "C"
 
 #ifdef KS_XLA_FFI
-// XLA FFI handlers (JAX): the same kernels as custom calls on the CPU
-// platform. Inputs x (and dy) of any of the three dtypes, β tiled to one row
-// (float32); `threads` as an attribute (XLA runs a custom call on one of its
-// threads; the kernel's own OpenMP threads do the work).
+// XLA FFI handler (JAX): the backward kernel as a custom call on the CPU
+// platform (JAX's forward stays XLA's own loop, see keras_swish/ops.py).
+// x and dy of one of the three dtypes, β tiled to one row (float32);
+// `threads` as an attribute (XLA runs a custom call on one of its threads;
+// the kernel's own OpenMP threads do the work).
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -235,17 +236,6 @@ int dtype_code(ffi::DataType type) {
     case ffi::DataType::F16: return 2;
     default: return -1;
   }
-}
-
-ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> b, ffi::Result<ffi::AnyBuffer> y,
-                       int64_t threads) {
-  int code = dtype_code(x.element_type());
-  if (code < 0 || y->element_type() != x.element_type())
-    return ffi::Error::InvalidArgument("keras_swish kernel: x must be float32, bfloat16 or float16");
-  int64_t n = int64_t(x.element_count());
-  if (n) ks_forward(code, x.untyped_data(), b.typed_data(), y->untyped_data(), n,
-                    int64_t(b.element_count()), int(threads));
-  return ffi::Error::Success();
 }
 
 ffi::Error BackwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> b, ffi::AnyBuffer dy,
@@ -266,13 +256,6 @@ ffi::Error BackwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> b, ffi::AnyBuffe
 }
 
 }  // namespace
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(KerasSwishForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KerasSwishBackward, BackwardImpl,
                               ffi::Ffi::Bind()

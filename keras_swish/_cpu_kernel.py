@@ -197,6 +197,7 @@ def channels(x_shape, view_shape):
 
 # JAX -------------------------------------------------------------------------
 
+JAX_BACKWARD = "keras_swish_backward"  # the FFI target's name
 _JAX_TARGETS = []  # True once registered, False after a failure
 
 
@@ -205,28 +206,25 @@ def jax_supports(dtype, x_shape, view_shape):
 
     return (
         str(np.dtype(dtype)) in DTYPE_CODES
+        and all(isinstance(n, int) for n in x_shape)
         and int(np.prod(x_shape)) > 0
         and channels(x_shape, view_shape) is not None
     )
 
 
 def jax_targets():
-    """Registers the kernel's XLA FFI targets for the CPU platform once;
+    """Registers the backward kernel as an XLA FFI target for the CPU
+    platform, once;
     False where the library could not be built."""
     if not _JAX_TARGETS:
         import jax
 
         lib = library("xla")
         if lib is not None:
-            for name in ("KerasSwishForward", "KerasSwishBackward"):
-                target = jax.ffi.pycapsule(getattr(lib, name))
-                jax.ffi.register_ffi_target(_ffi_name(name), target, platform="cpu")
+            target = jax.ffi.pycapsule(lib.KerasSwishBackward)
+            jax.ffi.register_ffi_target(JAX_BACKWARD, target, platform="cpu")
         _JAX_TARGETS.append(lib is not None)
     return _JAX_TARGETS[0]
-
-
-def _ffi_name(symbol):
-    return "keras_swish_" + symbol.removeprefix("KerasSwish").lower()
 
 
 def _jax_threads(n):
@@ -244,18 +242,6 @@ def jax_tiled_beta(beta, channels):
     return jnp.tile(beta.astype(jnp.float32).reshape(-1), tiling(channels))
 
 
-def jax_forward(x, tiled):
-    import jax
-    import numpy as np
-
-    call = jax.ffi.ffi_call(
-        _ffi_name("KerasSwishForward"),
-        jax.ShapeDtypeStruct(x.shape, x.dtype),
-        vmap_method="sequential",
-    )
-    return call(x, tiled, threads=np.int64(_jax_threads(x.size)))
-
-
 def jax_backward(x, tiled, dy):
     """dx, and the kernel row's float32 partial dβ sums (to be folded)."""
     import jax
@@ -263,7 +249,7 @@ def jax_backward(x, tiled, dy):
     import numpy as np
 
     call = jax.ffi.ffi_call(
-        _ffi_name("KerasSwishBackward"),
+        JAX_BACKWARD,
         (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(tiled.shape, jnp.float32)),
         vmap_method="sequential",
     )

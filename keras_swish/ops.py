@@ -289,17 +289,6 @@ def _jax_swish():
         """The CPU kernel on CPU, XLA's own code on other platforms."""
         return jax.lax.platform_dependent(*args, cpu=kernel, default=xla)
 
-    def kernel_forward(x, beta, view_shape):
-        channels = _cpu_kernel.channels(x.shape, view_shape)
-        tiled = _cpu_kernel.jax_tiled_beta(beta, channels)
-        return on_cpu(
-            lambda x, beta, tiled: _cpu_kernel.jax_forward(x, tiled),
-            lambda x, beta, tiled: xla_forward(x, beta, view_shape),
-            x,
-            beta,
-            tiled,
-        )
-
     @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
     def kernel_backward(x, beta, dy, view_shape, reduce_axes):
         channels = _cpu_kernel.channels(x.shape, view_shape)
@@ -327,16 +316,20 @@ def _jax_swish():
     kernel_backward.defvjp(kernel_backward_fwd, kernel_backward_bwd)
 
     def use_kernel(x, view_shape):
+        """Whether the backward pass calls the CPU kernel: where it is on, the
+        layout and dtype fit and shapes are known (a symbolic shape means
+        `jax.export`, which cannot serialize the kernel's custom call)."""
         return (
             CPU_KERNEL
             and _cpu_kernel.jax_supports(x.dtype, x.shape, view_shape)
             and _cpu_kernel.jax_targets()
         )
 
+    # The forward pass stays XLA's: one loop, as fast as SiLU's, which XLA can
+    # fuse with what comes before it, and which `jax.export` (Keras's
+    # `model.export` on JAX) can serialize — a custom call it cannot.
     @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
     def fused(x, beta, view_shape, reduce_axes):
-        if use_kernel(x, view_shape):
-            return kernel_forward(x, beta, view_shape)
         return xla_forward(x, beta, view_shape)
 
     def forward(x, beta, view_shape, reduce_axes):

@@ -199,14 +199,14 @@ def jax_vjp_fn():
 
 @jax_only
 def test_jax_compiled_code_calls_the_kernel(monkeypatch):
-    """The jitted forward+backward calls the two FFI targets on CPU, and only
-    XLA's own loops where the kernel is off."""
+    """The jitted forward+backward calls the backward FFI target on CPU (the
+    forward is XLA's loop), and only XLA's own loops where the kernel is off."""
     import jax.numpy as jnp
 
     x, beta, dy = (jnp.asarray(a) for a in inputs(*SHAPES["blocks"], seed=5))
     monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
     hlo = jax_vjp_fn().lower(x, beta, dy).as_text()
-    assert "keras_swish_forward" in hlo and "keras_swish_backward" in hlo
+    assert hlo.count("keras_swish_backward") == 1 and "keras_swish_forward" not in hlo
     monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
     hlo = jax_vjp_fn().lower(x, beta, dy).as_text()
     assert "keras_swish_" not in hlo
@@ -258,3 +258,20 @@ def test_jax_kernel_matches_xla_path(layout, dtype, monkeypatch):
     np.testing.assert_allclose(kernel[1], xla[1], rtol=tol, atol=tol)
     scale = np.abs(xla[2]).max()
     np.testing.assert_allclose(kernel[2], xla[2], rtol=1e-5, atol=1e-5 * scale)
+
+
+@jax_only
+def test_jax_model_with_the_kernel_exports(tmp_path, monkeypatch):
+    """Keras's `model.export` on JAX (jax2tf, symbolic batch size) still
+    works, and serves what `predict` gives: the kernel never reaches it."""
+    import tensorflow as tf
+
+    from keras_swish import SwishBeta
+
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    model = keras.Sequential([keras.Input((300, 64)), keras.layers.Dense(64), SwishBeta()])
+    x = np.random.default_rng(0).random((4, 300, 64)).astype("float32")
+    model.export(str(tmp_path / "exported"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "exported"))  # kept: it owns the variables
+    served = loaded.serve(x).numpy()
+    np.testing.assert_allclose(served, model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
