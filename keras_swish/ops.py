@@ -524,6 +524,52 @@ def _torch_cpu_kernel(x, b):
     return _cpu_kernel.library("plain")
 
 
+_TORCH_BACKWARD_OP = []
+
+
+def _torch_backward_op():
+    """`torch.ops.keras_swish.swish_backward_cpu(x, b, dy) -> (dx, dβ)`: the
+    CPU kernel's backward as a PyTorch custom op, which an outer
+    `torch.compile` (Keras's `jit_compile=True`) calls as it is instead of
+    tracing into it (Inductor compiles the formulas to 1.4–1.5× SiLU on CPU,
+    `benchmarks/README.md`). Where the library cannot be built it runs the
+    formulas eagerly. dβ comes in float32 with the shape of `b`."""
+    if not _TORCH_BACKWARD_OP:
+        import torch
+
+        @torch.library.custom_op("keras_swish::swish_backward_cpu", mutates_args=())
+        def swish_backward_cpu(
+            x: torch.Tensor, b: torch.Tensor, dy: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            lib = _cpu_kernel.library("plain")
+            if lib is not None:
+                return _cpu_kernel.torch_backward(lib, x, b, dy)
+            axes = tuple(i for i in range(x.dim()) if b.dim() == 0 or b.shape[i] == 1)
+            dx, dbeta, _ = _torch_backward_formula(x, b, dy, axes)
+            return dx, dbeta.reshape(b.shape).to(torch.float32)
+
+        @swish_backward_cpu.register_fake
+        def _(x, b, dy):
+            return torch.empty_like(x), b.new_empty(b.shape, dtype=torch.float32)
+
+        _TORCH_BACKWARD_OP.append(swish_backward_cpu)
+    return _TORCH_BACKWARD_OP[0]
+
+
+def _torch_kernel_in_graph(x, b):
+    """Inside an outer torch.compile: whether the backward pass calls the
+    kernel's custom op (CPU, a layout and dtype it takes) instead of the
+    formulas."""
+    import torch
+
+    return (
+        CPU_KERNEL
+        and torch.compiler.is_compiling()
+        and _cpu_kernel.torch_supports(x, b)
+        and not _cpu_kernel.FAILURES
+    )
+
+
 def _torch_use_compiled(x):
     import torch
 
@@ -556,6 +602,8 @@ def _torch_compiled_call(which, x, *args):
 
 def _make_torch_function():
     import torch
+
+    _torch_backward_op()  # registered now, never while torch.compile traces
 
     aten = torch.ops.aten
 
@@ -620,6 +668,8 @@ def _make_torch_function():
             lib = _torch_cpu_kernel(x, beta.reshape(view_shape))
             if lib is not None:
                 out = _cpu_kernel.torch_backward(lib, x, beta.reshape(view_shape), dy)
+            elif _torch_kernel_in_graph(x, beta.reshape(view_shape)):
+                out = _torch_backward_op()(x, beta.reshape(view_shape), dy)
             elif torch.compiler.is_compiling():
                 out = _torch_backward_formula(x, beta.reshape(view_shape), dy, reduce_axes)
             elif _torch_use_compiled(x):

@@ -275,3 +275,73 @@ def test_jax_model_with_the_kernel_exports(tmp_path, monkeypatch):
     loaded = tf.saved_model.load(str(tmp_path / "exported"))  # kept: it owns the variables
     served = loaded.serve(x).numpy()
     np.testing.assert_allclose(served, model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def torch_only(test):
+    skip = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
+    return kernel_backends(skip(test))
+
+
+@torch_only
+@pytest.mark.slow
+def test_torch_compile_calls_the_kernel_op(monkeypatch):
+    """Under an outer torch.compile the backward pass runs the kernel's
+    custom op (the forward: Inductor's loop), with the eager op's numbers;
+    with the kernel off, Inductor's formulas."""
+    import torch
+
+    x, beta, dy = inputs(*SHAPES["blocks"], seed=8)
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    eager = run_op(x, beta, dy, -1, "float32")
+    calls = []
+    original = _cpu_kernel.torch_backward
+    monkeypatch.setattr(
+        _cpu_kernel, "torch_backward", lambda *a: (calls.append(1), original(*a))[1]
+    )
+
+    def step(x, beta, dy):
+        y = swish_ops.swish(x, beta)
+        return (y, *torch.autograd.grad(y, [x, beta], dy))
+
+    def compiled_run():
+        torch._dynamo.reset()
+        xt, bt = torch.tensor(x, requires_grad=True), torch.tensor(beta, requires_grad=True)
+        out = torch.compile(step)(xt, bt, torch.tensor(dy))
+        return [t.detach().double().numpy() for t in out]
+
+    got = compiled_run()
+    assert calls == [1]
+    for g, e in zip(got, eager, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6 * np.abs(e).max())
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
+    formulas = compiled_run()
+    assert calls == [1]
+    for g, e in zip(formulas, eager, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
+
+
+@torch_only
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_kernel_op_registration_and_fallback(dtype, monkeypatch):
+    """The custom op passes PyTorch's own checks (schema, fake tensor,
+    autograd registration), and runs the formulas where the library cannot
+    be built, with the same numbers."""
+    import torch
+
+    op = swish_ops._torch_backward_op()
+    x, beta, dy = inputs((4, 70, 8), (8,), seed=9)
+    args = (
+        torch.tensor(x).to(getattr(torch, dtype)),
+        torch.tensor(beta).reshape(1, 1, 8),
+        torch.tensor(dy).to(getattr(torch, dtype)),
+    )
+    torch.library.opcheck(op, args)
+    kernel = op(*args)
+    monkeypatch.setitem(_cpu_kernel._LIBRARIES, "plain", None)
+    formulas = op(*args)
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(formulas[0].float(), kernel[0].float(), rtol=tol, atol=tol)
+    scale = float(formulas[1].abs().max())
+    np.testing.assert_allclose(formulas[1], kernel[1], rtol=1e-5, atol=1e-5 * scale)
+    assert kernel[1].dtype == formulas[1].dtype == torch.float32
+    assert kernel[1].shape == formulas[1].shape == (1, 1, 8)
