@@ -214,8 +214,7 @@ def jax_supports(dtype, x_shape, view_shape):
 
 def jax_targets():
     """Registers the backward kernel as an XLA FFI target for the CPU
-    platform, once;
-    False where the library could not be built."""
+    platform, once; False where the library could not be built."""
     if not _JAX_TARGETS:
         import jax
 

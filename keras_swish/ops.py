@@ -11,8 +11,19 @@ them) and returns dβ already summed over every axis that shares a β:
   (inside an XLA-compiled function they are inlined); eagerly
   the same code runs op by op. Not `tf.nn.silu(x, beta)`: its β gradient is a
   scalar even for a vector β (tensorflow issue 127690).
-- JAX: `jax.custom_vjp` with residuals `(x, beta)`.
-- PyTorch: `torch.autograd.Function` with `save_for_backward(x, beta)`. For
+- JAX: `jax.custom_vjp` with residuals `(x, beta)`. The forward is XLA's own
+  loop; on CPU the backward calls the C++ kernel of `_cpu_kernel.py` (dx and
+  dβ in one multi-threaded pass) as an XLA FFI custom call, where β varies
+  along the last axis only (scalar or per channel) and x is float32 or 16-bit
+  with known shapes; otherwise, on other platforms and for higher-order
+  gradients, XLA's formulas.
+- PyTorch: `torch.autograd.Function` with `save_for_backward(x, beta)`. On
+  CPU, for the layouts and dtypes above, forward and backward call the same
+  C++ kernel (ctypes; under an outer torch.compile the backward is the custom
+  op `keras_swish::swish_backward_cpu` and the forward Inductor's loop). The
+  kernel is built with the C++ compiler on first use and cached; where that
+  fails (warned once) or it is switched off (`KERAS_SWISH_CPU_KERNEL=0` or
+  `CPU_KERNEL = False`), and for other tensors: for
   tensors of at least `TORCH_COMPILE_MIN_SIZE` elements forward and backward
   are `torch.compile`d (Inductor: C++/OpenMP on CPU, Triton on GPU) on first
   use, one compiled copy per dtype, device and kind of input (rank, β layout
