@@ -43,10 +43,13 @@ struct BFloat16 {
 
 inline float load(const float* p, int64_t i) { return p[i]; }
 inline float load(const BFloat16* p, int64_t i) { return bits_to_float(uint32_t(p[i].bits) << 16); }
+#ifdef __FLT16_MAX__  // _Float16: GCC >= 12 and Clang on x86-64 and arm64
+#define KS_HAVE_FLOAT16 1
 inline float load(const _Float16* p, int64_t i) { return float(p[i]); }
+inline void store(_Float16* p, int64_t i, float v) { p[i] = _Float16(v); }
+#endif
 
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(_Float16* p, int64_t i, float v) { p[i] = _Float16(v); }
 inline void store(BFloat16* p, int64_t i, float v) {
   // Round to nearest even, as PyTorch, JAX and TensorFlow do; NaN stays NaN.
   uint32_t u = float_to_bits(v);
@@ -184,8 +187,18 @@ void backward(const void* x_, const float* b, const void* dy_, void* dx_, float*
 
 }  // namespace
 
-// Plain C entry points (ctypes). dtype: 0 float32, 1 bfloat16, 2 float16.
+// Plain C entry points (ctypes). dtype: 0 float32, 1 bfloat16, 2 float16
+// (where the compiler has _Float16: ks_has_float16). They return 1 for a
+// dtype they do not take.
 extern "C" {
+
+int ks_has_float16() {
+#ifdef KS_HAVE_FLOAT16
+  return 1;
+#else
+  return 0;
+#endif
+}
 
 int ks_has_openmp() {
 #ifdef _OPENMP
@@ -200,7 +213,9 @@ int ks_forward(int dtype, const void* x, const float* b, void* y, int64_t n, int
   switch (dtype) {
     case 0: forward<float>(x, b, y, n, width, threads); return 0;
     case 1: forward<BFloat16>(x, b, y, n, width, threads); return 0;
+#ifdef KS_HAVE_FLOAT16
     case 2: forward<_Float16>(x, b, y, n, width, threads); return 0;
+#endif
   }
   return 1;
 }
@@ -210,7 +225,9 @@ int ks_backward(int dtype, const void* x, const float* b, const void* dy, void* 
   switch (dtype) {
     case 0: backward<float>(x, b, dy, dx, dbeta, n, width, threads); return 0;
     case 1: backward<BFloat16>(x, b, dy, dx, dbeta, n, width, threads); return 0;
+#ifdef KS_HAVE_FLOAT16
     case 2: backward<_Float16>(x, b, dy, dx, dbeta, n, width, threads); return 0;
+#endif
   }
   return 1;
 }
@@ -233,7 +250,9 @@ int dtype_code(ffi::DataType type) {
   switch (type) {
     case ffi::DataType::F32: return 0;
     case ffi::DataType::BF16: return 1;
+#ifdef KS_HAVE_FLOAT16
     case ffi::DataType::F16: return 2;
+#endif
     default: return -1;
   }
 }

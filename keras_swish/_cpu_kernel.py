@@ -44,9 +44,10 @@ _LIBRARIES = {}  # "plain" or "xla" -> ctypes.CDLL, or None after a failure
 FAILURES = []  # what went wrong, once per flavour
 
 
-def enabled_from_env():
-    """False where KERAS_SWISH_CPU_KERNEL is 0, false, no or off."""
-    value = os.environ.get("KERAS_SWISH_CPU_KERNEL", "1").strip().lower()
+def env_switch(name):
+    """False where the environment variable `name` is 0, false, no or off
+    (any case); True where it is anything else or unset."""
+    value = os.environ.get(name, "1").strip().lower()
     return value not in ("0", "false", "no", "off")
 
 
@@ -171,6 +172,11 @@ def _declare(lib):
     lib.ks_forward.restype = ctypes.c_int
     lib.ks_backward.argtypes = [ctypes.c_int, p, p, p, p, p, n, n, ctypes.c_int]
     lib.ks_backward.restype = ctypes.c_int
+    lib.ks_has_float16.restype = ctypes.c_int
+    # What the build takes (float16 where the compiler has _Float16).
+    lib.dtypes = frozenset(name for name in DTYPE_CODES if name != "float16") | (
+        {"float16"} if lib.ks_has_float16() else set()
+    )
 
 
 def tiling(channels):
@@ -198,23 +204,25 @@ def channels(x_shape, view_shape):
 # JAX -------------------------------------------------------------------------
 
 JAX_BACKWARD = "keras_swish_backward"  # the FFI target's name
-_JAX_TARGETS = []  # True once registered, False after a failure
+_JAX_TARGETS = []  # the library once its target is registered, or None
 
 
 def jax_supports(dtype, x_shape, view_shape):
+    """Whether the kernel takes this input (at trace time): a dtype the build
+    takes, known shapes, a layout it takes. Builds and registers it first."""
     import numpy as np
 
-    return (
-        str(np.dtype(dtype)) in DTYPE_CODES
-        and all(isinstance(n, int) for n in x_shape)
-        and int(np.prod(x_shape)) > 0
-        and channels(x_shape, view_shape) is not None
-    )
+    if not all(isinstance(n, int) for n in x_shape) or int(np.prod(x_shape)) == 0:
+        return False
+    if channels(x_shape, view_shape) is None:
+        return False
+    lib = jax_library()
+    return lib is not None and str(np.dtype(dtype)) in lib.dtypes
 
 
-def jax_targets():
-    """Registers the backward kernel as an XLA FFI target for the CPU
-    platform, once; False where the library could not be built."""
+def jax_library():
+    """The library built for JAX, its backward kernel registered as an XLA
+    FFI target for the CPU platform (once); None where it could not be built."""
     if not _JAX_TARGETS:
         import jax
 
@@ -222,7 +230,7 @@ def jax_targets():
         if lib is not None:
             target = jax.ffi.pycapsule(lib.KerasSwishBackward)
             jax.ffi.register_ffi_target(JAX_BACKWARD, target, platform="cpu")
-        _JAX_TARGETS.append(lib is not None)
+        _JAX_TARGETS.append(lib)
     return _JAX_TARGETS[0]
 
 
@@ -264,15 +272,23 @@ def torch_channels(x, b):
 
 
 def torch_supports(x, b):
-    import torch
-
+    """Whether the kernel could take this input: CPU, a float dtype it may
+    take (see `torch_dtype_taken`), a layout it takes."""
     return (
         x.device.type == "cpu"
         and b.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and torch_dtype_name(x) in DTYPE_CODES
         and x.numel() > 0
         and torch_channels(x, b) is not None
     )
+
+
+def torch_dtype_name(x):
+    return str(x.dtype).removeprefix("torch.")
+
+
+def torch_dtype_taken(lib, x):
+    return torch_dtype_name(x) in lib.dtypes
 
 
 def _torch_tiled_beta(b, channels):
@@ -290,7 +306,7 @@ def torch_forward(lib, x, b):
     tiled = _torch_tiled_beta(b, channels)
     y = torch.empty_like(x)
     n = x.numel()
-    code = DTYPE_CODES[str(x.dtype).removeprefix("torch.")]
+    code = DTYPE_CODES[torch_dtype_name(x)]
     threads = threads_for(lib, n, torch.get_num_threads())
     lib.ks_forward(code, x.data_ptr(), tiled.data_ptr(), y.data_ptr(), n, tiled.numel(), threads)
     return y
@@ -307,7 +323,7 @@ def torch_backward(lib, x, b, dy):
     dx = torch.empty_like(x)
     partial = torch.empty(tiled.numel(), dtype=torch.float32)
     n = x.numel()
-    code = DTYPE_CODES[str(x.dtype).removeprefix("torch.")]
+    code = DTYPE_CODES[torch_dtype_name(x)]
     threads = threads_for(lib, n, torch.get_num_threads())
     lib.ks_backward(
         code,

@@ -43,7 +43,6 @@ precision gets a float32 gradient). Benchmarks: `benchmarks/README.md`.
 """
 
 import functools
-import os
 
 import keras
 from keras import ops
@@ -330,11 +329,7 @@ def _jax_swish():
         """Whether the backward pass calls the CPU kernel: where it is on, the
         layout and dtype fit and shapes are known (a symbolic shape means
         `jax.export`, which cannot serialize the kernel's custom call)."""
-        return (
-            CPU_KERNEL
-            and _cpu_kernel.jax_supports(x.dtype, x.shape, view_shape)
-            and _cpu_kernel.jax_targets()
-        )
+        return CPU_KERNEL and _cpu_kernel.jax_supports(x.dtype, x.shape, view_shape)
 
     # The forward pass stays XLA's: one loop, as fast as SiLU's, which XLA can
     # fuse with what comes before it, and which `jax.export` (Keras's
@@ -359,23 +354,17 @@ def _jax_swish():
 # PyTorch -------------------------------------------------------------------
 
 
-def _torch_compile_from_env():
-    """False where KERAS_SWISH_TORCH_COMPILE is 0, false, no or off."""
-    value = os.environ.get("KERAS_SWISH_TORCH_COMPILE", "1").strip().lower()
-    return value not in ("0", "false", "no", "off")
-
-
 # The compiled path (see `_torch_kernel`): off with KERAS_SWISH_TORCH_COMPILE=0,
 # or `keras_swish.ops.TORCH_COMPILE = False`; tensors with fewer elements than
 # TORCH_COMPILE_MIN_SIZE take the ATen path (a kernel launch there costs less
 # than the guards of a compiled function, and small shapes compile for nothing).
-TORCH_COMPILE = _torch_compile_from_env()
+TORCH_COMPILE = _cpu_kernel.env_switch("KERAS_SWISH_TORCH_COMPILE")
 TORCH_COMPILE_MIN_SIZE = 1 << 16
 
 # The C++ CPU kernel (`keras_swish/_cpu_kernel.py`): first choice for CPU
 # tensors whose β varies along the last axis only (scalar or per channel),
 # float32 or 16-bit; off with KERAS_SWISH_CPU_KERNEL=0 or `CPU_KERNEL = False`.
-CPU_KERNEL = _cpu_kernel.enabled_from_env()
+CPU_KERNEL = _cpu_kernel.env_switch("KERAS_SWISH_CPU_KERNEL")
 
 _TORCH_FUNCTION = []
 _TORCH_KERNELS = {}  # (0 forward or 1 backward, dtype, device type, kind) -> compiled
@@ -532,7 +521,8 @@ def _torch_cpu_kernel(x, b):
 
     if not CPU_KERNEL or torch.compiler.is_compiling() or not _cpu_kernel.torch_supports(x, b):
         return None
-    return _cpu_kernel.library("plain")
+    lib = _cpu_kernel.library("plain")
+    return lib if lib is not None and _cpu_kernel.torch_dtype_taken(lib, x) else None
 
 
 _TORCH_BACKWARD_OP = []
@@ -553,7 +543,7 @@ def _torch_backward_op():
             x: torch.Tensor, b: torch.Tensor, dy: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:
             lib = _cpu_kernel.library("plain")
-            if lib is not None:
+            if lib is not None and _cpu_kernel.torch_dtype_taken(lib, x):
                 return _cpu_kernel.torch_backward(lib, x, b, dy)
             axes = tuple(i for i in range(x.dim()) if b.dim() == 0 or b.shape[i] == 1)
             dx, dbeta, _ = _torch_backward_formula(x, b, dy, axes)
@@ -677,7 +667,11 @@ def _make_torch_function():
             needs_dx, needs_dbeta = ctx.needs_input_grad[:2]
             out = None
             lib = _torch_cpu_kernel(x, beta.reshape(view_shape))
-            if lib is not None:
+            if torch.is_grad_enabled():
+                # create_graph=True (a gradient of this gradient): the
+                # formulas in differentiable ops; the kernels have no graph.
+                out = _torch_backward_formula(x, beta.reshape(view_shape), dy, reduce_axes)
+            elif lib is not None:
                 out = _cpu_kernel.torch_backward(lib, x, beta.reshape(view_shape), dy)
             elif _torch_kernel_in_graph(x, beta.reshape(view_shape)):
                 out = _torch_backward_op()(x, beta.reshape(view_shape), dy)

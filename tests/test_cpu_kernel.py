@@ -22,9 +22,11 @@ from tests.test_ops_fused import (
     MATRIX,
     TOLERANCE,
     check_against_reference,
+    check_paths_agree,
     make_inputs,
     rounded,
     run_op,
+    warned_once,
 )
 
 kernel_backends = pytest.mark.all_backends
@@ -133,12 +135,10 @@ def test_no_compiler_warns_once_and_falls_back(tmp_path, monkeypatch):
     monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
     monkeypatch.setattr(_cpu_kernel, "_JAX_TARGETS", [])
     monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
-    with pytest.warns(RuntimeWarning, match="could not build the fused CPU kernel"):
-        got = run_op(x, beta, dy, -1, "float32")
+    got, again = warned_once(
+        "could not build the fused CPU kernel", lambda: run_op(x, beta, dy, -1, "float32")
+    )
     assert "no-such-compiler" in _cpu_kernel.FAILURES[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # warned once only
-        again = run_op(x, beta, dy, -1, "float32")
     for a, b, c in zip(reference, got, again, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
         np.testing.assert_array_equal(b, c)
@@ -172,14 +172,18 @@ def test_build_is_cached_and_reused_by_a_fresh_process(tmp_path, monkeypatch):
     assert os.stat(path).st_mtime_ns == built
 
 
+@pytest.mark.parametrize("name", ["KERAS_SWISH_CPU_KERNEL", "KERAS_SWISH_TORCH_COMPILE"])
 @pytest.mark.parametrize(
     "value, expected",
     [("0", False), ("off", False), ("False", False), ("no", False), ("1", True), ("", True)],
 )
-def test_env_var_disables_the_kernel(value, expected, monkeypatch):
-    """KERAS_SWISH_CPU_KERNEL, read once at import into ops.CPU_KERNEL."""
-    monkeypatch.setenv("KERAS_SWISH_CPU_KERNEL", value)
-    assert _cpu_kernel.enabled_from_env() is expected
+def test_env_vars_switch_paths_off(name, value, expected, monkeypatch):
+    """KERAS_SWISH_CPU_KERNEL and KERAS_SWISH_TORCH_COMPILE, read once at
+    import into ops.CPU_KERNEL and ops.TORCH_COMPILE."""
+    monkeypatch.setenv(name, value)
+    assert _cpu_kernel.env_switch(name) is expected
+    monkeypatch.delenv(name)
+    assert _cpu_kernel.env_switch(name) is True
 
 
 def jax_only(test):
@@ -252,12 +256,7 @@ def test_jax_kernel_matches_xla_path(layout, dtype, monkeypatch):
     monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
     xla = run_op(x, beta, dy, axis, dtype)
     check_against_reference(layout, dtype, kernel, seed=1)
-    check_against_reference(layout, dtype, xla, seed=1)
-    tol = TOLERANCE[dtype]
-    np.testing.assert_allclose(kernel[0], xla[0], rtol=tol, atol=tol)
-    np.testing.assert_allclose(kernel[1], xla[1], rtol=tol, atol=tol)
-    scale = np.abs(xla[2]).max()
-    np.testing.assert_allclose(kernel[2], xla[2], rtol=1e-5, atol=1e-5 * scale)
+    check_paths_agree(layout, dtype, kernel, xla, seed=1)
 
 
 @jax_only
@@ -345,3 +344,58 @@ def test_torch_kernel_op_registration_and_fallback(dtype, monkeypatch):
     np.testing.assert_allclose(formulas[1], kernel[1], rtol=1e-5, atol=1e-5 * scale)
     assert kernel[1].dtype == formulas[1].dtype == torch.float32
     assert kernel[1].shape == formulas[1].shape == (1, 1, 8)
+
+
+@torch_only
+@pytest.mark.parametrize("path", ["kernel", "compiled", "aten"])
+def test_torch_gradient_of_the_gradient(path, monkeypatch):
+    """create_graph=True (a penalty on dx and dβ): every path gives the
+    second-order gradients of x·σ(βx) differentiated by autograd in float64
+    (the kernels have no graph, so the formulas run there)."""
+    import torch
+
+    monkeypatch.setattr(swish_ops, "TORCH_COMPILE_MIN_SIZE", 0)
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", path == "kernel")
+    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", path == "compiled")
+    x0, b0, dy0 = (torch.tensor(a) for a in inputs((6, 40, 8), (8,), seed=10))
+
+    def second_order(fn, dtype):
+        x = x0.to(dtype).requires_grad_()
+        b = b0.to(dtype).requires_grad_()
+        dx, dbeta = torch.autograd.grad(fn(x, b), [x, b], dy0.to(dtype), create_graph=True)
+        return torch.autograd.grad((dx**2).sum() + (dbeta**2).sum(), [x, b])
+
+    got = second_order(swish_ops.swish, torch.float32)
+    want = second_order(lambda x, b: x * torch.sigmoid(b * x), torch.float64)
+    for g, w in zip(got, want, strict=True):
+        w = w.numpy()
+        np.testing.assert_allclose(g.double().numpy(), w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+
+
+@torch_only
+def test_torch_build_without_float16_falls_back_for_float16(tmp_path, monkeypatch):
+    """A compiler without _Float16 (GCC before 12 on x86-64): the build still
+    works, takes float32 and bfloat16, and float16 inputs take the other
+    paths, silently and with the right numbers."""
+    original = _cpu_kernel._flag_sets
+    monkeypatch.setattr(
+        _cpu_kernel, "_flag_sets", lambda f: (s + ["-U__FLT16_MAX__"] for s in original(f))
+    )
+    monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
+    monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", False)
+    lib = _cpu_kernel.library("plain")
+    assert lib.dtypes == {"float32", "bfloat16"}
+    calls = []
+    monkeypatch.setattr(lib, "ks_backward", lambda *a: calls.append(a[0]) or 0)
+    x, beta, dy = inputs((4, 70, 8), (8,), seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = run_op(x, beta, dy, -1, "float16")
+    assert calls == []
+    f, dx, dbeta = paper_reference(rounded(x, "float16"), beta, (1, 1, 8), rounded(dy, "float16"))
+    np.testing.assert_allclose(got[0], f, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(got[1], dx, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(got[2], dbeta, rtol=1e-5, atol=1e-5 * np.abs(dbeta).max())

@@ -159,13 +159,18 @@ def test_torch_fast_paths_match_aten_path(layout, dtype, path, torch_paths):
     assert not _cpu_kernel.FAILURES
     torch_paths("aten")
     aten = run_op(x, beta, dy, axis, dtype)
-    check_against_reference(layout, dtype, aten, seed=1)  # the fallback path
-    # Same rounding of f and dx up to one step of the dtype; dβ in float32.
+    check_paths_agree(layout, dtype, compiled, aten, seed=1)
+
+
+def check_paths_agree(layout, dtype, fast, fallback, seed):
+    """The fallback path against NumPy, and a fast path against it: the same
+    rounding of f and dx up to one step of the dtype; dβ in float32."""
+    check_against_reference(layout, dtype, fallback, seed=seed)
     tol = TOLERANCE[dtype]
-    np.testing.assert_allclose(compiled[0], aten[0], rtol=tol, atol=tol)
-    np.testing.assert_allclose(compiled[1], aten[1], rtol=tol, atol=tol)
-    scale = np.abs(aten[2]).max()
-    np.testing.assert_allclose(compiled[2], aten[2], rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(fast[0], fallback[0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(fast[1], fallback[1], rtol=tol, atol=tol)
+    scale = np.abs(fallback[2]).max()
+    np.testing.assert_allclose(fast[2], fallback[2], rtol=1e-5, atol=1e-5 * scale)
 
 
 @torch_only
@@ -191,6 +196,17 @@ def test_torch_paths_are_taken(torch_paths, monkeypatch):
     assert calls == [0, 1]  # forward, backward
 
 
+def warned_once(match, run):
+    """`run()` twice: a RuntimeWarning matching `match` on the first call,
+    none on the second; both results."""
+    with pytest.warns(RuntimeWarning, match=match):
+        first = run()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = run()
+    return first, second
+
+
 @torch_only
 def test_torch_falls_back_once_when_compiling_fails(torch_paths, monkeypatch):
     """No compiler: one warning, then the ATen path with the same results."""
@@ -204,26 +220,11 @@ def test_torch_falls_back_once_when_compiling_fails(torch_paths, monkeypatch):
     torch_paths("compiled")
     monkeypatch.setattr(swish_ops, "_TORCH_COMPILE_FAILED", [])
     monkeypatch.setattr(swish_ops, "_torch_kernel", lambda *a: broken)
-    with pytest.warns(RuntimeWarning, match="falling back to ATen"):
-        got = run_op(x, beta, dy, -1, "float32")
+    got, again = warned_once("falling back to ATen", lambda: run_op(x, beta, dy, -1, "float32"))
     assert "no C++ compiler" in swish_ops._TORCH_COMPILE_FAILED[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # warned once only
-        again = run_op(x, beta, dy, -1, "float32")
     for a, b, c in zip(aten, got, again, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
-
-
-@torch_only
-@pytest.mark.parametrize(
-    "value, expected",
-    [("0", False), ("off", False), ("False", False), ("no", False), ("1", True), ("", True)],
-)
-def test_torch_env_var_disables_compiling(value, expected, monkeypatch):
-    """KERAS_SWISH_TORCH_COMPILE, read once at import into TORCH_COMPILE."""
-    monkeypatch.setenv("KERAS_SWISH_TORCH_COMPILE", value)
-    assert swish_ops._torch_compile_from_env() is expected
 
 
 @torch_only
