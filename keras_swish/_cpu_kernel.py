@@ -22,6 +22,7 @@ the kernel off.
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,10 +61,11 @@ def cache_dir():
 
 
 def _compilers():
+    """The compiler command (a list: `CXX="ccache g++"` works), or none."""
     named = os.environ.get("CXX")
     if named:
-        return [named]
-    return [c for c in ("c++", "g++", "clang++") if shutil.which(c)][:1]
+        return [shlex.split(named)]
+    return [[c] for c in ("c++", "g++", "clang++") if shutil.which(c)][:1]
 
 
 def _cpu_features():
@@ -88,54 +90,74 @@ def _flag_sets(flavour):
 
         base += ["-DKS_XLA_FFI", "-I", jax.ffi.include_dir()]
     # Best first; each fallback drops what a compiler may not support
-    # (Apple's clang has no -fopenmp; some targets no -march=native).
-    for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
-        yield base + extra
+    # (Apple's clang has no -fopenmp; some targets no -march=native; a
+    # compiler may announce _Float16 that its C++ cannot use).
+    extras = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])
+    for no_float16 in ([], ["-U__FLT16_MAX__"]):
+        for extra in extras:
+            yield base + extra + no_float16
 
 
-def _build(flavour):
-    with open(SOURCE, "rb") as f:
-        source = f.read()
-    errors = []
+def _flavour_versions(flavour):
+    """What else a build depends on: XLA's FFI header comes with jaxlib."""
+    if flavour != "xla":
+        return ""
+    import jax
+    import jaxlib
+
+    return f"jax {jax.__version__} jaxlib {jaxlib.__version__}"
+
+
+def _candidates(flavour, source):
+    """(command, flags, cached path) per compiler and flag set, best first."""
     for compiler in _compilers():
         try:
             version = subprocess.run(
-                [compiler, "--version"], capture_output=True, text=True, timeout=60
+                [*compiler, "--version"], capture_output=True, text=True, timeout=60
             ).stdout
         except (OSError, subprocess.SubprocessError) as error:
-            errors.append(f"{compiler}: {error}")
+            yield compiler, None, str(error)
             continue
         for flags in _flag_sets(flavour):
-            key = hashlib.sha256(
-                b"\0".join(
-                    [source, compiler.encode(), version.encode(), " ".join(flags).encode()]
-                    + [_cpu_features().encode()]
-                )
-            ).hexdigest()[:20]
-            folder = os.path.join(cache_dir(), key)
-            path = os.path.join(folder, f"swish_{flavour}.so")
-            if os.path.exists(path):
+            parts = [source, " ".join(compiler), version, " ".join(flags)]
+            parts += [_cpu_features(), _flavour_versions(flavour)]
+            key = hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:20]
+            yield compiler, flags, os.path.join(cache_dir(), key, f"swish_{flavour}.so")
+
+
+def _build(flavour):
+    """The path of the built library: a cached build for any of the flag
+    sets (so that a later process never retries the ones that failed), else
+    the first flag set that compiles."""
+    with open(SOURCE, "rb") as f:
+        source = f.read().decode()
+    candidates = list(_candidates(flavour, source))
+    for _, flags, path in candidates:
+        if flags is not None and os.path.exists(path):
+            return path
+    errors = []
+    for compiler, flags, path in candidates:
+        if flags is None:
+            errors.append(f"{' '.join(compiler)}: {path}")
+            continue
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        # Written under a temporary name and renamed: another process
+        # building the same key at the same time never loads half a file.
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            done = subprocess.run(
+                [*compiler, *flags, SOURCE, "-o", tmp], capture_output=True, text=True, timeout=300
+            )
+            if done.returncode == 0:
+                os.chmod(tmp, 0o755)
+                os.replace(tmp, path)
                 return path
-            os.makedirs(folder, exist_ok=True)
-            # Written under a temporary name and renamed: another process
-            # building the same key at the same time never loads half a file.
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=folder)
-            os.close(fd)
-            try:
-                done = subprocess.run(
-                    [compiler, *flags, SOURCE, "-o", tmp],
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
-                if done.returncode == 0:
-                    os.chmod(tmp, 0o755)
-                    os.replace(tmp, path)
-                    return path
-                errors.append(f"{compiler} {' '.join(flags)}: {done.stderr.strip()[-400:]}")
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            errors.append(f"{' '.join(compiler + flags)}: {done.stderr.strip()[-400:]}")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     raise RuntimeError("; ".join(errors) or "no C++ compiler found (set CXX)")
 
 
@@ -179,6 +201,11 @@ def _declare(lib):
     )
 
 
+def _check(status):
+    if status != 0:  # a dtype the build does not take: callers check lib.dtypes
+        raise RuntimeError(f"keras_swish CPU kernel returned {status}")
+
+
 def tiling(channels):
     """How many copies of a `channels`-wide β row make one kernel row."""
     return max(1, -(-MIN_WIDTH // channels))
@@ -208,14 +235,19 @@ _JAX_TARGETS = []  # the library once its target is registered, or None
 
 
 def jax_supports(dtype, x_shape, view_shape):
-    """Whether the kernel takes this input (at trace time): a dtype the build
-    takes, known shapes, a layout it takes. Builds and registers it first."""
+    """Whether the kernel takes this input (at trace time): known shapes, a
+    layout and a dtype the build takes, JAX's default backend the CPU. Builds
+    and registers it on first use."""
     import numpy as np
 
     if not all(isinstance(n, int) for n in x_shape) or int(np.prod(x_shape)) == 0:
         return False
     if channels(x_shape, view_shape) is None:
         return False
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return False  # built for CPU only: a GPU or TPU user never pays for it
     lib = jax_library()
     return lib is not None and str(np.dtype(dtype)) in lib.dtypes
 
@@ -227,16 +259,24 @@ def jax_library():
         import jax
 
         lib = library("xla")
-        if lib is not None:
-            target = jax.ffi.pycapsule(lib.KerasSwishBackward)
-            jax.ffi.register_ffi_target(JAX_BACKWARD, target, platform="cpu")
-        _JAX_TARGETS.append(lib)
+        with _LOCK:
+            if not _JAX_TARGETS:
+                if lib is not None:
+                    target = jax.ffi.pycapsule(lib.KerasSwishBackward)
+                    jax.ffi.register_ffi_target(JAX_BACKWARD, target, platform="cpu")
+                _JAX_TARGETS.append(lib)
     return _JAX_TARGETS[0]
 
 
 def _jax_threads(n):
+    """All the CPUs this process may use, or OMP_NUM_THREADS where it is set
+    (PyTorch's calls use `torch.get_num_threads()`)."""
     if n < MIN_PARALLEL:
         return 1
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        pass
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -299,6 +339,7 @@ def _torch_tiled_beta(b, channels):
 
 
 def torch_forward(lib, x, b):
+    """x·σ(βx) (contiguous, x's dtype)."""
     import torch
 
     channels = torch_channels(x, b)
@@ -308,7 +349,8 @@ def torch_forward(lib, x, b):
     n = x.numel()
     code = DTYPE_CODES[torch_dtype_name(x)]
     threads = threads_for(lib, n, torch.get_num_threads())
-    lib.ks_forward(code, x.data_ptr(), tiled.data_ptr(), y.data_ptr(), n, tiled.numel(), threads)
+    width = tiled.numel()
+    _check(lib.ks_forward(code, x.data_ptr(), tiled.data_ptr(), y.data_ptr(), n, width, threads))
     return y
 
 
@@ -325,7 +367,7 @@ def torch_backward(lib, x, b, dy):
     n = x.numel()
     code = DTYPE_CODES[torch_dtype_name(x)]
     threads = threads_for(lib, n, torch.get_num_threads())
-    lib.ks_backward(
+    status = lib.ks_backward(
         code,
         x.data_ptr(),
         tiled.data_ptr(),
@@ -336,6 +378,7 @@ def torch_backward(lib, x, b, dy):
         tiled.numel(),
         threads,
     )
+    _check(status)
     dbeta = partial.reshape(-1, channels).sum(0)
     return dx, dbeta.reshape(b.shape) if channels > 1 else dbeta.sum().reshape(b.shape)
 

@@ -515,8 +515,9 @@ def _torch_kind(x, b, which):
 
 def _torch_cpu_kernel(x, b):
     """The loaded CPU kernel library where it applies to `x` and the β lined
-    up with it (`b`), else None. Not inside an outer torch.compile: the
-    formulas are traced into the model's graph there."""
+    up with it (`b`), else None. Not inside an outer torch.compile: there the
+    forward's formula is traced into the model's graph and the backward calls
+    the kernel's custom op (`_torch_kernel_in_graph`)."""
     import torch
 
     if not CPU_KERNEL or torch.compiler.is_compiling() or not _cpu_kernel.torch_supports(x, b):
@@ -547,11 +548,12 @@ def _torch_backward_op():
                 return _cpu_kernel.torch_backward(lib, x, b, dy)
             axes = tuple(i for i in range(x.dim()) if b.dim() == 0 or b.shape[i] == 1)
             dx, dbeta, _ = _torch_backward_formula(x, b, dy, axes)
-            return dx, dbeta.reshape(b.shape).to(torch.float32)
+            return dx.contiguous(), dbeta.reshape(b.shape).to(torch.float32)
 
         @swish_backward_cpu.register_fake
         def _(x, b, dy):
-            return torch.empty_like(x), b.new_empty(b.shape, dtype=torch.float32)
+            # Contiguous, as the kernel returns dx whatever x's strides.
+            return x.new_empty(x.shape), b.new_empty(b.shape, dtype=torch.float32)
 
         _TORCH_BACKWARD_OP.append(swish_backward_cpu)
     return _TORCH_BACKWARD_OP[0]
@@ -641,8 +643,11 @@ def _make_torch_function():
         return dx, dbeta
 
     class SwishFunction(torch.autograd.Function):
-        """Compiled kernels where they apply (`_torch_use_compiled`), the
-        formulas themselves inside an outer torch.compile, else ATen."""
+        """The C++ CPU kernel where it applies (`_torch_cpu_kernel`; under an
+        outer torch.compile the backward's custom op, `_torch_kernel_in_graph`),
+        else Inductor-compiled kernels (`_torch_use_compiled`), the formulas
+        themselves inside an outer torch.compile, else ATen. A gradient of the
+        gradient (create_graph=True) differentiates the formulas."""
 
         @staticmethod
         def forward(ctx, x, beta, view_shape, reduce_axes):

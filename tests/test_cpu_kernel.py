@@ -75,6 +75,8 @@ def test_kernel_matches_numpy_at_size(name, dtype, kernel_on):
     got = run_op(x, beta, dy, -1, dtype)
     assert not _cpu_kernel.FAILURES
     view = () if not beta_shape else (1,) * (len(shape) - 1) + beta_shape
+    if keras.backend.backend() == "jax":  # taken (PyTorch: the next tests)
+        assert _cpu_kernel.jax_supports(dtype, shape, view)
     f, dx, dbeta = paper_reference(rounded(x, dtype), beta, view, rounded(dy, dtype))
     tol = TOLERANCE[dtype]
     np.testing.assert_allclose(got[0], f, rtol=tol, atol=tol)
@@ -231,7 +233,8 @@ def test_jax_compiled_code_calls_the_kernel(monkeypatch):
 @jax_only
 def test_jax_kernel_second_order_and_vmap_match_xla(monkeypatch):
     """What XLA's formulas allow, the kernel path allows too, with the same
-    numbers: a gradient of the gradient (a penalty on dβ) and jax.vmap."""
+    numbers: a gradient of the gradient (a penalty on dβ) and per-example
+    gradients under jax.vmap."""
     import jax
     import jax.numpy as jnp
 
@@ -242,10 +245,14 @@ def test_jax_kernel_second_order_and_vmap_match_xla(monkeypatch):
         dx, dbeta = vjp(dy)
         return jnp.sum(dbeta**2) + jnp.sum(dx**2)
 
+    def per_example(x, dy):  # a gradient per example: the backward under vmap
+        _, vjp = jax.vjp(lambda x, b: swish_ops.swish(x, b), x, beta)
+        return vjp(dy)
+
     def both():
         second = jax.jit(jax.grad(penalty, argnums=(0, 1)))(x, beta)
-        mapped = jax.jit(jax.vmap(lambda x: swish_ops.swish(x, beta)))(x)
-        return (*second, mapped)
+        mapped = jax.jit(jax.vmap(per_example))(x, dy)
+        return (*second, *mapped)
 
     monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
     got = both()
@@ -273,8 +280,9 @@ def test_jax_kernel_matches_xla_path(layout, dtype, monkeypatch):
 
 @jax_only
 def test_jax_model_with_the_kernel_exports(tmp_path, monkeypatch):
-    """Keras's `model.export` on JAX (jax2tf, symbolic batch size) still
-    works, and serves what `predict` gives: the kernel never reaches it."""
+    """Keras's `model.export` on JAX (jax2tf, symbolic batch size) works with
+    the kernel on (the forward stays XLA's loop: a custom call would not
+    serialize) and serves what `predict` gives."""
     import tensorflow as tf
 
     from keras_swish import SwishBeta
@@ -296,37 +304,42 @@ def torch_only(test):
 @torch_only
 @pytest.mark.slow
 def test_torch_compile_calls_the_kernel_op(monkeypatch):
-    """Under an outer torch.compile the backward pass runs the kernel's
-    custom op (the forward: Inductor's loop), with the eager op's numbers;
-    with the kernel off, Inductor's formulas."""
+    """A model's forward under torch.compile (what Keras's jit_compile=True
+    does; the backward then runs the graph AOTAutograd traced with it): the
+    backward calls the kernel's custom op — never the eager ctypes path — with
+    the eager op's numbers; with the kernel off, Inductor's formulas."""
     import torch
 
     x, beta, dy = inputs(*SHAPES["blocks"], seed=8)
     monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
     eager = run_op(x, beta, dy, -1, "float32")
-    calls = []
+    kernel_calls, eager_path = [], []
     original = _cpu_kernel.torch_backward
     monkeypatch.setattr(
-        _cpu_kernel, "torch_backward", lambda *a: (calls.append(1), original(*a))[1]
+        _cpu_kernel, "torch_backward", lambda *a: (kernel_calls.append(1), original(*a))[1]
     )
-
-    def step(x, beta, dy):
-        y = swish_ops.swish(x, beta)
-        return (y, *torch.autograd.grad(y, [x, beta], dy))
+    cpu_kernel = swish_ops._torch_cpu_kernel
+    monkeypatch.setattr(
+        swish_ops,
+        "_torch_cpu_kernel",
+        lambda *a: (lambda lib: (lib is not None and eager_path.append(1), lib)[1])(cpu_kernel(*a)),
+    )
 
     def compiled_run():
         torch._dynamo.reset()
         xt, bt = torch.tensor(x, requires_grad=True), torch.tensor(beta, requires_grad=True)
-        out = torch.compile(step)(xt, bt, torch.tensor(dy))
+        # fullgraph: no graph break, so the op runs inside the compiled graph.
+        y = torch.compile(lambda x, b: swish_ops.swish(x, b), fullgraph=True)(xt, bt)
+        out = (y, *torch.autograd.grad(y, [xt, bt], torch.tensor(dy)))
         return [t.detach().double().numpy() for t in out]
 
     got = compiled_run()
-    assert calls == [1]
+    assert kernel_calls == [1] and eager_path == []
     for g, e in zip(got, eager, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6 * np.abs(e).max())
     monkeypatch.setattr(swish_ops, "CPU_KERNEL", False)
     formulas = compiled_run()
-    assert calls == [1]
+    assert kernel_calls == [1] and eager_path == []
     for g, e in zip(formulas, eager, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
 
@@ -347,6 +360,11 @@ def test_torch_kernel_op_registration_and_fallback(dtype, monkeypatch):
         torch.tensor(dy).to(getattr(torch, dtype)),
     )
     torch.library.opcheck(op, args)
+    # x seen through a permutation (not contiguous): dx comes back contiguous.
+    permuted = torch.tensor(x.transpose(2, 1, 0).copy()).to(args[0].dtype).permute(2, 1, 0)
+    assert not permuted.is_contiguous()
+    torch.library.opcheck(op, (permuted, *args[1:]))
+    np.testing.assert_array_equal(op(permuted, *args[1:])[0].float(), op(*args)[0].float())
     kernel = op(*args)
     monkeypatch.setitem(_cpu_kernel._LIBRARIES, "plain", None)
     formulas = op(*args)
@@ -411,3 +429,31 @@ def test_torch_build_without_float16_falls_back_for_float16(tmp_path, monkeypatc
     np.testing.assert_allclose(got[0], f, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(got[1], dx, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(got[2], dbeta, rtol=1e-5, atol=1e-5 * np.abs(dbeta).max())
+
+
+@jax_only
+def test_jax_export_of_a_gradient_with_symbolic_shapes(monkeypatch):
+    """`jax.export` of a gradient with a symbolic batch size uses XLA's
+    formulas (a custom call would not serialize), with the kernel's numbers."""
+    import jax
+    import jax.numpy as jnp
+
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    x, beta, dy = (jnp.asarray(a) for a in inputs((5, 300, 64), (64,), seed=12))
+
+    def grads(x, beta, dy):
+        _, vjp = jax.vjp(lambda x, b: swish_ops.swish(x, b), x, beta)
+        return vjp(dy)
+
+    batch = jax.export.symbolic_shape("b, 300, 64")
+    specs = (
+        jax.ShapeDtypeStruct(batch, jnp.float32),
+        jax.ShapeDtypeStruct((64,), jnp.float32),
+        jax.ShapeDtypeStruct(batch, jnp.float32),
+    )
+    exported = jax.export.export(jax.jit(grads))(*specs)
+    assert "keras_swish_backward" not in exported.mlir_module()
+    restored = jax.export.deserialize(exported.serialize())
+    for got, want in zip(restored.call(x, beta, dy), jax.jit(grads)(x, beta, dy), strict=True):
+        want = np.asarray(want)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

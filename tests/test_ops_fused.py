@@ -242,7 +242,8 @@ def test_torch_small_tensors_take_aten_path(monkeypatch):
 @torch_only
 @pytest.mark.slow
 def test_torch_inside_torch_compile(torch_paths):
-    """Under an outer torch.compile the formulas are traced (not the kernels)."""
+    """Under an outer torch.compile: the forward's formula traced into the
+    graph, the backward the kernel's custom op (see tests/test_cpu_kernel.py)."""
     import torch
 
     torch_paths("kernel")
