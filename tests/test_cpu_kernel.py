@@ -32,13 +32,22 @@ from tests.test_ops_fused import (
 kernel_backends = pytest.mark.all_backends
 
 
-def needs_kernel_backend(test):
-    """PyTorch and JAX use the kernel (run in their processes by
-    `tests/test_backends.py`); TensorFlow does not."""
-    skip = pytest.mark.skipif(
-        keras.backend.backend() not in ("torch", "jax"), reason="PyTorch and JAX only"
-    )
-    return kernel_backends(skip(test))
+def only_on(*backends):
+    """Runs under these backends only (each in its own process, launched by
+    `tests/test_backends.py`: the tests are marked `all_backends`)."""
+    reason = " and ".join(backends) + " only"
+
+    def mark(test):
+        skip = pytest.mark.skipif(keras.backend.backend() not in backends, reason=reason)
+        return kernel_backends(skip(test))
+
+    return mark
+
+
+# PyTorch and JAX use the kernel; TensorFlow does not.
+needs_kernel_backend = only_on("torch", "jax")
+torch_only = only_on("torch")
+jax_only = only_on("jax")
 
 
 # (x shape, β shape): more than one block of 256 rows and enough elements for
@@ -110,12 +119,10 @@ def test_kernel_is_deterministic(kernel_on):
             np.testing.assert_array_equal(a, b)
 
 
-@needs_kernel_backend
+@torch_only
 def test_kernel_is_the_path_taken(kernel_on, monkeypatch):
     """PyTorch: forward and backward each call the library once where it
     applies, and never where it is switched off (JAX: see its FFI tests)."""
-    if keras.backend.backend() != "torch":
-        pytest.skip("PyTorch calls the library with ctypes")
     lib = _cpu_kernel.library("plain")
     assert lib is not None, _cpu_kernel.FAILURES
     calls = []
@@ -198,11 +205,6 @@ def test_env_vars_switch_paths_off(name, value, expected, monkeypatch):
     assert _cpu_kernel.env_switch(name) is expected
     monkeypatch.delenv(name)
     assert _cpu_kernel.env_switch(name) is True
-
-
-def jax_only(test):
-    skip = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX only")
-    return kernel_backends(skip(test))
 
 
 def jax_vjp_fn():
@@ -294,11 +296,6 @@ def test_jax_model_with_the_kernel_exports(tmp_path, monkeypatch):
     loaded = tf.saved_model.load(str(tmp_path / "exported"))  # kept: it owns the variables
     served = loaded.serve(x).numpy()
     np.testing.assert_allclose(served, model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
-
-
-def torch_only(test):
-    skip = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
-    return kernel_backends(skip(test))
 
 
 @torch_only
