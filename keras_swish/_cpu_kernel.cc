@@ -19,6 +19,10 @@
 #include <cstring>
 #include <vector>
 
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+
 namespace {
 
 inline float bits_to_float(uint32_t u) {
@@ -33,18 +37,33 @@ inline uint32_t float_to_bits(float f) {
   return u;
 }
 
+// 16 floats at a time in GCC/Clang vector extensions, which compile to the
+// target's own vectors (AVX-512: one register; AVX2, SSE, NEON: 2 or 4).
+// Written out because GCC's auto-vectorizer turns the selects below into
+// masked code with spills, 1.4-1.7x slower than this (benchmarks/README.md).
+// The formulas are templates over `float` and `Vec`, so a row's tail and
+// the short row run the very same arithmetic one element at a time.
+constexpr int64_t kLanes = 16;
+typedef float Vec __attribute__((vector_size(64)));
+typedef int32_t VecInt __attribute__((vector_size(64)));
+typedef uint32_t VecBits __attribute__((vector_size(64)));
+typedef uint16_t VecHalfBits __attribute__((vector_size(32)));
+
+inline float as_float(int32_t i) { return bits_to_float(uint32_t(i)); }
+inline Vec as_float(VecInt i) { return reinterpret_cast<Vec&>(i); }
+inline int32_t to_int(float f) { return int32_t(f); }
+inline VecInt to_int(Vec f) { return __builtin_convertvector(f, VecInt); }
+template <typename V>
+inline V splat(float v) {
+  return V{} + v;
+}
+
 struct BFloat16 {
   uint16_t bits;
 };
 
 inline float load(const float* p, int64_t i) { return p[i]; }
 inline float load(const BFloat16* p, int64_t i) { return bits_to_float(uint32_t(p[i].bits) << 16); }
-#ifdef __FLT16_MAX__  // _Float16: GCC >= 12 and Clang on x86-64 and arm64
-#define KS_HAVE_FLOAT16 1
-inline float load(const _Float16* p, int64_t i) { return float(p[i]); }
-inline void store(_Float16* p, int64_t i, float v) { p[i] = _Float16(v); }
-#endif
-
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
 inline void store(BFloat16* p, int64_t i, float v) {
   // Round to nearest even, as PyTorch, JAX and TensorFlow do; NaN stays NaN.
@@ -54,42 +73,127 @@ inline void store(BFloat16* p, int64_t i, float v) {
   p[i].bits = uint16_t((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 
+inline Vec load_vec(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store_vec(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+inline Vec load_vec(const BFloat16* p) {
+  VecHalfBits h;
+  std::memcpy(&h, p, sizeof h);
+  VecBits u = __builtin_convertvector(h, VecBits) << 16;
+  return reinterpret_cast<Vec&>(u);
+}
+inline void store_vec(BFloat16* p, Vec v) {  // as store() above, 16 at a time
+  VecBits u = reinterpret_cast<VecBits&>(v);
+  VecBits rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  VecBits quiet_nan = (u >> 16) | 0x40u;
+  VecBits bits = (u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
+  VecHalfBits h = __builtin_convertvector(bits, VecHalfBits);
+  std::memcpy(p, &h, sizeof h);
+}
+
+// float16 where the CPU converts it: F16C on x86-64 (GCC and Clang would
+// convert _Float16 there through library calls, 10-15x slower than ATen),
+// _Float16 elsewhere (arm64 converts in hardware). Else no float16: the op
+// takes its other paths for it. -DKS_NO_FLOAT16 for a compiler that
+// announces _Float16 that its C++ cannot use.
+#if !defined(KS_NO_FLOAT16) && defined(__F16C__)
+#define KS_HAVE_FLOAT16 1
+struct Half {
+  uint16_t bits;
+};
+inline float load(const Half* p, int64_t i) { return _cvtsh_ss(p[i].bits); }
+inline void store(Half* p, int64_t i, float v) {
+  p[i].bits = _cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT);
+}
+inline Vec load_vec(const Half* p) {
+  __m256 half[2] = {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+                    _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)))};
+  Vec v;
+  std::memcpy(&v, half, sizeof v);
+  return v;
+}
+inline void store_vec(Half* p, Vec v) {
+  __m256 half[2];
+  std::memcpy(half, &v, sizeof v);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm256_cvtps_ph(half[0], _MM_FROUND_TO_NEAREST_INT));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 8),
+                   _mm256_cvtps_ph(half[1], _MM_FROUND_TO_NEAREST_INT));
+}
+#elif !defined(KS_NO_FLOAT16) && defined(__FLT16_MAX__) && !defined(__x86_64__) && \
+    !defined(__i386__)
+#define KS_HAVE_FLOAT16 1
+typedef _Float16 Half;
+typedef _Float16 VecHalf __attribute__((vector_size(32)));
+inline float load(const Half* p, int64_t i) { return float(p[i]); }
+inline void store(Half* p, int64_t i, float v) { p[i] = Half(v); }
+inline Vec load_vec(const Half* p) {
+  VecHalf h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, Vec);
+}
+inline void store_vec(Half* p, Vec v) {
+  VecHalf h = __builtin_convertvector(v, VecHalf);
+  std::memcpy(p, &h, sizeof h);
+}
+#endif
+
 // exp(a) for a ≤ 0, inlined so that the loops below vectorize whole (a call
 // to a vector exp would spill every live register, as Inductor's do): Cody–
 // Waite reduction by ln 2, Cephes' degree-6 polynomial (about 1 ulp), 2^k
 // from the exponent bits; 0 below −87 (where expf is subnormal or 0).
-inline float exp_nonpositive(float a) {
-  const float low = -87.0f;
-  float c = a < low ? low : a;
-  float k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round
-  float r = c - k * 0.693359375f;
+template <typename V>
+inline V exp_nonpositive(V a) {
+  const V low = splat<V>(-87.0f);
+  V c = a < low ? low : a;
+  V k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round
+  V r = c - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  V p = splat<V>(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  float scale = bits_to_float(uint32_t(int32_t(k) + 127) << 23);
-  return a < low ? 0.0f : p * scale;
+  V scale = as_float((to_int(k) + 127) << 23);  // k ≥ −126: a normal 2^k
+  return a < low ? splat<V>(0.0f) : p * scale;
 }
 
 constexpr float kFloatMax = 3.402823466e38f;
 
+template <typename V>
+inline V swish(V x, V b) {
+  V z = b * x;
+  V e = exp_nonpositive(z < 0 ? z : -z);
+  V r = 1.0f / (1.0f + e);
+  return x * (z >= 0 ? r : e * r);
+}
+
+// dx, and the dβ term dy·x²·σ(βx)(1 − σ(βx)) in `term`.
+template <typename V>
+inline V swish_grad(V x, V b, V g, V& term) {
+  V z = b * x;
+  z = z > kFloatMax ? splat<V>(kFloatMax) : (z < -kFloatMax ? splat<V>(-kFloatMax) : z);
+  V e = exp_nonpositive(z < 0 ? z : -z);
+  V r = 1.0f / (1.0f + e);
+  V slope = e * r * r;  // σ(1 − σ)
+  term = g * ((x * slope) * x);  // x·σ' first: 0, not inf·0, for huge x
+  return g * ((z >= 0 ? r : e * r) + z * slope);
+}
+
 template <typename T>
 void forward_rows(const T* x, const float* b, T* y, int64_t rows, int64_t width) {
+  const int64_t whole = width - width % kLanes;
   for (int64_t row = 0; row < rows; ++row) {
     const T* xr = x + row * width;
     T* yr = y + row * width;
-#pragma GCC ivdep
-    for (int64_t j = 0; j < width; ++j) {
-      float xv = load(xr, j);
-      float z = b[j] * xv;
-      float e = exp_nonpositive(z < 0 ? z : -z);
-      float r = 1.0f / (1.0f + e);
-      store(yr, j, xv * (z >= 0 ? r : e * r));
-    }
+    int64_t j = 0;
+    for (; j < whole; j += kLanes) store_vec(yr + j, swish(load_vec(xr + j), load_vec(b + j)));
+    for (; j < width; ++j) store(yr, j, swish(load(xr, j), b[j]));
   }
 }
 
@@ -97,21 +201,21 @@ void forward_rows(const T* x, const float* b, T* y, int64_t rows, int64_t width)
 template <typename T>
 void backward_rows(const T* x, const float* b, const T* dy, T* dx, float* acc, int64_t rows,
                    int64_t width) {
+  const int64_t whole = width - width % kLanes;
   for (int64_t row = 0; row < rows; ++row) {
     const T* xr = x + row * width;
     const T* gr = dy + row * width;
     T* dr = dx + row * width;
-#pragma GCC ivdep
-    for (int64_t j = 0; j < width; ++j) {
-      float xv = load(xr, j);
-      float g = load(gr, j);
-      float z = b[j] * xv;
-      z = z > kFloatMax ? kFloatMax : (z < -kFloatMax ? -kFloatMax : z);
-      float e = exp_nonpositive(z < 0 ? z : -z);
-      float r = 1.0f / (1.0f + e);
-      float slope = e * r * r;  // σ(1 − σ)
-      store(dr, j, g * ((z >= 0 ? r : e * r) + z * slope));
-      acc[j] += g * ((xv * slope) * xv);  // x·σ' first: 0, not inf·0, for huge x
+    int64_t j = 0;
+    for (; j < whole; j += kLanes) {
+      Vec term;
+      store_vec(dr + j, swish_grad(load_vec(xr + j), load_vec(b + j), load_vec(gr + j), term));
+      store_vec(acc + j, load_vec(acc + j) + term);
+    }
+    for (; j < width; ++j) {
+      float term;
+      store(dr, j, swish_grad(load(xr, j), b[j], load(gr, j), term));
+      acc[j] += term;
     }
   }
 }
@@ -207,7 +311,7 @@ int ks_forward(int dtype, const void* x, const float* b, void* y, int64_t n, int
     case 0: forward<float>(x, b, y, n, width, threads); return 0;
     case 1: forward<BFloat16>(x, b, y, n, width, threads); return 0;
 #ifdef KS_HAVE_FLOAT16
-    case 2: forward<_Float16>(x, b, y, n, width, threads); return 0;
+    case 2: forward<Half>(x, b, y, n, width, threads); return 0;
 #endif
   }
   return 1;
@@ -219,7 +323,7 @@ int ks_backward(int dtype, const void* x, const float* b, const void* dy, void* 
     case 0: backward<float>(x, b, dy, dx, dbeta, n, width, threads); return 0;
     case 1: backward<BFloat16>(x, b, dy, dx, dbeta, n, width, threads); return 0;
 #ifdef KS_HAVE_FLOAT16
-    case 2: backward<_Float16>(x, b, dy, dx, dbeta, n, width, threads); return 0;
+    case 2: backward<Half>(x, b, dy, dx, dbeta, n, width, threads); return 0;
 #endif
   }
   return 1;

@@ -93,7 +93,7 @@ def _flag_sets(flavour):
     # (Apple's clang has no -fopenmp; some targets no -march=native; a
     # compiler may announce _Float16 that its C++ cannot use).
     extras = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])
-    for no_float16 in ([], ["-U__FLT16_MAX__"]):
+    for no_float16 in ([], ["-DKS_NO_FLOAT16"]):
         for extra in extras:
             yield base + extra + no_float16
 
