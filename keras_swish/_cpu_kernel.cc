@@ -19,7 +19,7 @@
 #include <cstring>
 #include <vector>
 
-#ifdef __F16C__
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -57,6 +57,24 @@ template <typename V>
 inline V splat(float v) {
   return V{} + v;
 }
+
+// `a < b ? b : a` (a NaN stays NaN) and −|a|: one instruction each where the
+// target has one (GCC writes a compare and a blend for the select).
+inline float at_least(float a, float b) { return a < b ? b : a; }
+inline float at_most(float a, float b) { return a > b ? b : a; }
+inline float minus_abs(float a) { return as_float(int32_t(float_to_bits(a) | 0x80000000u)); }
+inline Vec minus_abs(Vec a) { return as_float(reinterpret_cast<VecInt&>(a) | INT32_MIN); }
+#if defined(__AVX512F__)
+inline Vec at_least(Vec a, Vec b) {  // maxps(b, a): b where b > a, else a
+  return (Vec)_mm512_max_ps((__m512)b, (__m512)a);
+}
+inline Vec at_most(Vec a, Vec b) {
+  return (Vec)_mm512_min_ps((__m512)b, (__m512)a);
+}
+#else
+inline Vec at_least(Vec a, Vec b) { return a < b ? b : a; }
+inline Vec at_most(Vec a, Vec b) { return a > b ? b : a; }
+#endif
 
 struct BFloat16 {
   uint16_t bits;
@@ -148,7 +166,7 @@ inline void store_vec(Half* p, Vec v) {
 template <typename V>
 inline V exp_nonpositive(V a) {
   const V low = splat<V>(-87.0f);
-  V c = a < low ? low : a;
+  V c = at_least(a, low);
   V k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round
   V r = c - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
@@ -168,7 +186,7 @@ constexpr float kFloatMax = 3.402823466e38f;
 template <typename V>
 inline V swish(V x, V b) {
   V z = b * x;
-  V e = exp_nonpositive(z < 0 ? z : -z);
+  V e = exp_nonpositive(minus_abs(z));
   V r = 1.0f / (1.0f + e);
   return x * (z >= 0 ? r : e * r);
 }
@@ -177,8 +195,8 @@ inline V swish(V x, V b) {
 template <typename V>
 inline V swish_grad(V x, V b, V g, V& term) {
   V z = b * x;
-  z = z > kFloatMax ? splat<V>(kFloatMax) : (z < -kFloatMax ? splat<V>(-kFloatMax) : z);
-  V e = exp_nonpositive(z < 0 ? z : -z);
+  z = at_most(at_least(z, splat<V>(-kFloatMax)), splat<V>(kFloatMax));
+  V e = exp_nonpositive(minus_abs(z));
   V r = 1.0f / (1.0f + e);
   V slope = e * r * r;  // σ(1 − σ)
   term = g * ((x * slope) * x);  // x·σ' first: 0, not inf·0, for huge x

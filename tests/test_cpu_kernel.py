@@ -399,6 +399,62 @@ def test_torch_gradient_of_the_gradient(path, monkeypatch):
         np.testing.assert_allclose(g.double().numpy(), w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
 
 
+def _x86_cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+
+
+# Builds for other targets than this CPU's best: the baseline (SSE2 on
+# x86-64: no FMA, no float16) and AVX2 (the vector selects written as
+# compares, not AVX-512 min/max; float16 through F16C).
+TARGETS = {"baseline": [], "avx2": ["-mavx2", "-mfma", "-mf16c"]}
+
+
+@torch_only
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_kernel_built_for_another_target_matches_numpy(target, tmp_path, monkeypatch):
+    if target != "baseline" and not {"avx2", "fma", "f16c"} <= set(_x86_cpu_flags()):
+        pytest.skip("needs an x86-64 CPU with AVX2, FMA and F16C")
+    best = next(_cpu_kernel._flag_sets("plain"))
+    flags = [f for f in best if f != "-march=native"] + TARGETS[target]
+    monkeypatch.setattr(_cpu_kernel, "_flag_sets", lambda flavour: iter([flags]))
+    monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
+    monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", False)
+    lib = _cpu_kernel.library("plain")
+    assert lib is not None, _cpu_kernel.FAILURES
+    if _x86_cpu_flags():  # x86-64: float16 exactly where F16C converts it
+        assert ("float16" in lib.dtypes) == ("-mf16c" in flags)
+    for name, (shape, beta_shape) in SHAPES.items():
+        x, beta, dy = inputs(shape, beta_shape, seed=len(name))
+        x.reshape(-1)[:4] = [100.0, -100.0, 30.0, -30.0]  # both exp tails
+        view = () if not beta_shape else (1,) * (len(shape) - 1) + beta_shape
+        for dtype in sorted(lib.dtypes):
+            got = run_op(x, beta, dy, -1, dtype)
+            xr, dyr = rounded(x, dtype), rounded(dy, dtype)
+            f, dx, dbeta = paper_reference(xr, beta, view, dyr)
+            _, _, magnitude = paper_reference(xr, beta, view, np.abs(dyr))
+            tol = TOLERANCE[dtype]
+            np.testing.assert_allclose(got[0], f, rtol=tol, atol=tol)
+            np.testing.assert_allclose(got[1], dx, rtol=tol, atol=tol)
+            np.testing.assert_allclose(got[2], dbeta, rtol=0, atol=2e-6 * np.abs(magnitude).max())
+
+
+@torch_only
+def test_native_build_takes_float16_where_the_cpu_converts_it():
+    """x86-64 with F16C: the kernel's own build takes float16 (without it
+    float16 would take the slower paths)."""
+    if "f16c" not in _x86_cpu_flags():
+        pytest.skip("needs an x86-64 CPU with F16C")
+    lib = _cpu_kernel.library("plain")
+    assert lib is not None and "float16" in lib.dtypes
+
+
 @torch_only
 def test_torch_build_without_float16_falls_back_for_float16(tmp_path, monkeypatch):
     """A build without float16 (no F16C on x86-64, or no _Float16): it still
