@@ -17,6 +17,12 @@ gradient in that dtype, β in float32 as under mixed precision). `--runs N`
 repeats each mode and keeps each cell's lowest median, for a machine that other
 work shares. `cold s` is the first forward+backward call of the mode (tracing,
 compiling: on PyTorch the op's own Inductor kernels are built on that call).
+`faults` counts page faults per forward+backward call: with glibc's default
+settings a freed output can go back to the OS, so that a later call faults in
+and zeroes fresh pages (milliseconds at these sizes); which row pays depends
+on the order of all allocations. `--heap kept` keeps freed memory in the
+process (glibc's MALLOC_TRIM_THRESHOLD_ and MALLOC_MMAP_THRESHOLD_), which
+times the ops alone.
 
 The floor: each worker times a copy-like `x + 1` at the size (read once, write
 once) and the fastest one gives the machine's bandwidth; forward then moves at
@@ -29,6 +35,7 @@ Usage (from the repository root; about 2 minutes on 2 CPU cores, 1 with
     python benchmarks/activation_speed.py
     python benchmarks/activation_speed.py --quick --modes jax,torch
     python benchmarks/activation_speed.py --runs 3
+    python benchmarks/activation_speed.py --modes torch --runs 3 --heap kept
     python benchmarks/activation_speed.py --quick --modes jax,torch,torch-compile \
         --dtype float32,bfloat16
 """
@@ -244,10 +251,20 @@ def torch_runner(compile_fn=False):
     return build, kept_bytes, copy, tensors, sync
 
 
+def minor_faults():
+    """Page faults so far (memory the OS hands the process, zeroed), or 0."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_calls(calls, sync, rounds, per_round):
     """Median ms of each call (the calls take turns, so noise hits all alike),
-    and seconds of each first call (tracing, compiling)."""
+    seconds of each first call (tracing, compiling) and page faults per call."""
     samples = {name: [] for name in calls}
+    faults = dict.fromkeys(calls, 0)
     cold = {}
     for name, call in calls.items():  # compile and warm up
         start = time.perf_counter()
@@ -257,10 +274,13 @@ def time_calls(calls, sync, rounds, per_round):
     for _ in range(rounds):
         for name, call in calls.items():
             for _ in range(per_round):
+                before = minor_faults()
                 start = time.perf_counter()
                 sync(call())
                 samples[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}, cold
+                faults[name] += minor_faults() - before
+    ms = {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+    return ms, cold, {name: n / (rounds * per_round) for name, n in faults.items()}
 
 
 def worker(mode, quick, rounds, per_round, dtype="float32"):
@@ -292,8 +312,13 @@ def worker(mode, quick, rounds, per_round, dtype="float32"):
             forward, forward_backward = build(fn, has_beta)
             calls[f"{name}/fwd"] = lambda f=forward, a=(x, beta): f(*a)
             calls[f"{name}/fb"] = lambda f=forward_backward, a=(x, beta, dy): f(*a)
-        ms, cold = time_calls(calls, sync, rounds, per_round)
-        results["sizes"][size] = {"shape": list(shape), "ms": ms, "cold_s": cold}
+        ms, cold, faults = time_calls(calls, sync, rounds, per_round)
+        results["sizes"][size] = {
+            "shape": list(shape),
+            "ms": ms,
+            "cold_s": cold,
+            "faults": faults,
+        }
     results["version"] = f"keras {keras.__version__}, {backend_version(mode)}"
     print("RESULT " + json.dumps(results), flush=True)
 
@@ -315,7 +340,14 @@ def backend_version(mode):
 # Driver: one subprocess per mode, then the tables ------------------------------
 
 
-def run_mode(mode, quick, rounds, per_round, dtype="float32"):
+# glibc returns a freed block above these sizes to the OS (and maps the next
+# one afresh): each later call then faults in and zeroes its output's pages,
+# and which call pays depends on the order of every allocation before it.
+# `--heap kept` raises both thresholds so freed memory stays in the process.
+KEPT_HEAP = {"MALLOC_TRIM_THRESHOLD_": str(1 << 31), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
+
+
+def run_mode(mode, quick, rounds, per_round, dtype="float32", heap="default"):
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -329,6 +361,8 @@ def run_mode(mode, quick, rounds, per_round, dtype="float32"):
         str(per_round),
     ] + (["--quick"] if quick else [])
     env = dict(os.environ, KERAS_BACKEND=MODES[mode][0], TF_CPP_MIN_LOG_LEVEL="2")
+    if heap == "kept":
+        env.update(KEPT_HEAP)
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -337,13 +371,17 @@ def run_mode(mode, quick, rounds, per_round, dtype="float32"):
 
 
 def lowest_medians(runs):
-    """One result whose every timing is the lowest median over `runs`."""
+    """One result whose every timing (and page-fault count) is the lowest
+    over `runs`."""
     result = runs[0]
     for other in runs[1:]:
         for size, entry in other["sizes"].items():
             ms = result["sizes"][size]["ms"]
             for name, value in entry["ms"].items():
                 ms[name] = min(ms[name], value)
+            faults = result["sizes"][size].get("faults", {})
+            for name, value in entry.get("faults", {}).items():
+                faults[name] = min(faults.get(name, value), value)
     return result
 
 
@@ -376,13 +414,14 @@ def print_tables(results, bandwidth):
         header = (
             f"{'mode':<25}{'activation':<15}{'fwd ms':>8}{'fwd+bwd ms':>12}"
             f"{'fwd/silu':>10}{'f+b/silu':>10}{'f+b/floor':>11}{'kept B/elem':>13}"
-            f"{'cold s':>8}"
+            f"{'cold s':>8}{'faults':>8}"
         )
         print(header)
         print("-" * len(header))
         for result in of_dtype:
             ms = result["sizes"][size]["ms"]
             cold = result["sizes"][size].get("cold_s", {})
+            faults = result["sizes"][size].get("faults", {})
             for row in ROWS:
                 fwd, fb = ms[f"{row}/fwd"], ms[f"{row}/fb"]
                 print(
@@ -392,6 +431,7 @@ def print_tables(results, bandwidth):
                     f"{fb / floor_fb:>11.2f}"
                     f"{result['kept_bytes_per_element'][row]:>13.1f}"
                     f"{cold.get(f'{row}/fb', float('nan')):>8.1f}"
+                    f"{faults.get(f'{row}/fb', float('nan')):>8.0f}"
                 )
 
 
@@ -419,6 +459,14 @@ def main():
         help="comma-separated dtypes of x and the upstream gradient, from "
         f"{', '.join(ITEMSIZE)} (default float32; β stays float32)",
     )
+    parser.add_argument(
+        "--heap",
+        choices=("default", "kept"),
+        default="default",
+        help="default: the C library's own settings, as a user runs; kept: "
+        "glibc keeps freed memory (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_) "
+        "so that no call pays page faults for another's frees",
+    )
     parser.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
@@ -438,7 +486,7 @@ def main():
         runs = []
         for run in range(args.runs):
             print(f"running {mode} {dtype} ({run + 1}/{args.runs}) ...", file=sys.stderr)
-            runs.append(run_mode(mode, args.quick, rounds, args.per_round, dtype))
+            runs.append(run_mode(mode, args.quick, rounds, args.per_round, dtype, args.heap))
         results.append(lowest_medians(runs))
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -460,8 +508,13 @@ def main():
     print(
         f"Medians of {rounds} rounds × {args.per_round} calls{runs}; β per "
         "channel; kept B/elem: bytes the backward pass holds per element of x; "
-        "cold s: the first forward+backward call (tracing, compiling)."
+        "cold s: the first forward+backward call (tracing, compiling); faults: "
+        "page faults per forward+backward call."
     )
+    if args.heap == "kept":
+        print("Heap kept: " + ", ".join(f"{k}={v}" for k, v in KEPT_HEAP.items()))
+    else:
+        print("Heap: the C library's defaults (see --heap).")
     print_tables(results, bandwidth)
 
 

@@ -334,8 +334,9 @@ def torch_dtype_taken(lib, x):
 def _torch_tiled_beta(b, channels):
     import torch
 
-    row = b.detach().reshape(-1).to(torch.float32)
-    return row.repeat(tiling(channels)).contiguous()
+    row = b.detach().reshape(-1).to(torch.float32).contiguous()
+    reps = tiling(channels)
+    return row if reps == 1 else row.repeat(reps)  # no copy of a wide β
 
 
 def torch_forward(lib, x, b):
