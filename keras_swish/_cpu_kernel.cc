@@ -40,7 +40,7 @@ inline uint32_t float_to_bits(float f) {
 // 16 floats at a time in GCC/Clang vector extensions, which compile to the
 // target's own vectors (AVX-512: one register; AVX2, SSE, NEON: 2 or 4).
 // Written out because GCC's auto-vectorizer turns the selects below into
-// masked code with spills, 1.4-1.7x slower than this (benchmarks/README.md).
+// masked code with spills, up to 1.3x slower than this (benchmarks/README.md).
 // The formulas are templates over `float` and `Vec`, so a row's tail and
 // the short row run the very same arithmetic one element at a time.
 constexpr int64_t kLanes = 16;
@@ -50,7 +50,7 @@ typedef uint32_t VecBits __attribute__((vector_size(64)));
 typedef uint16_t VecHalfBits __attribute__((vector_size(32)));
 
 inline float as_float(int32_t i) { return bits_to_float(uint32_t(i)); }
-inline Vec as_float(VecInt i) { return reinterpret_cast<Vec&>(i); }
+inline Vec as_float(VecInt i) { return (Vec)i; }  // a vector cast keeps the bits
 inline int32_t to_int(float f) { return int32_t(f); }
 inline VecInt to_int(Vec f) { return __builtin_convertvector(f, VecInt); }
 template <typename V>
@@ -62,8 +62,8 @@ inline V splat(float v) {
 // target has one (GCC writes a compare and a blend for the select).
 inline float at_least(float a, float b) { return a < b ? b : a; }
 inline float at_most(float a, float b) { return a > b ? b : a; }
-inline float minus_abs(float a) { return as_float(int32_t(float_to_bits(a) | 0x80000000u)); }
-inline Vec minus_abs(Vec a) { return as_float(reinterpret_cast<VecInt&>(a) | INT32_MIN); }
+inline float minus_abs(float a) { return bits_to_float(float_to_bits(a) | 0x80000000u); }
+inline Vec minus_abs(Vec a) { return (Vec)((VecBits)a | 0x80000000u); }
 #if defined(__AVX512F__)
 inline Vec at_least(Vec a, Vec b) {  // maxps(b, a): b where b > a, else a
   return (Vec)_mm512_max_ps((__m512)b, (__m512)a);
@@ -101,10 +101,10 @@ inline Vec load_vec(const BFloat16* p) {
   VecHalfBits h;
   std::memcpy(&h, p, sizeof h);
   VecBits u = __builtin_convertvector(h, VecBits) << 16;
-  return reinterpret_cast<Vec&>(u);
+  return (Vec)u;
 }
 inline void store_vec(BFloat16* p, Vec v) {  // as store() above, 16 at a time
-  VecBits u = reinterpret_cast<VecBits&>(v);
+  VecBits u = (VecBits)v;
   VecBits rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   VecBits quiet_nan = (u >> 16) | 0x40u;
   VecBits bits = (u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
@@ -303,7 +303,7 @@ void backward(const void* x_, const float* b, const void* dy_, void* dx_, float*
 }  // namespace
 
 // Plain C entry points (ctypes). dtype: 0 float32, 1 bfloat16, 2 float16
-// (where the compiler has _Float16: ks_has_float16). They return 1 for a
+// (where the CPU converts it, see Half: ks_has_float16). They return 1 for a
 // dtype they do not take.
 extern "C" {
 

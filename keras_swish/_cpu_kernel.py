@@ -91,7 +91,7 @@ def _flag_sets(flavour):
         base += ["-DKS_XLA_FFI", "-I", jax.ffi.include_dir()]
     # Best first; each fallback drops what a compiler may not support
     # (Apple's clang has no -fopenmp; some targets no -march=native; a
-    # compiler may announce _Float16 that its C++ cannot use).
+    # compiler may announce _Float16 that its C++ cannot use: -DKS_NO_FLOAT16).
     extras = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])
     for no_float16 in ([], ["-DKS_NO_FLOAT16"]):
         for extra in extras:
@@ -195,7 +195,7 @@ def _declare(lib):
     lib.ks_backward.argtypes = [ctypes.c_int, p, p, p, p, p, n, n, ctypes.c_int]
     lib.ks_backward.restype = ctypes.c_int
     lib.ks_has_float16.restype = ctypes.c_int
-    # What the build takes (float16 where the compiler has _Float16).
+    # What the build takes (float16 where the CPU converts it: F16C, arm64).
     lib.dtypes = frozenset(name for name in DTYPE_CODES if name != "float16") | (
         {"float16"} if lib.ks_has_float16() else set()
     )
