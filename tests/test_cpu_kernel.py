@@ -407,6 +407,18 @@ def _x86_cpu_flags():
         return []
 
 
+def fresh_build(flag_sets, tmp_path, monkeypatch):
+    """The kernel library built anew, with these flag sets, into an empty
+    cache, and the op switched to it (nothing else fast)."""
+    monkeypatch.setattr(_cpu_kernel, "_flag_sets", flag_sets)
+    monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
+    monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
+    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
+    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", False)
+    return _cpu_kernel.library("plain")
+
+
 # Builds for other targets than this CPU's best: the baseline (SSE2 on
 # x86-64: no FMA, no float16) and AVX2 (the vector selects written as
 # compares, not AVX-512 min/max; float16 through F16C).
@@ -420,13 +432,7 @@ def test_kernel_built_for_another_target_matches_numpy(target, tmp_path, monkeyp
         pytest.skip("needs an x86-64 CPU with AVX2, FMA and F16C")
     best = next(_cpu_kernel._flag_sets("plain"))
     flags = [f for f in best if f != "-march=native"] + TARGETS[target]
-    monkeypatch.setattr(_cpu_kernel, "_flag_sets", lambda flavour: iter([flags]))
-    monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
-    monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
-    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
-    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", False)
-    lib = _cpu_kernel.library("plain")
+    lib = fresh_build(lambda flavour: iter([flags]), tmp_path, monkeypatch)
     assert lib is not None, _cpu_kernel.FAILURES
     if _x86_cpu_flags():  # x86-64: float16 exactly where F16C converts it
         assert ("float16" in lib.dtypes) == ("-mf16c" in flags)
@@ -461,15 +467,9 @@ def test_torch_build_without_float16_falls_back_for_float16(tmp_path, monkeypatc
     works, takes float32 and bfloat16, and float16 inputs take the other
     paths, silently and with the right numbers."""
     original = _cpu_kernel._flag_sets
-    monkeypatch.setattr(
-        _cpu_kernel, "_flag_sets", lambda f: (s + ["-DKS_NO_FLOAT16"] for s in original(f))
+    lib = fresh_build(
+        lambda f: (s + ["-DKS_NO_FLOAT16"] for s in original(f)), tmp_path, monkeypatch
     )
-    monkeypatch.setenv("KERAS_SWISH_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_cpu_kernel, "_LIBRARIES", {})
-    monkeypatch.setattr(_cpu_kernel, "FAILURES", [])
-    monkeypatch.setattr(swish_ops, "CPU_KERNEL", True)
-    monkeypatch.setattr(swish_ops, "TORCH_COMPILE", False)
-    lib = _cpu_kernel.library("plain")
     assert lib.dtypes == {"float32", "bfloat16"}
     calls = []
     monkeypatch.setattr(lib, "ks_backward", lambda *a: calls.append(a[0]) or 0)
