@@ -255,7 +255,7 @@ def minor_faults():
     """Page faults so far (memory the OS hands the process, zeroed), or 0."""
     try:
         import resource
-    except ImportError:  # not on Windows
+    except ImportError:  # Windows has no `resource`
         return 0
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 

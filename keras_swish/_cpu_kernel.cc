@@ -83,12 +83,17 @@ struct BFloat16 {
 inline float load(const float* p, int64_t i) { return p[i]; }
 inline float load(const BFloat16* p, int64_t i) { return bits_to_float(uint32_t(p[i].bits) << 16); }
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
+// float32 bits to bfloat16 bits (in the low half), one value or 16: round to
+// nearest even, as PyTorch, JAX and TensorFlow do; NaN stays NaN.
+template <typename U>
+inline U bfloat16_bits(U u) {
+  U rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  U quiet_nan = (u >> 16) | 0x40u;
+  return (u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
+}
+
 inline void store(BFloat16* p, int64_t i, float v) {
-  // Round to nearest even, as PyTorch, JAX and TensorFlow do; NaN stays NaN.
-  uint32_t u = float_to_bits(v);
-  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  uint32_t quiet_nan = (u >> 16) | 0x40u;
-  p[i].bits = uint16_t((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+  p[i].bits = uint16_t(bfloat16_bits(float_to_bits(v)));
 }
 
 inline Vec load_vec(const float* p) {
@@ -103,12 +108,8 @@ inline Vec load_vec(const BFloat16* p) {
   VecBits u = __builtin_convertvector(h, VecBits) << 16;
   return (Vec)u;
 }
-inline void store_vec(BFloat16* p, Vec v) {  // as store() above, 16 at a time
-  VecBits u = (VecBits)v;
-  VecBits rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  VecBits quiet_nan = (u >> 16) | 0x40u;
-  VecBits bits = (u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
-  VecHalfBits h = __builtin_convertvector(bits, VecHalfBits);
+inline void store_vec(BFloat16* p, Vec v) {
+  VecHalfBits h = __builtin_convertvector(bfloat16_bits((VecBits)v), VecHalfBits);
   std::memcpy(p, &h, sizeof h);
 }
 
