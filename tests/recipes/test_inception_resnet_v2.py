@@ -242,19 +242,8 @@ def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
     # The resume state stays, so that a larger --epochs can continue the run.
     assert (run / "state" / "state.json").is_file() and not (run / "backup").exists()
     assert os.listdir(run / "logs" / "train") and os.listdir(run / "logs" / "validation")
-    again = cli(*args)
-    assert again.returncode == 0 and "already complete" in again.stdout
-    evaluated = cli("evaluate", str(run))  # loads best.keras in safe mode
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    start = evaluated.stdout.index("{")
-    head, body = evaluated.stdout[:start], evaluated.stdout[start:]
-    assert head.strip().startswith("best.keras on embedded"), head
-    report = json.loads(body)
-    assert {"val_top1", "val_top5"} <= set(report["validation"])
-    assert {"test_top1", "test_top5"} <= set(report["test"])
-    # The same model on the same data: the numbers metrics.json reports for best.keras.
-    for split in ("validation", "test"):
-        for key, value in best[split].items():
-            if "top" in key:
-                assert report[split][key] == pytest.approx(value, abs=1e-4), (split, key)
+    # Rerunning a finished run and `evaluate` are the runner's, checked on
+    # MobileNet (tests/recipes/test_runner.py, test_cli.py); each would load this
+    # 54 M-parameter network once more. What is this network's own: its files load
+    # in safe mode in a fresh process and give the numbers metrics.json reports.
     assert_loads_anywhere(run)  # both .keras files, safe mode, a process with only keras_swish
