@@ -28,11 +28,17 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def backend_runs():
-    """backend -> (Popen, stdout file, stderr file), started together."""
+def backend_runs(request):
+    """backend -> (Popen, stdout file, stderr file), started together for the
+    backends whose test was selected (`-k torch` starts PyTorch's only)."""
+    selected = {
+        item.callspec.params["backend"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    }
     runs = {}
     for backend in BACKENDS:
-        if importlib.util.find_spec(backend) is None:
+        if backend not in selected or importlib.util.find_spec(backend) is None:
             continue
         out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         process = subprocess.Popen(
