@@ -4,10 +4,10 @@ Keras fixes its backend when it is first imported, so each backend needs its
 own process. The tests marked `all_backends` (layer, activation hook,
 serialization, replace_activations, the op) run here with KERAS_BACKEND set.
 
-Both backends' runs start together, when the first of these tests starts: most
-of a run is single-threaded Python (imports, collection, eager Keras calls), so
-on a 2-core machine the two together take little longer than one (3 min 10 s
-for both against 6 min one after the other).
+The selected backends' runs start together, with the first of these tests:
+most of a run is single-threaded Python (imports, collection, eager Keras
+calls), so on a 2-core machine the two together take little longer than one
+(3 min 13 s - 3 min 54 s for both against 6 min one after the other).
 """
 
 import importlib.util
