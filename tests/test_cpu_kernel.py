@@ -121,6 +121,53 @@ def test_kernel_is_deterministic(kernel_on):
 
 
 @torch_only
+def test_bfloat16_results_are_float32_results_rounded_once(kernel_on):
+    """bfloat16 f and dx are the kernel's own float32 results (the same
+    values given as float32) rounded to nearest even, bit for bit — also
+    where a result is subnormal (|v| < 2^-126), which the CPU's bfloat16
+    conversion instruction, where the kernel uses it, would flush to 0 —
+    and NaN stays NaN. Vectors of 16 with no subnormal lane, with one, and
+    all subnormal; rows of 64 channels (whole vectors) and a short tail."""
+    import torch
+
+    lib = _cpu_kernel.library("plain")
+    assert lib is not None and "bfloat16" in lib.dtypes, _cpu_kernel.FAILURES
+    rng = np.random.default_rng(3)
+    x = 3.0 * rng.standard_normal((40, 64))
+    dy = rng.standard_normal((40, 64))
+    tiny = np.float32(2.0**-126)  # the smallest normal float32
+    x[0:4] = tiny * rng.uniform(-0.99, 0.99, (4, 64))  # whole rows subnormal
+    x[4:8, 5] = tiny * rng.uniform(0.01, 3.0, 4)  # one lane in a vector
+    dy[0:2] = tiny * rng.uniform(-0.5, 0.5, (2, 64))  # whole rows of dx too
+    dy[8:12, 17] = tiny * rng.uniform(0.01, 0.5, 4)  # dx alone subnormal
+    x[12, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, -tiny]
+    beta = torch.tensor(rng.uniform(-0.5, 2.0, 64), dtype=torch.float32)
+
+    def exact(a):  # float32 values exactly representable in bfloat16
+        return torch.tensor(a, dtype=torch.float32).to(torch.bfloat16)
+
+    cases = {  # β per channel (rows of 64); a scalar β and a short last row
+        "per_channel": (exact(x), beta),
+        "scalar_short_row": (exact(x).reshape(-1)[:-7], beta[0].clone().reshape(())),
+    }
+    for name, (xb, b) in cases.items():
+        dyb = exact(dy).reshape(xb.shape) if xb.dim() == 2 else exact(dy).reshape(-1)[:-7]
+        want_f = _cpu_kernel.torch_forward(lib, xb.float(), b)
+        want_dx, _ = _cpu_kernel.torch_backward(lib, xb.float(), b, dyb.float())
+        got_f = _cpu_kernel.torch_forward(lib, xb, b)
+        got_dx, _ = _cpu_kernel.torch_backward(lib, xb, b, dyb)
+        for got, want in ((got_f, want_f), (got_dx, want_dx)):
+            nan = torch.isnan(want)
+            assert torch.equal(torch.isnan(got), nan)
+            assert ((want.abs() < tiny) & (want != 0)).sum() >= 16  # subnormals met
+            np.testing.assert_array_equal(
+                got[~nan].view(torch.int16).numpy(),
+                want[~nan].to(torch.bfloat16).view(torch.int16).numpy(),
+                err_msg=name,
+            )
+
+
+@torch_only
 def test_kernel_is_the_path_taken(kernel_on, monkeypatch):
     """PyTorch: forward and backward each call the library once where it
     applies, and never where it is switched off (JAX: see its FFI tests)."""
