@@ -692,3 +692,13 @@ def _make_torch_function():
             return (dx if needs_dx else None), (dbeta if needs_dbeta else None), None, None
 
     return SwishFunction
+
+
+# On the torch backend the autograd Function and the kernel's custom op are
+# made now, at import. Made lazily by a first call inside torch.compile (a
+# Keras model with jit_compile=True), the op's registration would be traced:
+# Dynamo stops at it (`torch.library.infer_schema` is on its skip list) and
+# that graph break stays in the compiled frame, so every later call ran
+# three compiled regions instead of one (tests/test_cpu_kernel.py).
+if keras.backend.backend() == "torch":
+    _torch_swish()

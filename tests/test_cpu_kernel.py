@@ -214,6 +214,37 @@ def test_no_compiler_warns_once_and_falls_back(tmp_path, monkeypatch):
     assert not any(p.name.endswith(".so") for p in tmp_path.rglob("*"))
 
 
+@torch_only
+def test_torch_compile_as_the_first_call_has_no_graph_break():
+    """A fresh process whose first call of the op is inside torch.compile
+    (a model compiled before it ever ran eagerly): one graph — the op's
+    autograd Function and custom op are made at import, not traced (their
+    registration would be a graph break left in every later call); with
+    fullgraph=True a break is an error. Values and gradients as the formula."""
+    script = (
+        "import torch\n"
+        "from keras_swish import ops\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(8, 64, requires_grad=True)\n"
+        "b = (torch.rand(64) + 0.5).requires_grad_()\n"
+        "f = torch.compile(lambda x, b: ops.swish(x, b), fullgraph=True)\n"
+        "for _ in range(2):\n"
+        "    y = f(x, b)\n"
+        "    dx, db = torch.autograd.grad(y, [x, b], torch.ones_like(y))\n"
+        "z = b.detach() * x.detach()\n"
+        "s = torch.sigmoid(z)\n"
+        "want = (x.detach() * s, s + z * s * (1 - s), (x.detach() ** 2 * s * (1 - s)).sum(0))\n"
+        "for got, w in zip((y, dx, db), want):\n"
+        "    torch.testing.assert_close(got.detach(), w, rtol=1e-5, atol=1e-5)\n"
+        "c = torch._dynamo.utils.counters\n"
+        "print(dict(c['graph_break']), c['stats']['unique_graphs'])\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == "{} 1", out.stdout
+
+
 def test_build_is_cached_and_reused_by_a_fresh_process(tmp_path, monkeypatch):
     """Built once into the cache (no temporary file left); a second process
     with the same compiler loads that file without compiling."""
