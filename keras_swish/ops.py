@@ -696,9 +696,10 @@ def _make_torch_function():
 
 # On the torch backend the autograd Function and the kernel's custom op are
 # made now, at import. Made lazily by a first call inside torch.compile (a
-# Keras model with jit_compile=True), the op's registration would be traced:
-# Dynamo stops at it (`torch.library.infer_schema` is on its skip list) and
-# that graph break stays in the compiled frame, so every later call ran
-# three compiled regions instead of one (tests/test_cpu_kernel.py).
+# function or module compiled before it ever ran eagerly), the custom op's
+# registration was traced: Dynamo stops at it (`torch.library.infer_schema`
+# is on its skip list) and that graph break stayed in the compiled frame, so
+# every later call ran three compiled regions instead of one, and
+# fullgraph=True failed (tests/test_cpu_kernel.py).
 if keras.backend.backend() == "torch":
     _torch_swish()
