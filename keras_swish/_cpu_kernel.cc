@@ -111,8 +111,8 @@ inline Vec load_vec(const BFloat16* p) {
 inline void store_vec(BFloat16* p, Vec v) {
 #if defined(__AVX512BF16__) && defined(__AVX512DQ__)
   // One vcvtneps2bf16 (round to nearest even, NaN quieted as above) where
-  // the CPU has it: on bfloat16 the backward pass 7-13 % and the forward
-  // 18-21 % faster (benchmarks/README.md). The instruction flushes subnormal inputs to ±0 whatever
+  // the CPU has it: about 10 % off the bfloat16 backward pass and 15 % off
+  // the forward (benchmarks/README.md). The instruction flushes subnormal inputs to ±0 whatever
   // MXCSR says, so a vector with a subnormal lane (one vfpclassps test,
   // almost never taken) takes the exact path below: the same bits as the
   // scalar tail and as CPUs without the instruction.
@@ -173,8 +173,8 @@ inline void store_vec(Half* p, Vec v) {
 }
 #endif
 
-// p·2^k for an integer-valued k ≥ −126: one vscalefps on AVX-512 (2-10 %
-// off the backward pass), else a multiply by 2^k built from its exponent
+// p·2^k for an integer-valued k ≥ −126: one vscalefps on AVX-512 (up to
+// 11 % off the backward pass), else a multiply by 2^k built from its exponent
 // bits (the same result, bit for bit).
 inline float times_two_to(float p, float k) { return p * as_float((to_int(k) + 127) << 23); }
 #if defined(__AVX512F__)

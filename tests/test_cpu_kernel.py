@@ -140,18 +140,22 @@ def test_bfloat16_results_are_float32_results_rounded_once(kernel_on):
     x[4:8, 5] = tiny * rng.uniform(0.01, 3.0, 4)  # one lane in a vector
     dy[0:2] = tiny * rng.uniform(-0.5, 0.5, (2, 64))  # whole rows of dx too
     dy[8:12, 17] = tiny * rng.uniform(0.01, 0.5, 4)  # dx alone subnormal
-    x[12, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, -tiny]
+    x[12, 0] = -tiny  # f subnormal, x normal
+    x[12, 16:21] = [np.nan, np.inf, -np.inf, 0.0, -0.0]  # a vector with no subnormal
     beta = torch.tensor(rng.uniform(-0.5, 2.0, 64), dtype=torch.float32)
 
-    def exact(a):  # float32 values exactly representable in bfloat16
+    def bf16(a):  # rounded to bfloat16: the float32 calls see the same values
         return torch.tensor(a, dtype=torch.float32).to(torch.bfloat16)
 
     cases = {  # β per channel (rows of 64); a scalar β and a short last row
-        "per_channel": (exact(x), beta),
-        "scalar_short_row": (exact(x).reshape(-1)[:-7], beta[0].clone().reshape(())),
+        "per_channel": (bf16(x), beta, bf16(dy)),
+        "scalar_short_row": (
+            bf16(x).reshape(-1)[:-7],
+            beta[0].clone().reshape(()),
+            bf16(dy).reshape(-1)[:-7],
+        ),
     }
-    for name, (xb, b) in cases.items():
-        dyb = exact(dy).reshape(xb.shape) if xb.dim() == 2 else exact(dy).reshape(-1)[:-7]
+    for name, (xb, b, dyb) in cases.items():
         want_f = _cpu_kernel.torch_forward(lib, xb.float(), b)
         want_dx, _ = _cpu_kernel.torch_backward(lib, xb.float(), b, dyb.float())
         got_f = _cpu_kernel.torch_forward(lib, xb, b)
