@@ -112,10 +112,10 @@ inline void store_vec(BFloat16* p, Vec v) {
 #if defined(__AVX512BF16__) && defined(__AVX512DQ__)
   // One vcvtneps2bf16 (round to nearest even, NaN quieted as above) where
   // the CPU has it: about 10 % off the bfloat16 backward pass and 15 % off
-  // the forward (benchmarks/README.md). The instruction flushes subnormal inputs to ±0 whatever
-  // MXCSR says, so a vector with a subnormal lane (one vfpclassps test,
-  // almost never taken) takes the exact path below: the same bits as the
-  // scalar tail and as CPUs without the instruction.
+  // the forward (benchmarks/README.md). The instruction flushes subnormal
+  // inputs to ±0 whatever MXCSR says, so a vector with a subnormal lane (one
+  // vfpclassps test, almost never taken) takes the exact path below: the
+  // same bits as the scalar tail and as CPUs without the instruction.
   if (_mm512_fpclass_ps_mask((__m512)v, 0x20) == 0) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         (__m256i)_mm512_cvtneps_pbh((__m512)v));
@@ -176,11 +176,12 @@ inline void store_vec(Half* p, Vec v) {
 // p·2^k for an integer-valued k ≥ −126: one vscalefps on AVX-512 (up to
 // 11 % off the backward pass), else a multiply by 2^k built from its exponent
 // bits (the same result, bit for bit).
-inline float times_two_to(float p, float k) { return p * as_float((to_int(k) + 127) << 23); }
+template <typename V>
+inline V times_two_to(V p, V k) {
+  return p * as_float((to_int(k) + 127) << 23);
+}
 #if defined(__AVX512F__)
 inline Vec times_two_to(Vec p, Vec k) { return (Vec)_mm512_scalef_ps((__m512)p, (__m512)k); }
-#else
-inline Vec times_two_to(Vec p, Vec k) { return p * as_float((to_int(k) + 127) << 23); }
 #endif
 
 // exp(a) for a ≤ 0, inlined so that the loops below vectorize whole (a call
