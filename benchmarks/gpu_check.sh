@@ -13,7 +13,7 @@
 # benchmark also goes to a log next to the summary, under $OUT_DIR (default
 # ./gpu_check-<date>). A backend that does not see the GPU is reported and the
 # run goes on (its numbers are then CPU numbers, and say so).
-set -u
+set -u -o pipefail  # a benchmark's failure, not tee's success, sets the exit status
 
 cd "$(dirname "$0")/.." || exit 1
 PYTHON=${PYTHON:-python}
