@@ -11,13 +11,17 @@
 # JAX, PyTorch eager and torch.compile) and `train_step.py` (MobileNet α = 1,
 # 128 px, batch 32; Keras's default jit_compile and jit_compile=True). Each
 # benchmark also goes to a log next to the summary, under $OUT_DIR (default
-# ./gpu_check-<date>). A backend that does not see the GPU is reported and the
-# run goes on (its numbers are then CPU numbers, and say so).
+# ./gpu_check-<date> in the directory it is run from). A backend that does not
+# see the GPU is reported and the run goes on (its numbers are then CPU
+# numbers, and say so).
 set -u -o pipefail  # a benchmark's failure, not tee's success, sets the exit status
 
+# The logs go under the directory the script is run from (or $OUT_DIR),
+# whatever the script then changes to.
+OUT_DIR=${OUT_DIR:-gpu_check-$(date +%Y%m%d-%H%M%S)}
+case "$OUT_DIR" in /*) ;; *) OUT_DIR="$PWD/$OUT_DIR" ;; esac
 cd "$(dirname "$0")/.." || exit 1
 PYTHON=${PYTHON:-python}
-OUT_DIR=${OUT_DIR:-gpu_check-$(date +%Y%m%d-%H%M%S)}
 
 if ! command -v nvidia-smi > /dev/null 2>&1; then
     echo "gpu_check: nvidia-smi not found: no NVIDIA GPU (or driver) on this machine." >&2

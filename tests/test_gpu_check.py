@@ -25,7 +25,7 @@ def executable(path, text):
     return str(path)
 
 
-def run(tmp_path, path_dirs, fail=None, quick=False):
+def run(tmp_path, path_dirs, fail=None, quick=False, out_dir="logs"):
     """Runs the script with `path_dirs` first on PATH and a stand-in Python
     that logs its arguments and exits 3 for the benchmark named `fail`."""
     calls = tmp_path / "calls.txt"
@@ -39,9 +39,10 @@ def run(tmp_path, path_dirs, fail=None, quick=False):
     env = {
         "PATH": os.pathsep.join([*path_dirs, "/usr/bin", "/bin"]),
         "PYTHON": python,
-        "OUT_DIR": str(tmp_path / "logs"),
         "HOME": str(tmp_path),
     }
+    if out_dir:
+        env["OUT_DIR"] = out_dir  # relative: to the directory the script is run from
     if quick:
         env["QUICK"] = "1"
     done = subprocess.run(
@@ -102,3 +103,15 @@ def test_a_failing_benchmark_fails_the_check(tmp_path, fake_gpu, failing):
     # The other benchmark still runs: one failure does not hide the rest.
     assert any("activation_speed.py" in c for c in calls)
     assert any("train_step.py" in c for c in calls)
+
+
+def test_logs_go_where_the_script_is_run_from(tmp_path, fake_gpu):
+    done, _ = run(tmp_path, [fake_gpu], out_dir=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (logs,) = tmp_path.glob("gpu_check-*")
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "activation_speed.txt",
+        "conditions.txt",
+        "train_step.txt",
+    ]
+    assert f"logs in {logs}/" in done.stdout
