@@ -22,7 +22,9 @@ settings a freed output can go back to the OS, so that a later call faults in
 and zeroes fresh pages (milliseconds at these sizes); which row pays depends
 on the order of all allocations. `--heap kept` keeps freed memory in the
 process (glibc's MALLOC_TRIM_THRESHOLD_ and MALLOC_MMAP_THRESHOLD_), which
-times the ops alone.
+times the ops alone. On a GPU or TPU each timing sample is 25 calls back to
+back and one wait for the device (`--calls-per-sample`): one call there takes
+about as long as launching it and waiting for it.
 
 The floor: each worker times a copy-like `x + 1` at the size (read once, write
 once) and the fastest one gives the machine's bandwidth; forward then moves at
@@ -151,8 +153,10 @@ def tensorflow_runner(jit_compile):
             tf.cast(tf.random.normal(shape), dtype),
         )
 
+    on_gpu = bool(tf.config.list_logical_devices("GPU"))  # asked once, not per call
+
     def sync(out):  # GPU kernels run asynchronously: wait for them
-        if tf.config.list_logical_devices("GPU"):
+        if on_gpu:
             tf.test.experimental.sync_devices()
         return out
 
@@ -260,9 +264,15 @@ def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_calls(calls, sync, rounds, per_round):
+def time_calls(calls, sync, rounds, per_round, per_sample=1):
     """Median ms of each call (the calls take turns, so noise hits all alike),
-    seconds of each first call (tracing, compiling) and page faults per call."""
+    seconds of each first call (tracing, compiling) and page faults per call.
+
+    A sample is `per_sample` calls back to back and one wait for the device,
+    divided by `per_sample`: on a GPU one call of these sizes takes tens of
+    microseconds, about what launching it and waiting for it cost, so timing
+    calls one by one would time the overhead (on a CPU `per_sample` is 1).
+    """
     samples = {name: [] for name in calls}
     faults = dict.fromkeys(calls, 0)
     cold = {}
@@ -276,14 +286,41 @@ def time_calls(calls, sync, rounds, per_round):
             for _ in range(per_round):
                 before = minor_faults()
                 start = time.perf_counter()
-                sync(call())
-                samples[name].append(time.perf_counter() - start)
+                for _ in range(per_sample):
+                    out = call()
+                sync(out)
+                samples[name].append((time.perf_counter() - start) / per_sample)
                 faults[name] += minor_faults() - before
     ms = {name: 1e3 * statistics.median(s) for name, s in samples.items()}
-    return ms, cold, {name: n / (rounds * per_round) for name, n in faults.items()}
+    calls_made = rounds * per_round * per_sample
+    return ms, cold, {name: n / calls_made for name, n in faults.items()}
 
 
-def worker(mode, quick, rounds, per_round, dtype="float32"):
+def accelerator(mode):
+    """The name of the GPU (or TPU) the mode's backend computes on, or None."""
+    backend = MODES[mode][0]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else device.device_kind
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+# Calls per timing sample on a GPU or TPU (see `time_calls`).
+ACCELERATOR_CALLS_PER_SAMPLE = 25
+
+
+def worker(mode, quick, rounds, per_round, dtype="float32", per_sample=0):
     os.environ["KERAS_BACKEND"] = MODES[mode][0]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
@@ -296,6 +333,9 @@ def worker(mode, quick, rounds, per_round, dtype="float32"):
     else:
         runner = torch_runner(compile_fn=mode == "torch-compile")
     build, kept_bytes, copy, make_tensors, sync = runner
+    device = accelerator(mode)
+    if not per_sample:
+        per_sample = ACCELERATOR_CALLS_PER_SAMPLE if device else 1
     rows = activations()
 
     small_x, small_beta, _ = make_tensors((4, 8, 8, 16), seed=0)
@@ -303,7 +343,14 @@ def worker(mode, quick, rounds, per_round, dtype="float32"):
         name: kept_bytes(fn, has_beta, small_x, small_beta) / (4 * 8 * 8 * 16)
         for name, (fn, has_beta) in rows.items()
     }
-    results = {"mode": mode, "dtype": dtype, "kept_bytes_per_element": kept, "sizes": {}}
+    results = {
+        "mode": mode,
+        "dtype": dtype,
+        "device": device or "CPU",
+        "calls_per_sample": per_sample,
+        "kept_bytes_per_element": kept,
+        "sizes": {},
+    }
     for size, (_, full_shape, quick_shape) in SIZES.items():
         shape = quick_shape if quick else full_shape
         x, beta, dy = make_tensors(shape, seed=1, dtype=dtype)
@@ -312,7 +359,7 @@ def worker(mode, quick, rounds, per_round, dtype="float32"):
             forward, forward_backward = build(fn, has_beta)
             calls[f"{name}/fwd"] = lambda f=forward, a=(x, beta): f(*a)
             calls[f"{name}/fb"] = lambda f=forward_backward, a=(x, beta, dy): f(*a)
-        ms, cold, faults = time_calls(calls, sync, rounds, per_round)
+        ms, cold, faults = time_calls(calls, sync, rounds, per_round, per_sample)
         results["sizes"][size] = {
             "shape": list(shape),
             "ms": ms,
@@ -347,7 +394,7 @@ def backend_version(mode):
 KEPT_HEAP = {"MALLOC_TRIM_THRESHOLD_": str(1 << 31), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
 
 
-def run_mode(mode, quick, rounds, per_round, dtype="float32", heap="default"):
+def run_mode(mode, quick, rounds, per_round, dtype="float32", heap="default", per_sample=0):
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -359,6 +406,8 @@ def run_mode(mode, quick, rounds, per_round, dtype="float32", heap="default"):
         str(rounds),
         "--per-round",
         str(per_round),
+        "--calls-per-sample",
+        str(per_sample),
     ] + (["--quick"] if quick else [])
     env = dict(os.environ, KERAS_BACKEND=MODES[mode][0], TF_CPP_MIN_LOG_LEVEL="2")
     if heap == "kept":
@@ -399,6 +448,13 @@ def cpu_name():
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
+def ms_text(ms, width):
+    """`ms` right-aligned in `width` with three significant digits or more
+    (a GPU's 0.012 ms must not print as 0.0)."""
+    decimals = 1 if ms >= 10 else 2 if ms >= 1 else 3
+    return f"{ms:>{width}.{decimals}f}"
+
+
 def print_tables(results, bandwidth):
     dtypes = list(dict.fromkeys(r.get("dtype", "float32") for r in results))
     for dtype, (size, (label, _, _)) in itertools.product(dtypes, SIZES.items()):
@@ -409,7 +465,8 @@ def print_tables(results, bandwidth):
         floor_fb = 1e3 * 5 * n_bytes / bandwidth
         print(
             f"\n{label}, {'×'.join(map(str, shape))} {dtype} ({n_bytes / 1e6:.1f} MB): "
-            f"floor {floor_fwd:.1f} ms forward, {floor_fb:.1f} ms forward+backward"
+            f"floor {ms_text(floor_fwd, 0)} ms forward, {ms_text(floor_fb, 0)} ms "
+            "forward+backward"
         )
         header = (
             f"{'mode':<25}{'activation':<15}{'fwd ms':>8}{'fwd+bwd ms':>12}"
@@ -426,7 +483,7 @@ def print_tables(results, bandwidth):
                 fwd, fb = ms[f"{row}/fwd"], ms[f"{row}/fb"]
                 print(
                     f"{MODES[result['mode']][1]:<25}{ROW_LABELS[row]:<15}"
-                    f"{fwd:>8.1f}{fb:>12.1f}"
+                    f"{ms_text(fwd, 8)}{ms_text(fb, 12)}"
                     f"{fwd / ms['silu/fwd']:>10.2f}{fb / ms['silu/fb']:>10.2f}"
                     f"{fb / floor_fb:>11.2f}"
                     f"{result['kept_bytes_per_element'][row]:>13.1f}"
@@ -445,7 +502,15 @@ def main():
         "torch-compile, which compiles for minutes)",
     )
     parser.add_argument("--rounds", type=int, help="rounds of timing (default 5, quick 3)")
-    parser.add_argument("--per-round", type=int, default=4, help="calls per round")
+    parser.add_argument("--per-round", type=int, default=4, help="timing samples per round")
+    parser.add_argument(
+        "--calls-per-sample",
+        type=int,
+        default=0,
+        help="calls back to back per timing sample, then one wait for the device "
+        f"(default: 1 on a CPU, {ACCELERATOR_CALLS_PER_SAMPLE} on a GPU or TPU, where "
+        "one call is about as short as launching it)",
+    )
     parser.add_argument(
         "--runs",
         type=int,
@@ -470,8 +535,12 @@ def main():
     parser.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
+    if args.calls_per_sample < 0:
+        parser.error(
+            f"--calls-per-sample must be 0 (automatic) or more, not {args.calls_per_sample}"
+        )
     if args.worker:
-        worker(args.worker, args.quick, rounds, args.per_round, args.dtype)
+        worker(args.worker, args.quick, rounds, args.per_round, args.dtype, args.calls_per_sample)
         return
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     if any(d not in ITEMSIZE for d in dtypes):
@@ -486,7 +555,17 @@ def main():
         runs = []
         for run in range(args.runs):
             print(f"running {mode} {dtype} ({run + 1}/{args.runs}) ...", file=sys.stderr)
-            runs.append(run_mode(mode, args.quick, rounds, args.per_round, dtype, args.heap))
+            runs.append(
+                run_mode(
+                    mode,
+                    args.quick,
+                    rounds,
+                    args.per_round,
+                    dtype,
+                    args.heap,
+                    args.calls_per_sample,
+                )
+            )
         results.append(lowest_medians(runs))
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -503,10 +582,17 @@ def main():
         f"{load_before:.2f} before, {load_after:.2f} after"
     )
     for result in results[: len(modes)]:
-        print(f"  {MODES[result['mode']][1]}: {result['version']}")
+        device = result.get("device", "CPU")
+        print(f"  {MODES[result['mode']][1]}: {result['version']}; on {device}")
     runs = f", lowest of {args.runs} runs" if args.runs > 1 else ""
+    per_sample = sorted({r.get("calls_per_sample", 1) for r in results})
+    if per_sample == [1]:
+        samples = "calls"
+    else:
+        counts = "/".join(map(str, per_sample))
+        samples = f"samples of {counts} calls back to back (ms per call)"
     print(
-        f"Medians of {rounds} rounds × {args.per_round} calls{runs}; β per "
+        f"Medians of {rounds} rounds × {args.per_round} {samples}{runs}; β per "
         "channel; kept B/elem: bytes the backward pass holds per element of x; "
         "cold s: the first forward+backward call (tracing, compiling); faults: "
         "page faults per forward+backward call."
