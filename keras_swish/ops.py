@@ -535,11 +535,16 @@ def _torch_backward_op():
     `torch.compile` (Keras's `jit_compile=True`) calls as it is instead of
     tracing into it (Inductor compiles the formulas to 1.4–1.5× SiLU on CPU,
     `benchmarks/README.md`). Where the library cannot be built it runs the
-    formulas eagerly. dβ comes in float32 with the shape of `b`."""
+    formulas eagerly. dβ comes in float32 with the shape of `b`. Registered
+    for CPU tensors only: the kernel reads raw pointers, so a graph traced on
+    a CPU and run on a GPU gets PyTorch's "no kernel for CUDA" error, never
+    GPU memory handed to C++ (fake and meta tensors use `register_fake`)."""
     if not _TORCH_BACKWARD_OP:
         import torch
 
-        @torch.library.custom_op("keras_swish::swish_backward_cpu", mutates_args=())
+        @torch.library.custom_op(
+            "keras_swish::swish_backward_cpu", mutates_args=(), device_types="cpu"
+        )
         def swish_backward_cpu(
             x: torch.Tensor, b: torch.Tensor, dy: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:

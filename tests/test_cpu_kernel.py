@@ -457,6 +457,26 @@ def test_torch_kernel_op_registration_and_fallback(dtype, monkeypatch):
 
 
 @torch_only
+def test_torch_kernel_op_takes_cpu_tensors_only():
+    """The custom op has a CPU kernel and no device-generic one, so a CUDA
+    tensor can never reach the C++ kernel's raw pointers (no GPU here: the
+    dispatcher's registrations are checked, through PyTorch's private
+    `_dispatch_has_kernel_for_dispatch_key`); meta tensors get shapes."""
+    import torch
+
+    op = swish_ops._torch_backward_op()
+    name = "keras_swish::swish_backward_cpu"
+    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
+    assert has_kernel(name, "CPU")
+    assert not has_kernel(name, "CompositeExplicitAutograd")
+    assert not has_kernel(name, "CUDA")
+    x = torch.empty(6, 64, device="meta")
+    dx, dbeta = op(x, torch.empty(1, 64, device="meta"), torch.empty_like(x))
+    assert (dx.device.type, tuple(dx.shape)) == ("meta", (6, 64))
+    assert (tuple(dbeta.shape), dbeta.dtype) == ((1, 64), torch.float32)
+
+
+@torch_only
 @pytest.mark.parametrize("path", ["kernel", "compiled", "aten"])
 def test_torch_gradient_of_the_gradient(path, monkeypatch):
     """create_graph=True (a penalty on dx and dβ): every path gives the
