@@ -368,7 +368,9 @@ CPU_KERNEL = _cpu_kernel.env_switch("KERAS_SWISH_CPU_KERNEL")
 
 _TORCH_FUNCTION = []
 _TORCH_KERNELS = {}  # (0 forward or 1 backward, dtype, device type, kind) -> compiled
-_TORCH_COMPILE_FAILED = []  # the first failure's message, once it happened
+# Device type -> the first failure to compile there: a GPU without Triton
+# does not send CPU tensors to ATen, nor the other way round.
+_TORCH_COMPILE_FAILED = {}
 
 
 def _torch_swish():
@@ -581,7 +583,7 @@ def _torch_kernel_in_graph(x, b):
 def _torch_use_compiled(x):
     import torch
 
-    if not TORCH_COMPILE or _TORCH_COMPILE_FAILED:
+    if not TORCH_COMPILE or x.device.type in _TORCH_COMPILE_FAILED:
         return False
     if torch.compiler.is_compiling():
         return False  # inside torch.compile already: the formulas, inlined
@@ -590,18 +592,20 @@ def _torch_use_compiled(x):
 
 def _torch_compiled_call(which, x, *args):
     """Runs the compiled kernel, or returns None after a failure to compile
-    (warned once; from then on every call takes the ATen path)."""
+    (warned once per device type; from then on every call on that device
+    type takes the ATen path)."""
     try:
         return _torch_kernel(which, x, args[0])(x, *args)
     except Exception as error:  # no C++ compiler, no Triton, an Inductor bug
         import warnings
 
-        _TORCH_COMPILE_FAILED.append(f"{type(error).__name__}: {error}"[:500])
+        device = x.device.type
+        _TORCH_COMPILE_FAILED[device] = f"{type(error).__name__}: {error}"[:500]
         warnings.warn(
-            "keras_swish: torch.compile of the fused Swish kernels failed; "
-            "falling back to ATen kernels (slower; set "
+            f"keras_swish: torch.compile of the fused Swish kernels failed on "
+            f"{device}; falling back to ATen kernels there (slower; set "
             "KERAS_SWISH_TORCH_COMPILE=0 to skip the attempt). Error: "
-            f"{_TORCH_COMPILE_FAILED[0]}",
+            f"{_TORCH_COMPILE_FAILED[device]}",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -218,13 +218,20 @@ def test_torch_falls_back_once_when_compiling_fails(torch_paths, monkeypatch):
     torch_paths("aten")
     aten = run_op(x, beta, dy, -1, "float32")
     torch_paths("compiled")
-    monkeypatch.setattr(swish_ops, "_TORCH_COMPILE_FAILED", [])
+    monkeypatch.setattr(swish_ops, "_TORCH_COMPILE_FAILED", {})
     monkeypatch.setattr(swish_ops, "_torch_kernel", lambda *a: broken)
     got, again = warned_once("falling back to ATen", lambda: run_op(x, beta, dy, -1, "float32"))
-    assert "no C++ compiler" in swish_ops._TORCH_COMPILE_FAILED[0]
+    assert list(swish_ops._TORCH_COMPILE_FAILED) == ["cpu"]
+    assert "no C++ compiler" in swish_ops._TORCH_COMPILE_FAILED["cpu"]
     for a, b, c in zip(aten, got, again, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+    # Another device type still compiles (a GPU here, were there one).
+    import torch
+
+    size = swish_ops.TORCH_COMPILE_MIN_SIZE
+    assert not swish_ops._torch_use_compiled(torch.empty(size))
+    assert swish_ops._torch_use_compiled(torch.empty(size, device="meta"))
 
 
 @torch_only
