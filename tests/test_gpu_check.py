@@ -25,9 +25,10 @@ def executable(path, text):
     return str(path)
 
 
-def run(tmp_path, path_dirs, fail=None, quick=False, out_dir="logs"):
-    """Runs the script with `path_dirs` first on PATH and a stand-in Python
-    that logs its arguments and exits 3 for the benchmark named `fail`."""
+def run(tmp_path, path_dirs, fail=None, quick=False, out_dir="logs", system=("/usr/bin", "/bin")):
+    """Runs the script with `path_dirs` first on PATH (then `system`) and a
+    stand-in Python that logs its arguments and exits 3 for the benchmark
+    named `fail`."""
     calls = tmp_path / "calls.txt"
     python = executable(
         tmp_path / "python",
@@ -37,7 +38,7 @@ def run(tmp_path, path_dirs, fail=None, quick=False, out_dir="logs"):
         f'case "$*" in *"{fail or "-none-"}"*) exit 3;; esac\n',
     )
     env = {
-        "PATH": os.pathsep.join([*path_dirs, "/usr/bin", "/bin"]),
+        "PATH": os.pathsep.join([*path_dirs, *system]),
         "PYTHON": python,
         "HOME": str(tmp_path),
     }
@@ -46,7 +47,12 @@ def run(tmp_path, path_dirs, fail=None, quick=False, out_dir="logs"):
     if quick:
         env["QUICK"] = "1"
     done = subprocess.run(
-        ["bash", SCRIPT], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+        [shutil.which("bash"), SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
     lines = calls.read_text().splitlines() if calls.exists() else []
     return done, lines
@@ -65,9 +71,12 @@ def fake_gpu(tmp_path):
 
 
 def test_no_gpu_exits_2_and_writes_nothing(tmp_path):
-    if shutil.which("nvidia-smi"):
-        pytest.skip("this machine has nvidia-smi")
-    done, calls = run(tmp_path, [])
+    # A PATH with only what the script needs before its GPU check, so that
+    # a machine's own nvidia-smi is not found either.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "dirname").symlink_to(shutil.which("dirname"))
+    done, calls = run(tmp_path, [str(tools)], system=())
     assert done.returncode == 2
     assert "nvidia-smi not found" in done.stderr
     assert calls == [] and not (tmp_path / "logs").exists()
