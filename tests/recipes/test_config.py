@@ -14,6 +14,7 @@ from keras_swish.recipes.core.registry import (
     list_recipes,
 )
 from keras_swish.recipes.core.schedules import schedule_points
+from keras_swish.recipes.tasks.image_classification import peak_learning_rate
 
 IMAGENET = 1_281_167
 
@@ -61,10 +62,13 @@ def test_inception_resnet_v2_imagenet_is_tf_slims():
     assert "train_image_classifier.py" in experiment.reference
     opt, model = config.optimizer, config.model
     # train_image_classifier.py: rmsprop_decay, rmsprop_momentum, opt_epsilon,
-    # learning_rate_decay_factor, num_epochs_per_decay; Inception-v4: lr 0.045 per 32.
+    # learning_rate_decay_factor, num_epochs_per_decay. The synchronous Inception-v4
+    # script (tensorflow/tpu models/experimental/inception/inception_v4.py):
+    # learning_rate 0.15 * train_batch_size / 256, cold_epochs 1 + warmup_epochs 2.
     assert (opt.rho, opt.momentum, opt.epsilon) == (0.9, 0.9, 1.0)
     assert (opt.decay_rate, opt.decay_epochs) == (0.94, 2.0)
-    assert (opt.learning_rate, opt.base_batch_size) == (0.045, 32)
+    assert (opt.learning_rate, opt.base_batch_size, opt.warmup_epochs) == (0.15, 256, 3.0)
+    assert config.train.batch_size == 640 and peak_learning_rate(config) == pytest.approx(0.375)
     # inception_resnet_v2_arg_scope: weight_decay, batch_norm_decay, batch_norm_epsilon.
     assert (model.weight_decay, model.batchnorm_momentum, model.batchnorm_epsilon) == (
         4e-5,
@@ -83,18 +87,18 @@ def _model_garden_lr(step, peak, warmup, decay_steps, rate):
 
 
 @pytest.mark.parametrize(
-    "name, peak, decay_epochs, rate",
+    "name, peak, warmup_epochs, decay_epochs, rate",
     [
-        ("mobilenet/imagenet", 0.008 * (4096 // 128), 2.5, 0.98),
-        ("inception_resnet_v2/imagenet", 0.045 * 640 / 32, 2.0, 0.94),
+        ("mobilenet/imagenet", 0.008 * (4096 // 128), 5, 2.5, 0.98),
+        ("inception_resnet_v2/imagenet", 0.15 * 640 / 256, 3, 2.0, 0.94),
     ],
 )
-def test_image_schedules_at_fixed_fractions(name, peak, decay_epochs, rate):
+def test_image_schedules_at_fixed_fractions(name, peak, warmup_epochs, decay_epochs, rate):
     recipe, _, config = runner.resolve(name)
     steps_per_pass = IMAGENET // config.train.batch_size
     total = config.train.epochs * steps_per_pass
     schedule = recipe.make_schedule(config, steps_per_pass)
-    warmup = round(5 * steps_per_pass)
+    warmup = round(warmup_epochs * steps_per_pass)
     decay = round(decay_epochs * steps_per_pass)
     for fraction, step, value in schedule_points(schedule, total):
         expected = _model_garden_lr(step, peak, warmup, decay, rate)

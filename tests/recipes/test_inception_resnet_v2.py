@@ -144,13 +144,13 @@ def test_reference_defaults_and_embedded_experiment():
     assert config.data.image_size == 299
     opt = config.optimizer
     assert (opt.learning_rate, opt.base_batch_size, opt.rho, opt.momentum, opt.epsilon) == (
-        0.045,
-        32,
+        0.15,
+        256,
         0.9,
         0.9,
         1.0,
     )
-    assert (opt.decay_rate, opt.decay_epochs) == (0.94, 2.0) and opt.warmup_epochs > 0
+    assert (opt.decay_rate, opt.decay_epochs, opt.warmup_epochs) == (0.94, 2.0, 3.0)
     assert config.train.label_smoothing == 0.1
     model = config.model
     assert (model.weight_decay, model.batchnorm_momentum, model.batchnorm_epsilon) == (
