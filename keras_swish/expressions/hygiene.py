@@ -154,6 +154,11 @@ def check(expr):
     Args:
         expr: An `Expression` or a formula string.
 
+    Raises:
+        CandidateRejected: Its outputs on [-6, 6] are not all finite, or are
+            constant, or its slope is not finite or zero everywhere there;
+            `reason` says which.
+
     Example:
 
     >>> keras_swish.expressions.check("x * sigmoid(beta * x)")  # usable: no error
@@ -180,6 +185,14 @@ def equivalence_key(expr, betas=(1.0,)):
     β-dependent candidates apart), values below 1e-9 in magnitude are taken
     as 0, and the rest are rounded to 6 significant digits.
 
+    Args:
+        expr: An `Expression` or a formula string.
+        betas: The values of β to compute the outputs at.
+
+    Returns:
+        A 40-character hex string, equal for functions with the same
+        (rounded) outputs.
+
     Example:
 
     >>> key = keras_swish.expressions.equivalence_key
@@ -202,6 +215,13 @@ def collapse(exprs, betas=(1.0,)):
     """Groups equivalent candidates: `{key: [expr, ...]}` in first-seen order.
 
     The first expression of each list is the group's representative.
+
+    Args:
+        exprs: `Expression`s or formula strings.
+        betas: The values of β to compare outputs at (see `equivalence_key`).
+
+    Returns:
+        A dict from `equivalence_key` to the list of `Expression`s with it.
 
     Example:
 

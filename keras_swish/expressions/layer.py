@@ -119,6 +119,15 @@ class ExpressionActivation(keras.layers.Layer):
 def expression_activation(formula, **kwargs):
     """A new `ExpressionActivation(formula, **kwargs)`.
 
+    Args:
+        formula: The activation as a formula of `x` (and `beta`), e.g.
+            `"x * sigmoid(beta * x)"`; see `keras_swish.expressions`.
+        **kwargs: The layer's other arguments (`beta_initializer`,
+            `shared_axes`, ..., `name`), as `ExpressionActivation` takes them.
+
+    Returns:
+        An `ExpressionActivation` layer.
+
     Example:
 
     >>> act = keras_swish.expression_activation("cos(x) - x")

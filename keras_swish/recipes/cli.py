@@ -37,7 +37,14 @@ COMMON_FLAGS = {
     },
     "data_dir": {"metavar": "DIR", "help": "where prepared TFDS data lives"},
     "epochs": {"type": int, "metavar": "N"},
-    "steps_per_epoch": {"type": int, "metavar": "N", "help": "default: one pass over the data"},
+    "steps_per_epoch": {
+        "type": int,
+        "metavar": "N",
+        "help": (
+            "optimizer steps per epoch: the run trains epochs × N steps and validates, saves "
+            "and logs every N (default: the experiment's; most: one pass over the data)"
+        ),
+    },
     "batch_size": {"type": int, "metavar": "N", "help": "global batch size (all replicas)"},
     "image_size": {"type": int, "metavar": "PX", "help": "input side (image recipes)"},
     "output": {
@@ -409,7 +416,11 @@ def add_subcommands(subparsers):
         "--learning-rates",
         dest="learning_rates",
         metavar="A,B,...",
-        help="try each; keep the best per activation on validation (default: the experiment's)",
+        help=(
+            "try each (optimizer.learning_rate; the Transformer's optimizer.scale, a multiple "
+            "of Vaswani's rate); keep the best per activation on validation "
+            "(default: the experiment's)"
+        ),
     )
     compare.add_argument("--baseline", default="relu", metavar="NAME", help="default relu")
     compare.add_argument(
@@ -422,7 +433,9 @@ def add_subcommands(subparsers):
     for name, kwargs in _all_flags().items():
         if name not in _COMPARE_OWN:
             compare.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
-    compare.add_argument("--output", metavar="DIR", help="default runs/compare-EXPERIMENT")
+    compare.add_argument(
+        "--output", metavar="DIR", help="default runs/compare-EXPERIMENT[+EXPERIMENT...]"
+    )
     compare.add_argument("--config", metavar="YAML", help="a YAML file of config sections")
     compare.add_argument("--set", action="append", metavar="KEY=VALUE", help="for every run")
     compare.set_defaults(handler=_compare)

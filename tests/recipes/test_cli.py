@@ -91,7 +91,9 @@ def test_output_dir_of_a_different_run(tmp_path, capsys):
     assert sorted(os.listdir(run)) == before
 
 
-@pytest.mark.parametrize("value", ["nope", "[1, 2]", '{"cluster": ["a:1"]}'])
+@pytest.mark.parametrize(
+    "value", ["nope", "[1, 2]", '{"cluster": ["a:1"]}', '{"cluster": {"worker": "a:1,b:2"}}']
+)
 def test_a_bad_tf_config_is_one_message(value, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", value)
     output = tmp_path / "run"

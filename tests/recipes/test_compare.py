@@ -371,3 +371,15 @@ def test_parallel_slots_get_their_own_devices(monkeypatch):
     monkeypatch.setattr(compare.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
     cores = [compare._pinning(s, 2, gpus=0)[1] for s in range(2)]
     assert cores == [{0, 1}, {2, 3}]  # disjoint shares of the CPU
+
+
+def test_learning_rates_of_the_transformer_scale_vaswanis_rate(tmp_path):
+    # Its optimizer has no learning_rate: the rate is scale · d_model^-0.5 · f(step).
+    from keras_swish.recipes.compare import _command
+
+    (cell,) = plan(["transformer_nmt"], ("relu",), 1, (2.0,), str(tmp_path), {}, {})
+    assert cell.output.endswith("seed0-lr2") and cell.learning_rate_key == "optimizer.scale"
+    assert _command(cell, [])[-2:] == ["--set", "optimizer.scale=2.0"]
+    (image,) = plan(["mobilenet"], ("relu",), 1, (0.5,), str(tmp_path), {}, {})
+    assert _command(image, [])[-2:] == ["--set", "optimizer.learning_rate=0.5"]
+    assert not os.listdir(tmp_path)  # planning writes nothing

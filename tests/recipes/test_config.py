@@ -215,6 +215,7 @@ def test_unknown_pairings_are_refused(name, flags, match):
         (["epochs=3"], r"--set takes SECTION.KEY=VALUE"),
         (["data.image_size=16"], r"'data.image_size' must be at least 28"),
         (["data.validation_fraction=0.7"], r"'data.validation_fraction' must be in"),
+        (["train.output=gs://bucket/runs/x"], r"'train.output' must be a local or mounted"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, match):

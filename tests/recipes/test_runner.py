@@ -22,6 +22,9 @@ class FakeModel:
     epoch = 0
     variables = []  # no random-number generators to keep
 
+    class optimizer:
+        iterations = 0
+
     def save_weights(self, path):
         with open(path, "w") as f:
             f.write(f"weights {self.epoch}")
@@ -165,9 +168,97 @@ def test_an_unreadable_commit_record_stops_the_run_and_deletes_nothing(tmp_path)
 def test_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path):
     (tmp_path / ".tmp-abc-metrics.json").write_text("half")
     (tmp_path / ".tmp-final.keras").write_text("half")
+    (tmp_path / ".tmp-spm-x1y2").mkdir()  # a vocabulary's training (data/text.py)
+    (tmp_path / ".tmp-spm-x1y2" / "corpus.txt").write_text("half")
     (tmp_path / "metrics.json").write_text("{}")
     RunState(str(tmp_path)).recover()
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def _tree(folder):
+    """Every file under `folder` with its bytes."""
+    return {
+        os.path.join(d, n): open(os.path.join(d, n), "rb").read()
+        for d, _, names in os.walk(folder)
+        for n in names
+    }
+
+
+def test_more_epochs_are_refused_where_they_would_change_the_trained_schedule(tmp_path, capsys):
+    # ResNet-20's SGD steps fall at 50 % and 75 % of the run: 2 epochs of 2 steps
+    # drop the rate at step 4; 4 epochs would keep the peak there. (RMSProp
+    # schedules count passes and continue: the kill test's `--epochs 4`.)
+    from keras_swish.recipes.compare import plan
+
+    compared = str(tmp_path / "cmp")
+    run = os.path.join(compared, "resnet20-embedded", "relu", "seed0")  # compare's layout
+    args = ["train", "resnet20", "--activation", "relu", "--steps-per-epoch", "2"]
+    args += ["--output", run, "--verbose", "0"]
+    assert main([*args, "--epochs", "2"]) == 0
+    capsys.readouterr()
+    before = _tree(run)
+    assert main([*args, "--epochs", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "whose learning-rate schedule depends on its length" in err, err
+    assert "at step 4 of the 4 it trained would be 0.1 instead of 0.01" in err, err
+    assert len(err.splitlines()) == 1 and _tree(run) == before  # nothing written
+    # compare refuses it before any run starts, as train does.
+    flags = {"epochs": 4, "steps_per_epoch": 2}
+    with pytest.raises(UsageError, match="depends on its length"):
+        plan(["resnet20"], ("relu",), 1, (None,), compared, flags, {})
+    assert len(plan(["resnet20"], ("relu",), 1, (None,), compared, dict(flags, epochs=2), {}))
+    assert _tree(run) == before
+
+
+def test_a_resume_that_cannot_load_the_optimizer_state_stops(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "mobilenet", "--steps-per-epoch", "2", "--output", str(run), "--verbose", "0"]
+    assert main([*args, "--epochs", "1"]) == 0
+    state = json.loads((run / "state" / "state.json").read_text())
+    assert state["optimizer_iterations"] == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision"] == "float32"
+    # Trained with loss scaling (precision auto on a GPU), resumed here without it.
+    (run / "metrics.json").write_text(json.dumps(dict(metrics, precision="mixed_float16")))
+    capsys.readouterr()
+    before = _tree(run)
+    assert main([*args, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a run trained in mixed_float16; here precision auto is float32" in err, err
+    assert len(err.splitlines()) == 1 and _tree(run) == before
+    # Whatever else leaves Keras's optimizer state unloaded stops the run.
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "state" / "state.json").write_text(json.dumps(dict(state, optimizer_iterations=7)))
+    with pytest.raises(RuntimeError, match="left the optimizer at step 2, not at the committed 7"):
+        main([*args, "--epochs", "2"])
+
+
+def test_keras_skips_an_optimizer_state_it_cannot_match(tmp_path):
+    """Why the runner checks the step after a restore: Keras only warns (keras 3.15)."""
+    import keras
+    import numpy as np
+
+    def model(policy):
+        keras.config.set_dtype_policy(policy)
+        try:
+            m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            m.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+        finally:
+            keras.config.set_dtype_policy("float32")
+        return m
+
+    trained = model("float32")
+    trained.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, verbose=0)
+    path = str(tmp_path / "epoch-1.weights.h5")
+    trained.save_weights(path)
+    resumed = model("mixed_float16")  # a LossScaleOptimizer: other variables
+    resumed.optimizer.build(resumed.trainable_variables)
+    with pytest.warns(UserWarning, match="Skipping variable loading for optimizer"):
+        resumed.load_weights(path)
+    state = RunState(str(tmp_path), write=False)
+    state.record.update(epoch=1, checkpoint="epoch-1.weights.h5", optimizer_iterations=2)
+    with pytest.raises(RuntimeError, match="left the optimizer at step 0, not at the committed 2"):
+        runner._check_restored(resumed, state)
 
 
 ARGS = ["train", "mobilenet", "--epochs", "3", "--steps-per-epoch", "4", "--verbose", "2"]

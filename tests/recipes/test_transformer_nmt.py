@@ -538,6 +538,11 @@ def test_text_files(tmp_path):
     before = (out / "sentencepiece.model").stat().st_mtime_ns
     text_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
     assert (out / "sentencepiece.model").stat().st_mtime_ns == before  # reused
+    # A run without its vocabulary (`evaluate`, a resume): refused, never a new one.
+    (out / "sentencepiece.model").unlink()
+    with pytest.raises(text_data.DataError, match="holds a run but not its vocabulary"):
+        text_data.make_translation_data(spec, config, str(out), batch_size=32, seed=0)
+    assert not (out / "sentencepiece.model").exists()
 
     (tmp_path / "short.de").write_text("Haus\n", encoding="utf-8")
     with pytest.raises(text_data.DataError, match="has 120 lines but"):

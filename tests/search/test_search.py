@@ -17,7 +17,6 @@ import time
 import numpy as np
 import pytest
 
-from keras_swish.errors import UsageError
 from keras_swish.expressions import SearchSpace
 from keras_swish.recipes.search import oracles, report
 
@@ -267,15 +266,33 @@ def test_child_settings_that_fail_every_child_stop_the_search(tmp_path, monkeypa
     trials = [n for n in os.listdir(tmp_path / "s") if n.startswith("trial_")]
     assert len(trials) == 1  # the first child only
     # No child finished: the same folder takes the corrected settings (here: the
-    # embedded data); another search's settings are refused once a child finished.
+    # embedded data). A child killed while training with the old settings left
+    # its run folder (config.yaml first): it is trained again with the new ones.
+    child = tmp_path / "s" / trials[0] / "child"
+    child.mkdir(exist_ok=True)
+    (child / "config.yaml").write_text("experiment: resnet20/cifar10\n")
+    assert main([*args, "--max-trials", "1"]) == 0, capsys.readouterr().err
+    assert "experiment: resnet20/embedded" in (child / "config.yaml").read_text()
+    assert json.loads((child / "metrics.json").read_text())["completed"]
+    trial = json.loads((tmp_path / "s" / trials[0] / "trial.json").read_text())
+    assert trial["status"] == "COMPLETED"
+    assert sorted(n for n in os.listdir(tmp_path / "s") if n.startswith("trial_")) == trials
+    # A child finished: other settings are another search, refused.
+    capsys.readouterr()
+    assert main([*args, *data]) == 2
+    err = capsys.readouterr().err
+    assert "holds another search (different " in err and "child_flags" in err, err
+
+
+def test_search_children_train_in_float32_unless_asked_otherwise():
     from keras_swish.recipes import search
 
-    _, fixed = search.plan("resnet20", unary=["x", "sigmoid"], binary=["mul", "sub"])
-    search._check_settings(str(tmp_path / "s"), fixed)
-    trial = tmp_path / "s" / trials[0] / "trial.json"
-    trial.write_text(json.dumps(dict(json.loads(trial.read_text()), status="COMPLETED")))
-    with pytest.raises(UsageError, match="holds another search"):
-        search._check_settings(str(tmp_path / "s"), fixed)
+    _, settings = search.plan("resnet20", unary=["x"], binary=["mul"])
+    assert settings.child_flags["precision"] == "float32"
+    _, settings = search.plan(
+        "resnet20", unary=["x"], binary=["mul"], train_flags={"precision": "mixed_bfloat16"}
+    )
+    assert settings.child_flags["precision"] == "mixed_bfloat16"
 
 
 def test_hostile_formula_is_refused_from_the_command_line(tmp_path, monkeypatch, capsys):
@@ -445,6 +462,36 @@ def test_a_trial_file_newer_than_the_oracle_state_is_run_again(tmp_path):
     retried = second.create_trial("tuner1")
     assert retried.trial_id == lost.trial_id
     assert retried.hyperparameters.values["formula"] == lost.hyperparameters.values["formula"]
+    # The strategy proposes that formula again (its cursor was not saved): it is the
+    # retried trial, not a second child of the same candidate.
+    _finish(second, retried, 0.4)
+    handed = [t.hyperparameters.values["formula"] for t in second.trials.values()]
+    assert sorted(handed + _drive(second)) == sorted(TINY_TRAINED)
+
+
+@pytest.mark.parametrize("cls", [oracles.ExhaustiveOracle, oracles.ControllerOracle])
+def test_a_trial_ended_but_not_counted_before_a_kill_is_counted_on_resume(
+    tmp_path, monkeypatch, cls
+):
+    """KerasTuner saves the ended trial, then this oracle counts its reward: kill between."""
+    first = _oracle(cls, tmp_path, max_trials=4)
+    trial = first.create_trial("tuner0")
+
+    def killed(trial):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(first, "_count", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _finish(first, trial, 0.7)
+    second = _oracle(cls, tmp_path, max_trials=4)
+    second.reload()
+    assert second.reward_order == [trial.trial_id]
+    assert [r["reward"] for r in report.entries(second)] == [pytest.approx(0.7)]
+    if cls is oracles.ControllerOracle:  # the controller got the reward, once
+        assert second.history == [pytest.approx(0.7)] and not second.pending
+    again = _oracle(cls, tmp_path, max_trials=4)  # resumed once more: nothing twice
+    again.reload()
+    assert again.reward_order == [trial.trial_id]
 
 
 def test_a_search_where_every_candidate_is_rejected_still_reports(tmp_path):

@@ -55,6 +55,7 @@ class Cell:
     learning_rate: float | None  # None: the experiment's own
     output: str  # its run folder
     epochs: int | None = None  # what the comparison asks for (None: any finished run counts)
+    learning_rate_key: str | None = None  # the config key learning_rate sets
 
     @property
     def key(self):
@@ -134,13 +135,17 @@ def plan(
         for activation in activations:
             for lr in learning_rates:
                 for seed in range(seeds):
-                    set_lr = {} if lr is None else {"optimizer": {"learning_rate": lr}}
-                    _, resolved, config = runner.resolve(
-                        experiment,
-                        config_file=config_file,
-                        flags=dict(train_flags, activation=activation, seed=seed),
-                        overrides=_merge(overrides, set_lr),
+                    flags = dict(train_flags, activation=activation, seed=seed)
+                    recipe, resolved, config = runner.resolve(
+                        experiment, config_file=config_file, flags=flags, overrides=overrides
                     )
+                    if lr is not None:
+                        _, resolved, config = runner.resolve(
+                            experiment,
+                            config_file=config_file,
+                            flags=flags,
+                            overrides=_merge(overrides, _nested(recipe.learning_rate_key, lr)),
+                        )
                     lr_part = "" if lr is None else f"-lr{lr:g}"
                     folder = os.path.join(
                         output,
@@ -158,9 +163,23 @@ def plan(
                         ),
                     )
                     cells.append(
-                        Cell(resolved.name, activation, seed, lr, folder, config.train.epochs)
+                        Cell(
+                            resolved.name,
+                            activation,
+                            seed,
+                            lr,
+                            folder,
+                            config.train.epochs,
+                            None if lr is None else recipe.learning_rate_key,
+                        )
                     )
     return cells
+
+
+def _nested(key, value):
+    """("optimizer.scale", 2.0) → {"optimizer": {"scale": 2.0}}."""
+    section, _, name = key.partition(".")
+    return {section: {name: value}}
 
 
 def _merge(a, b):
@@ -202,7 +221,7 @@ def _command(cell, train_args):
         *train_args,
     ]
     if cell.learning_rate is not None:
-        args += ["--set", f"optimizer.learning_rate={cell.learning_rate!r}"]
+        args += ["--set", f"{cell.learning_rate_key}={cell.learning_rate!r}"]
     return args
 
 

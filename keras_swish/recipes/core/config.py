@@ -23,9 +23,10 @@ class TrainConfig:
     """The `train` section every recipe has; the runner reads it."""
 
     epochs: int = 1
-    # Steps between validations, checkpoints and logs; None: one pass over
-    # the training set. Learning-rate schedules count passes over the data
-    # (data epochs), whatever this is.
+    # Optimizer steps per epoch: the run trains epochs × this and validates,
+    # saves and logs after each; None: one pass over the training set. The
+    # RMSProp schedules count passes over the data whatever this is; SGD step
+    # schedules fall at fractions of epochs × this.
     steps_per_epoch: int | None = None
     batch_size: int = 32  # global, over all replicas
     label_smoothing: float = 0.1
@@ -75,6 +76,13 @@ def validate_train(train):
         f"one of {', '.join(PRECISIONS)}",
     )
     check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+    check(
+        train.output is None or "://" not in train.output,
+        "train.output",
+        train.output,
+        "a local or mounted folder: the run folder is written with local file calls "
+        "(its lock, atomic renames, fsync), which gs:// and other URLs do not offer",
+    )
     check(
         not train.tpu or train.strategy in ("auto", "tpu"),
         "train.strategy",

@@ -51,6 +51,8 @@ class Recipe:
             beyond `model.evaluate` (BLEU, ...), computed on the best model
             at the end of `train` and by `evaluate`.
         docs: How to run it, how long it takes and what it reaches.
+        learning_rate_key: The config key that `compare --learning-rates`
+            sets ("section.key").
     """
 
     name: str
@@ -69,6 +71,7 @@ class Recipe:
     extra_flags: dict = dataclasses.field(default_factory=dict)
     final_metrics: Callable | None = None
     docs: str = ""
+    learning_rate_key: str = "optimizer.learning_rate"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,7 @@ never loses the best model, and never forgets the history.
 import json
 import os
 import re
+import shutil
 import time
 
 from keras_swish.errors import UsageError
@@ -42,6 +43,13 @@ _PENDING_BEST = re.compile(r"^best-(\d+)\.keras$")
 def _generator_states(model):
     """The state variables of the model's `keras.random.SeedGenerator`s, in order."""
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def optimizer_iterations(model):
+    """The model's optimizer step counter, as an int."""
+    from keras import ops
+
+    return int(ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def read_json(path):
@@ -155,11 +163,16 @@ class RunState:
         """
         if not self.write:
             return False
-        # A kill inside `write_atomic` leaves its temporary file in the run folder.
+        # A kill inside `write_atomic` or `model.save` leaves its temporary file
+        # in the run folder; one while training a vocabulary, a folder.
         if os.path.isdir(self.output):
             for name in os.listdir(self.output):
                 if name.startswith(".tmp-"):
-                    os.remove(os.path.join(self.output, name))
+                    path = os.path.join(self.output, name)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.remove(path)
         if not os.path.isdir(self.dir):
             return False
         rolled = False
@@ -170,6 +183,7 @@ class RunState:
             checkpoint = _CHECKPOINT.match(name)
             if pending and best and int(pending.group(1)) == best["epoch"]:
                 os.replace(path, os.path.join(self.output, "best.keras"))
+                fsync_path(self.output)
                 rolled = True
             elif pending or (checkpoint and name != self.record["checkpoint"]):
                 os.remove(path)  # written for an epoch that was never committed
@@ -215,6 +229,7 @@ class RunState:
             epoch=epoch,
             checkpoint=checkpoint,
             generators=[v.numpy().tolist() for v in _generator_states(model)],
+            optimizer_iterations=optimizer_iterations(model),
         )
         if improved:
             self.record["best"] = {"epoch": epoch, "monitor": monitor, "value": value}

@@ -36,6 +36,7 @@ import tempfile
 import time
 
 from keras_swish.errors import UsageError
+from keras_swish.files import fsync_path
 from keras_swish.recipes.core import faults
 from keras_swish.recipes.core.config import (
     ConfigError,
@@ -46,7 +47,12 @@ from keras_swish.recipes.core.config import (
     write_atomic,
 )
 from keras_swish.recipes.core.registry import find_experiment, get_recipe
-from keras_swish.recipes.core.run_state import RunLock, RunState, read_json
+from keras_swish.recipes.core.run_state import (
+    RunLock,
+    RunState,
+    optimizer_iterations,
+    read_json,
+)
 
 # Keys that may differ between a run folder's config.yaml and a re-run of it.
 _OUTPUT_KEY = "train.output"  # the same folder spelled another way
@@ -150,13 +156,69 @@ def _flatten(values, prefix=""):
 def check_output(experiment, config):
     """Whether the output folder holds this run already, and what may change.
 
+    Starts TensorFlow's runtime when the run is continued with more epochs (it
+    evaluates the learning-rate schedule): `train` checks that part after
+    creating its strategy.
+
     Returns:
         None for a new run, else the old config's values (flat dict).
 
     Raises:
         ConfigError: The folder holds another run (the message names the
-            differing keys), or a run with more epochs than asked for.
+            differing keys), a run with more epochs than asked for, or one
+            whose learning rate at steps it trained more epochs would change.
     """
+    old = _check_config(experiment, config)
+    if old is not None and old[_EPOCHS_KEY] < config.train.epochs:
+        check_longer_schedule(experiment, config, old[_EPOCHS_KEY])
+    return old
+
+
+def check_longer_schedule(experiment, config, old_epochs):
+    """Refuses more epochs where they change the learning rate of steps already trained.
+
+    An SGD step schedule falls at fractions of the run: a 182-epoch run ends
+    at 1 % of its peak, and the same steps of a 300-epoch run are at 10 %, so
+    continuing it would jump back up — a run that is neither. Schedules
+    counted in passes over the data (RMSProp's, Vaswani's) are the same for
+    every length, and such runs continue.
+
+    Raises:
+        ConfigError: Naming the first step whose rate would change.
+    """
+    import numpy as np
+    from keras import ops
+
+    output = config.train.output
+    header = read_json(os.path.join(output, "metrics.json")) or {}
+    steps_per_epoch = header.get("steps_per_epoch")
+    done = RunState(output, write=False).epoch * (steps_per_epoch or 0)
+    if not done:
+        return
+    recipe = get_recipe(experiment.recipe)
+    shorter = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, epochs=old_epochs)
+    )
+    steps = np.arange(done, dtype="int64")  # the optimizer's `iterations` before each step
+    rates = [
+        ops.convert_to_numpy(recipe.make_schedule(c, header.get("steps_per_pass"))(steps))
+        for c in (shorter, config)
+    ]
+    moved = np.flatnonzero(~np.isclose(rates[0], rates[1], rtol=1e-6, atol=0.0))
+    if moved.size:
+        step = int(moved[0])
+        raise ConfigError(
+            f"Output dir {output} holds a run of {old_epochs} epochs whose learning-rate "
+            f"schedule depends on its length: with --epochs {config.train.epochs} the rate "
+            f"at step {step + 1} of the {done} it trained would be "
+            f"{float(rates[1][step]):.4g} instead of {float(rates[0][step]):.4g}. Keep "
+            f"--epochs {old_epochs} for this run, or train {config.train.epochs} epochs into "
+            "another --output."
+        )
+
+
+def _check_config(experiment, config):
+    """`check_output` without the schedule: the old config's values, or None."""
     path = os.path.join(config.train.output, "config.yaml")
     if not os.path.exists(path):
         return None
@@ -260,7 +322,7 @@ def _metrics_record(header, state, extra=None):
 def train(recipe, experiment, config, verbose=1):
     """Trains (or resumes, or continues) a run; returns its metrics (also in metrics.json)."""
     output = config.train.output
-    old = check_output(experiment, config)
+    old = _check_config(experiment, config)  # the schedule's part: after the strategy
     metrics_path = os.path.join(output, "metrics.json")
     previous = read_json(metrics_path) if old is not None else None
     extending = old is not None and old[_EPOCHS_KEY] < config.train.epochs
@@ -285,6 +347,9 @@ def train(recipe, experiment, config, verbose=1):
     precision = resolve_precision(config.train.precision, strategy_name)
     replicas = strategy.num_replicas_in_sync
     chief = is_chief(strategy)
+    if extending:
+        check_longer_schedule(experiment, config, old[_EPOCHS_KEY])
+    _check_precision(output, previous, config.train.precision, precision)
     if config.train.batch_size % replicas:
         raise ConfigError(
             f"'train.batch_size' must be divisible by the {replicas} replicas. "
@@ -301,11 +366,11 @@ def train(recipe, experiment, config, verbose=1):
     # orphaned child of a killed `compare`) would delete the first's files.
     created = not os.path.exists(output)
     lock = RunLock(output) if chief else None
+    scratch = None
     try:
         state = RunState(output, write=chief)
         rolled = state.recover()
         keras.utils.set_random_seed(config.train.seed)
-        scratch = None
         if not chief:  # files a recipe's data writes (a vocabulary) go to a private folder
             scratch = tempfile.mkdtemp(prefix="keras-swish-worker-")
             data = recipe.make_data(
@@ -338,6 +403,7 @@ def train(recipe, experiment, config, verbose=1):
                 if state.checkpoint:
                     model.optimizer.build(model.trainable_variables)
                     state.restore(model)
+                    _check_restored(model, state)
         finally:
             keras.config.set_dtype_policy("float32")
 
@@ -397,11 +463,6 @@ def train(recipe, experiment, config, verbose=1):
                     f"({type(error).__name__}); {state.epoch} finished epoch(s) are committed in "
                     f"{output}. Restart every worker with the same command to resume."
                 ) from error
-            finally:
-                if scratch:
-                    shutil.rmtree(scratch, ignore_errors=True)
-        elif scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
         if strategy_name == "multi_worker":
             print(
                 f"Trainable weights checksum (the same on every worker): {weights_checksum(model)}"
@@ -423,8 +484,46 @@ def train(recipe, experiment, config, verbose=1):
             shutil.rmtree(output, ignore_errors=True)
         raise
     finally:
+        if scratch:  # a worker's private folder, whatever exception ended the run
+            shutil.rmtree(scratch, ignore_errors=True)
         if lock is not None:
             lock.release()
+
+
+def _check_precision(output, previous, asked, precision):
+    """Refuses to resume a run across a change of loss scaling.
+
+    `precision: auto` resolves per machine; mixed_float16 wraps the optimizer
+    in a `LossScaleOptimizer`, whose saved state another precision cannot load
+    (Keras would skip it with a warning: step 0 of the schedule again, no
+    momentum).
+    """
+    before = (previous or {}).get("precision")
+    if before and ("mixed_float16" in (before, precision)) and before != precision:
+        raise ConfigError(
+            f"Output dir {output} holds a run trained in {before}; here precision "
+            f"{asked} is {precision}, which cannot load its optimizer's state (loss "
+            f"scaling {'on' if before == 'mixed_float16' else 'off'} there, "
+            f"{'on' if precision == 'mixed_float16' else 'off'} here). Resume it where "
+            f"{asked} means {before}, or choose another --output."
+        )
+
+
+def _check_restored(model, state):
+    """The optimizer's step after a restore is the committed one, or the run stops.
+
+    Keras skips optimizer state it cannot match (with a warning) and the run
+    would go on from step 0 of its schedule; this turns that into an error.
+    (Not epochs × steps: a loss-scaled step with non-finite gradients is not
+    counted.)
+    """
+    expected = state.record.get("optimizer_iterations")
+    got = optimizer_iterations(model)
+    if expected is not None and got != expected:
+        raise RuntimeError(
+            f"Restoring {state.checkpoint} left the optimizer at step {got}, not at the "
+            f"committed {expected}: its state was not loaded."
+        )
 
 
 def _peer_errors():
@@ -475,8 +574,10 @@ def _finish(recipe, config, model, data, state, header, chief, metrics_path):
         final_path = os.path.join(output, "final.keras")
         tmp = os.path.join(output, ".tmp-final.keras")
         model.save(tmp)
+        fsync_path(tmp)
         faults.point("saving_final")
         os.replace(tmp, final_path)
+        fsync_path(output)  # on the disk before metrics.json says `completed`
         faults.point("before_complete")
     record = _metrics_record(header, state, {"best": best, "last": last, "completed": True})
     if chief:

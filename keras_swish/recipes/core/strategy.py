@@ -37,7 +37,10 @@ def tf_config_workers():
     try:
         config = json.loads(text)
         cluster = config.get("cluster", {})
-        return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+        jobs = [cluster.get("worker", []), cluster.get("chief", [])]
+        if not all(isinstance(job, list) for job in jobs):
+            raise TypeError("'worker' and 'chief' must be lists of host:port")
+        return sum(len(job) for job in jobs)
     except (json.JSONDecodeError, AttributeError, TypeError) as error:
         raise UsageError(
             "TF_CONFIG must be JSON like "

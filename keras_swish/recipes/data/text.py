@@ -258,7 +258,8 @@ def train_sentencepiece(sentences, model_path, vocab_size, max_sentences=0, seed
 
     directory = os.path.dirname(os.path.abspath(model_path))
     os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+    # `.tmp-` names: a run's recovery removes what a kill leaves (run_state).
+    with tempfile.TemporaryDirectory(prefix=".tmp-spm-", dir=directory) as tmp:
         corpus = os.path.join(tmp, "corpus.txt")
         count = 0
         with open(corpus, "w", encoding="utf-8") as f:
@@ -369,8 +370,14 @@ def ensure_sentencepiece(spec, data_config, output, train_sentences, seed):
     the same data skip the training.
     """
     path = os.path.join(output, "sentencepiece.model")
-    if os.path.exists(path) and os.path.exists(os.path.join(output, "config.yaml")):
-        return path
+    if os.path.exists(os.path.join(output, "config.yaml")):
+        if os.path.exists(path):
+            return path
+        # Another vocabulary would give the trained model other token ids.
+        raise DataError(
+            f"{output} holds a run but not its vocabulary {path} (the runner writes it "
+            "before config.yaml). Restore it, or train again into another --output."
+        )
     target = path
     if data_config.data_dir and spec.kind == "tfds":
         key = (

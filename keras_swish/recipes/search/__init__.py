@@ -130,6 +130,11 @@ def plan(
         )
     if "batch_size" not in flags and embedded:
         flags["batch_size"] = EMBEDDED_CHILD["batch_size"]
+    if probe_config.train.precision == "auto":
+        # The paper's children trained in float32, and the hygiene check proves a
+        # candidate finite in float64 only: `auto` would be float16 on a GPU, where
+        # exp(x)·cosh(x) (8.1e4 at x = 6) overflows. --precision still chooses.
+        flags["precision"] = "float32"
     flags["epochs"] = validations
     flags["steps_per_epoch"] = -(-steps // validations)
     flags.setdefault("seed", seed)
@@ -180,8 +185,10 @@ def _finished_children(output):
 
 
 def _check_settings(output, settings):
+    """`(settings as JSON, changed)`: `changed` lists the settings a rerun changes."""
     path = os.path.join(output, "search.json")
     mine = json.loads(json.dumps(dataclasses.asdict(settings)))
+    changed = []
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             theirs = json.load(f)
@@ -196,7 +203,17 @@ def _check_settings(output, settings):
                 f"{output} holds another search (different {', '.join(changed)}); "
                 "use another --output or the same settings to resume it."
             )
-    return mine
+    return mine, changed
+
+
+def _drop_children(output):
+    """Removes every trial's child run folder (trained with settings now replaced)."""
+    import shutil
+
+    for name in os.listdir(output):
+        child = os.path.join(output, name, "child")
+        if name.startswith("trial_") and os.path.isdir(child):
+            shutil.rmtree(child)
 
 
 def search(space, settings, output, stream=sys.stdout):
@@ -209,13 +226,15 @@ def search(space, settings, output, stream=sys.stdout):
     from keras_swish.recipes.search.oracles import STRATEGIES
     from keras_swish.recipes.search.tuner import ChildSettingsError, ChildTuner
 
-    header = _check_settings(output, settings)
+    header, changed = _check_settings(output, settings)
     holds_oracle = not keras_tuner.src.distribute.utils.has_chief_oracle() or (
         keras_tuner.src.distribute.utils.is_chief_oracle()
     )
     if keras_tuner.src.distribute.utils.is_chief_oracle():
         _no_gpus_for_the_chief()
     if holds_oracle:
+        if changed:  # no child finished: those begun are retried with the new settings
+            _drop_children(output)
         os.makedirs(output, exist_ok=True)
         write_atomic(os.path.join(output, "search.json"), json.dumps(header, indent=2))
     started = time.monotonic()

@@ -161,19 +161,23 @@ class ExpressionOracle(keras_tuner.Oracle):
         super().end_trial(trial)
         trial = self.trials[trial.trial_id]
         if trial.status in ("COMPLETED", "FAILED"):
-            started = self.started_at.pop(trial.trial_id, None)
-            seconds = None
-            if trial.metrics.exists("seconds"):
-                seconds = trial.metrics.get_last_value("seconds")
-            if seconds is None and started is not None:
-                seconds = time.time() - started
-            if seconds is not None:
-                self.durations[trial.trial_id] = float(seconds)
-            self.reward_order.append(trial.trial_id)
-            self.on_trial_reward(trial, reward_of(trial))
+            self._count(trial)
         self.save()
         if self.on_change is not None:
             self.on_change(self)
+
+    def _count(self, trial):
+        """Enters an ended trial's reward: leaderboard order, duration, the strategy."""
+        started = self.started_at.pop(trial.trial_id, None)
+        seconds = None
+        if trial.metrics.exists("seconds"):
+            seconds = trial.metrics.get_last_value("seconds")
+        if seconds is None and started is not None:
+            seconds = time.time() - started
+        if seconds is not None:
+            self.durations[trial.trial_id] = float(seconds)
+        self.reward_order.append(trial.trial_id)
+        self.on_trial_reward(trial, reward_of(trial))
 
     def on_trial_reward(self, trial, reward):
         """Called once per ended trial with its reward."""
@@ -221,6 +225,25 @@ class ExpressionOracle(keras_tuner.Oracle):
             if trial.status == "RUNNING" and trial_id not in known:
                 self.start_order.append(trial_id)
                 self._retry_queue.append(trial_id)
+                # Its proposal's bookkeeping was not saved either: the same
+                # formula proposed again is this trial, not a second child.
+                formula = trial.hyperparameters.values["formula"]
+                key = hygiene.equivalence_key(formula, EQUIVALENCE_BETAS)
+                self.representatives.setdefault(key, trial_id)
+        # KerasTuner saves an ended trial (in `super().end_trial`) before this
+        # oracle has counted its reward: count what a kill between the two left
+        # (not a trial sent for retry: it is counted when it ends again).
+        ended = [
+            trial
+            for trial_id, trial in sorted(self.trials.items())
+            if trial.status in ("COMPLETED", "FAILED")
+            and trial_id not in self.reward_order
+            and trial_id not in self._retry_queue
+        ]
+        for trial in ended:
+            self._count(trial)
+        if ended:
+            self.save()
 
     def strategy_state(self):
         return {}

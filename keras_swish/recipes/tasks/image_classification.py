@@ -2,9 +2,11 @@
 
 A model builder (`keras_swish.recipes.models`) and a config
 (`keras_swish.recipes.configs`) make a recipe of this task with
-`image_recipe(...)`. The learning-rate schedule counts passes over the
-training data (data epochs): `--steps-per-epoch` changes how often the
-runner validates, saves and logs, never the schedule.
+`image_recipe(...)`. An epoch is `train.steps_per_epoch` optimizer steps
+(default one pass over the data). RMSProp schedules count warm-up and decay
+in passes over the training data, whatever the steps per epoch; SGD step
+schedules drop the rate at fractions of the run (its epochs × steps per
+epoch), as He et al. and their successors define them.
 """
 
 import dataclasses

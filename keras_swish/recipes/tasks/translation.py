@@ -315,4 +315,6 @@ def translation_recipe(name, summary, default_config, docs):
         extra_flags=EXTRA_FLAGS,
         final_metrics=final_metrics,
         docs=docs,
+        # Vaswani's rate is a formula of d_model and the step: compare scales it.
+        learning_rate_key="optimizer.scale",
     )
