@@ -359,6 +359,14 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(args, message, tm
     assert not output.exists()
 
 
+def test_an_output_url_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "mobilenet", "--activations", "relu", "--output", "gs://b/c"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'--output' must be a local or mounted folder" in err and len(err.splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+
+
 def test_parallel_slots_get_their_own_devices(monkeypatch):
     from keras_swish.recipes import compare
 

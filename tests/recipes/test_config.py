@@ -237,3 +237,23 @@ def test_bad_yaml_files(tmp_path):
 def test_unknown_recipe():
     with pytest.raises(KeyError, match="Unknown recipe 'mobilnet'. Recipes: .*mobilenet"):
         get_recipe("mobilnet")
+
+
+def test_step_schedules_are_checked_in_numpy_as_keras_computes_them():
+    """`check_longer_schedule` evaluates PiecewiseConstantDecay in NumPy (see `_rates`)."""
+    import keras
+    import numpy as np
+
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([3, 5, 9], [1.0, 0.5, 0.1, 0.01])
+    steps = np.arange(14, dtype="int64")
+    expected = keras.ops.convert_to_numpy(schedule(steps))
+    np.testing.assert_allclose(runner._rates(schedule, steps), expected, rtol=1e-6)
+    np.testing.assert_allclose(runner._rates(0.25, steps), np.full(14, 0.25))
+    # Schedules counted in passes do not depend on the run's length: no evaluation at all.
+    recipe, _, short = runner.resolve("mobilenet/imagenet")
+    long = dataclasses.replace(short, train=dataclasses.replace(short.train, epochs=900))
+    assert runner._same_schedule(recipe.make_schedule(short, 312), recipe.make_schedule(long, 312))
+    recipe, _, short = runner.resolve("resnet20/cifar10")
+    long = dataclasses.replace(short, train=dataclasses.replace(short.train, epochs=300))
+    a, b = recipe.make_schedule(short, 351), recipe.make_schedule(long, 351)
+    assert not runner._same_schedule(a, b)

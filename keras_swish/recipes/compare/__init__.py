@@ -55,7 +55,7 @@ class Cell:
     learning_rate: float | None  # None: the experiment's own
     output: str  # its run folder
     epochs: int | None = None  # what the comparison asks for (None: any finished run counts)
-    learning_rate_key: str | None = None  # the config key learning_rate sets
+    learning_rate_key: str = "optimizer.learning_rate"  # the config key learning_rate sets
 
     @property
     def key(self):
@@ -126,8 +126,10 @@ def plan(
         UsageError: a bad experiment, flag or setting (nothing is written).
     """
     from keras_swish.recipes.core import runner
+    from keras_swish.recipes.core.config import check_local_folder
     from keras_swish.recipes.models.activations import activation_slug
 
+    check_local_folder(output, "--output")
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1. Received: --seeds {seeds}")
     cells = []
@@ -170,7 +172,7 @@ def plan(
                             lr,
                             folder,
                             config.train.epochs,
-                            None if lr is None else recipe.learning_rate_key,
+                            recipe.learning_rate_key,
                         )
                     )
     return cells

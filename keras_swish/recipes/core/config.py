@@ -48,6 +48,17 @@ def check(condition, key, value, allowed):
         raise ConfigError(f"'{key}' must be {allowed}. Received: {key}={value!r}")
 
 
+def check_local_folder(path, key):
+    """Refuses a URL (gs://...) for a folder the project writes with local file calls."""
+    check(
+        path is None or "://" not in path,
+        key,
+        path,
+        "a local or mounted folder: runs are written with local file calls "
+        "(a lock, atomic renames, fsync), which gs:// and other URLs do not offer",
+    )
+
+
 def validate_train(train):
     """Checks the `train` section (a `TrainConfig`) that every recipe has."""
     from keras_swish.recipes.core.strategy import PRECISIONS, STRATEGIES
@@ -76,13 +87,7 @@ def validate_train(train):
         f"one of {', '.join(PRECISIONS)}",
     )
     check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
-    check(
-        train.output is None or "://" not in train.output,
-        "train.output",
-        train.output,
-        "a local or mounted folder: the run folder is written with local file calls "
-        "(its lock, atomic renames, fsync), which gs:// and other URLs do not offer",
-    )
+    check_local_folder(train.output, "train.output")
     check(
         not train.tpu or train.strategy in ("auto", "tpu"),
         "train.strategy",

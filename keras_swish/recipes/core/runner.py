@@ -156,10 +156,6 @@ def _flatten(values, prefix=""):
 def check_output(experiment, config):
     """Whether the output folder holds this run already, and what may change.
 
-    Starts TensorFlow's runtime when the run is continued with more epochs (it
-    evaluates the learning-rate schedule): `train` checks that part after
-    creating its strategy.
-
     Returns:
         None for a new run, else the old config's values (flat dict).
 
@@ -187,23 +183,25 @@ def check_longer_schedule(experiment, config, old_epochs):
         ConfigError: Naming the first step whose rate would change.
     """
     import numpy as np
-    from keras import ops
 
     output = config.train.output
     header = read_json(os.path.join(output, "metrics.json")) or {}
-    steps_per_epoch = header.get("steps_per_epoch")
-    done = RunState(output, write=False).epoch * (steps_per_epoch or 0)
-    if not done:
-        return
+    record = RunState(output, write=False).record
+    done = record.get("optimizer_iterations")  # steps taken (loss scaling skips some)
+    if done is None:
+        done = int(record["epoch"]) * (header.get("steps_per_epoch") or 0)
+    steps_per_pass = header.get("steps_per_pass")
+    if not done or (steps_per_pass is None and config.train.steps_per_epoch is None):
+        return  # nothing trained, or a metrics.json a kill left behind its commit
     recipe = get_recipe(experiment.recipe)
     shorter = dataclasses.replace(
         config, train=dataclasses.replace(config.train, epochs=old_epochs)
     )
+    before, after = (recipe.make_schedule(c, steps_per_pass) for c in (shorter, config))
+    if _same_schedule(before, after):
+        return
     steps = np.arange(done, dtype="int64")  # the optimizer's `iterations` before each step
-    rates = [
-        ops.convert_to_numpy(recipe.make_schedule(c, header.get("steps_per_pass"))(steps))
-        for c in (shorter, config)
-    ]
+    rates = [_rates(schedule, steps) for schedule in (before, after)]
     moved = np.flatnonzero(~np.isclose(rates[0], rates[1], rtol=1e-6, atol=0.0))
     if moved.size:
         step = int(moved[0])
@@ -215,6 +213,34 @@ def check_longer_schedule(experiment, config, old_epochs):
             f"--epochs {old_epochs} for this run, or train {config.train.epochs} epochs into "
             "another --output."
         )
+
+
+def _same_schedule(a, b):
+    """Whether two learning rates (floats or schedules) are the same function."""
+    if type(a) is not type(b):
+        return False
+    if hasattr(a, "get_config"):
+        return a.get_config() == b.get_config()
+    return a == b
+
+
+def _rates(schedule, steps):
+    """The learning rate at each of `steps` (a NumPy int array), as NumPy.
+
+    A step schedule is evaluated here in NumPy: `compare` checks its runs
+    before starting them, in a process that must not start TensorFlow's
+    runtime (it would reserve the GPUs its runs need).
+    """
+    import keras
+    import numpy as np
+
+    if isinstance(schedule, keras.optimizers.schedules.PiecewiseConstantDecay):
+        config = schedule.get_config()  # values[i] for boundaries[i-1] < step <= boundaries[i]
+        values = np.asarray(config["values"], dtype=np.float64)
+        return values[np.searchsorted(np.asarray(config["boundaries"]), steps, side="left")]
+    if not callable(schedule):
+        return np.full(steps.shape, float(schedule))
+    return keras.ops.convert_to_numpy(schedule(steps)).astype(np.float64)
 
 
 def _check_config(experiment, config):

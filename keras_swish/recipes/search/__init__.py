@@ -130,7 +130,7 @@ def plan(
         )
     if "batch_size" not in flags and embedded:
         flags["batch_size"] = EMBEDDED_CHILD["batch_size"]
-    if probe_config.train.precision == "auto":
+    if "precision" not in flags and probe_config.train.precision == "auto":
         # The paper's children trained in float32, and the hygiene check proves a
         # candidate finite in float64 only: `auto` would be float16 on a GPU, where
         # exp(x)·cosh(x) (8.1e4 at x = 6) overflows. --precision still chooses.
@@ -221,22 +221,18 @@ def search(space, settings, output, stream=sys.stdout):
     in a distributed worker, which only trains children)."""
     import keras_tuner
 
-    from keras_swish.recipes.core.config import write_atomic
+    from keras_swish.recipes.core.config import check_local_folder, write_atomic
     from keras_swish.recipes.search import report
     from keras_swish.recipes.search.oracles import STRATEGIES
     from keras_swish.recipes.search.tuner import ChildSettingsError, ChildTuner
 
+    check_local_folder(output, "--output")
     header, changed = _check_settings(output, settings)
     holds_oracle = not keras_tuner.src.distribute.utils.has_chief_oracle() or (
         keras_tuner.src.distribute.utils.is_chief_oracle()
     )
     if keras_tuner.src.distribute.utils.is_chief_oracle():
         _no_gpus_for_the_chief()
-    if holds_oracle:
-        if changed:  # no child finished: those begun are retried with the new settings
-            _drop_children(output)
-        os.makedirs(output, exist_ok=True)
-        write_atomic(os.path.join(output, "search.json"), json.dumps(header, indent=2))
     started = time.monotonic()
 
     def on_change(oracle):
@@ -264,8 +260,13 @@ def search(space, settings, output, stream=sys.stdout):
             directory=os.path.dirname(os.path.abspath(output)),
             project_name=os.path.basename(os.path.abspath(output)),
         )
-    except keras_tuner.errors.FatalError as error:
+    except keras_tuner.errors.FatalError as error:  # another strategy's or space's folder
         raise UsageError(str(error)) from None
+    if holds_oracle:  # the folder is this search's: it may be written
+        if changed:  # no child finished: those begun are retried with the new settings
+            _drop_children(output)
+        os.makedirs(output, exist_ok=True)
+        write_atomic(os.path.join(output, "search.json"), json.dumps(header, indent=2))
     try:
         tuner.search()
     except ChildSettingsError as error:

@@ -230,20 +230,9 @@ class ExpressionOracle(keras_tuner.Oracle):
                 formula = trial.hyperparameters.values["formula"]
                 key = hygiene.equivalence_key(formula, EQUIVALENCE_BETAS)
                 self.representatives.setdefault(key, trial_id)
-        # KerasTuner saves an ended trial (in `super().end_trial`) before this
-        # oracle has counted its reward: count what a kill between the two left
-        # (not a trial sent for retry: it is counted when it ends again).
-        ended = [
-            trial
-            for trial_id, trial in sorted(self.trials.items())
-            if trial.status in ("COMPLETED", "FAILED")
-            and trial_id not in self.reward_order
-            and trial_id not in self._retry_queue
-        ]
-        for trial in ended:
-            self._count(trial)
-        if ended:
-            self.save()
+        # A trial ended by KerasTuner (its state saved with the trial still
+        # ongoing) but not yet counted here when killed is retried by KerasTuner:
+        # its child is complete, so it ends again at once and is counted then.
 
     def strategy_state(self):
         return {}
