@@ -493,6 +493,22 @@ def test_a_trial_ended_but_not_counted_before_a_kill_is_counted_once(tmp_path, m
         assert second.history == [pytest.approx(0.7)] and not second.pending
 
 
+def test_controller_weights_left_by_a_killed_run_are_not_adopted(tmp_path):
+    """A kill after `controller-N.npz`, before oracle.json: a later N writes its own."""
+    from keras_swish.recipes.search.controller import Controller
+
+    first = _oracle(oracles.ControllerOracle, tmp_path, max_trials=4)
+    stale = Controller(first.space.steps(), seed=5)  # other rewards, other weights
+    os.makedirs(tmp_path / "search", exist_ok=True)
+    stale.save_weights(str(tmp_path / "search" / "controller-0.npz"))
+    first.create_trial("tuner0")  # saves the oracle (controller after 0 updates)
+    second = _oracle(oracles.ControllerOracle, tmp_path, max_trials=4)
+    second.reload()
+    tokens = [0] * len(first.space.steps())
+    assert second.controller.logprob(tokens) == pytest.approx(first.controller.logprob(tokens))
+    assert second.controller.logprob(tokens) != pytest.approx(stale.logprob(tokens))
+
+
 def test_a_search_where_every_candidate_is_rejected_still_reports(tmp_path):
     space = SearchSpace(units=1, unary=["beta"], binary=["add", "sub"])
     oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=space)

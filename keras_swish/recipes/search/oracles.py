@@ -401,13 +401,14 @@ class ControllerOracle(ExpressionOracle):
         self.history = state["history"]
 
     def save(self):
-        # The weights after N PPO updates are `controller-N.npz`, written before the
-        # oracle.json that names them; older ones go after it. A kill at any point
-        # leaves oracle.json naming weights that match its controller state.
+        # The weights after N PPO updates are `controller-N.npz`, written (atomically)
+        # before the oracle.json that names them; older ones go after it. A kill at
+        # any point leaves oracle.json naming weights that match its controller
+        # state. Written every time: a file of that name left by a killed run may
+        # hold the weights of other rewards.
         name = self._weights_name()
         path = os.path.join(self._project_dir, name)
-        if not os.path.exists(path):
-            self.controller.save_weights(path)
+        self.controller.save_weights(path)
         super().save()
         for old in os.listdir(self._project_dir):
             if old.startswith("controller-") and old.endswith(".npz") and old != name:
