@@ -101,4 +101,11 @@ def test_one_unit_space_hygiene():
     assert parse("x - x") not in usable and parse("x + sin(x)") in usable
     groups = collapse(usable)
     assert len(groups) < len(set(usable)) < len(candidates)
-    assert next(iter(groups.values()))[0] == usable[0]
+    # Groups in first-seen order, each led by its first candidate and holding only its equals.
+    seen, firsts = set(), []
+    for expr in usable:
+        if equivalence_key(expr) not in seen:
+            seen.add(equivalence_key(expr))
+            firsts.append(expr)
+    assert [group[0] for group in groups.values()] == firsts
+    assert all(len({equivalence_key(e) for e in group}) == 1 for group in groups.values())

@@ -389,6 +389,9 @@ def test_a_deep_keras_error_keeps_its_traceback(tmp_path):
     with pytest.raises(Exception) as error:
         main(["evaluate", str(tmp_path)])
     assert not isinstance(error.value, UsageError)
+    # Raised where Keras reads the file, not somewhere else in `evaluate`.
+    raised_in = error.traceback[-1].path.as_posix()
+    assert "/keras/src/saving/" in raised_in or "zipfile" in raised_in, raised_in
 
 
 def test_console_script_hides_tensorflow_start_up_lines():
