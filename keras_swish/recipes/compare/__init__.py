@@ -134,20 +134,18 @@ def plan(
         raise UsageError(f"--seeds must be at least 1. Received: --seeds {seeds}")
     cells = []
     for experiment in experiments:
+        # The recipe names the config key a learning rate sets.
+        recipe = runner.resolve(experiment, config_file, train_flags, overrides)[0]
         for activation in activations:
             for lr in learning_rates:
+                set_lr = {} if lr is None else runner.nested({recipe.learning_rate_key: lr})
                 for seed in range(seeds):
-                    flags = dict(train_flags, activation=activation, seed=seed)
-                    recipe, resolved, config = runner.resolve(
-                        experiment, config_file=config_file, flags=flags, overrides=overrides
+                    _, resolved, config = runner.resolve(
+                        experiment,
+                        config_file=config_file,
+                        flags=dict(train_flags, activation=activation, seed=seed),
+                        overrides=_merge(overrides, set_lr),
                     )
-                    if lr is not None:
-                        _, resolved, config = runner.resolve(
-                            experiment,
-                            config_file=config_file,
-                            flags=flags,
-                            overrides=_merge(overrides, _nested(recipe.learning_rate_key, lr)),
-                        )
                     lr_part = "" if lr is None else f"-lr{lr:g}"
                     folder = os.path.join(
                         output,
@@ -176,12 +174,6 @@ def plan(
                         )
                     )
     return cells
-
-
-def _nested(key, value):
-    """("optimizer.scale", 2.0) → {"optimizer": {"scale": 2.0}}."""
-    section, _, name = key.partition(".")
-    return {section: {name: value}}
 
 
 def _merge(a, b):

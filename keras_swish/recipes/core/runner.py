@@ -59,7 +59,7 @@ _OUTPUT_KEY = "train.output"  # the same folder spelled another way
 _EPOCHS_KEY = "train.epochs"  # more epochs continue the run
 
 
-def _nested(dotted):
+def nested(dotted):
     """{"train.epochs": 3} → {"train": {"epochs": 3}}."""
     out = {}
     for key, value in dotted.items():
@@ -101,7 +101,7 @@ def resolve(name, config_file=None, flags=None, overrides=None):
     unknown = sorted(set(flags or {}) - set(recipe.flags))
     if unknown:
         raise ConfigError(f"Recipe '{recipe.name}' does not take --{unknown[0].replace('_', '-')}.")
-    flag_overrides = _nested({recipe.flags[k]: v for k, v in (flags or {}).items()})
+    flag_overrides = nested({recipe.flags[k]: v for k, v in (flags or {}).items()})
     layers = [
         (file_overrides, f"--config {config_file}"),
         (flag_overrides, "the command line"),
