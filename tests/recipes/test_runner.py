@@ -208,6 +208,36 @@ def test_more_epochs_are_refused_where_they_would_change_the_trained_schedule(tm
         plan(["resnet20"], ("relu",), 1, (None,), compared, flags, {})
     assert len(plan(["resnet20"], ("relu",), 1, (None,), compared, dict(flags, epochs=2), {}))
     assert _tree(run) == before
+    # The run's own command still finds it complete.
+    assert main([*args, "--epochs", "2"]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_final_keras_is_on_the_disk_before_the_run_is_complete(tmp_path, monkeypatch):
+    """After a lost machine a run marked `completed` never points to a lost final.keras."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.realpath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    run = tmp_path / "run"
+    args = ["train", "mobilenet", "--epochs", "1", "--steps-per-epoch", "2", "--verbose", "0"]
+    assert main([*args, "--output", str(run)]) == 0
+    monkeypatch.undo()
+    assert json.loads((run / "metrics.json").read_text())["completed"]
+    run = os.path.realpath(run)
+    final = events.index(("replace", f"{run}/final.keras"))
+    completed = max(i for i, e in enumerate(events) if e == ("replace", f"{run}/metrics.json"))
+    assert ("fsync", f"{run}/.tmp-final.keras") in events[:final]
+    assert ("fsync", run) in events[final + 1 : completed]
 
 
 def test_a_resume_that_cannot_load_the_optimizer_state_stops(tmp_path, capsys):
