@@ -7,7 +7,9 @@ serialization, replace_activations, the op) run here with KERAS_BACKEND set.
 The selected backends' runs start together, with the first of these tests:
 most of a run is single-threaded Python (imports, collection, eager Keras
 calls), so on a 2-core machine the two together take little longer than one
-(3 min 13 s - 3 min 54 s for both against 6 min one after the other).
+(3 min 13 s - 3 min 54 s for both against 6 min one after the other). Under
+the README's `-n 2` they share the cores with the other pytest-xdist worker
+(about 4 min).
 """
 
 import importlib.util
