@@ -57,7 +57,8 @@ def _add_beta_report(subparsers):
         description=(
             "Draws the distribution of every learned β (like Fig. 7 of "
             "'Searching for Activation Functions') and the learned curves "
-            "x·σ(βx) for the β quantiles, writes them as beta_distribution.png "
+            "(x·σ(βx), or a searched activation's own formula) for the β "
+            "quantiles, writes them as beta_distribution.png "
             "and beta_curves.png, and prints a table: layer, channels, mean, "
             "min, max."
         ),

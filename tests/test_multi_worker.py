@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from keras_swish.recipes.core.run_state import RunLock
 from keras_swish.recipes.launch import free_ports, tf_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -289,8 +290,69 @@ def test_launch_bad_input_exits_2(capsys):
 
     assert main(["launch", "--workers", "1", "mobilenet"]) == 2
     assert "--workers must be at least 2" in capsys.readouterr().err
-    assert main(["launch", "--workers", "2", "mobilenet", "--strategy", "mirrored"]) == 2
-    assert "leave out --strategy" in capsys.readouterr().err
+    # Every way to name another strategy: each worker would be its own chief.
+    for extra, named in (
+        (["--strategy", "mirrored"], "--strategy"),
+        (["--strategy=mirrored"], "--strategy=mirrored"),
+        (["--strat", "mirrored"], "--strat"),  # argparse takes a prefix
+        (["--tpu", "local"], "--tpu"),
+        (["--set", "train.strategy=mirrored"], "train.strategy=mirrored"),
+    ):
+        assert main(["launch", "--workers", "2", "mobilenet", *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert "launch sets the strategy" in err and f"leave out {named}." in err, err
+
+
+def _alive(pid):
+    """Whether `pid` runs (a zombie nobody has reaped yet counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_launcher_takes_its_workers_with_it(sig, tmp_path):
+    """Killing `launch` (kill -9, or a CI job's SIGTERM) stops its workers: none
+    keeps training and holding the run folder's lock for a rerun to trip on."""
+    run = tmp_path / "run"
+    # Far more epochs than the test waits for: the workers cannot end by themselves.
+    train = ["mobilenet", "--epochs", "1000", "--steps-per-epoch", "4", "--output", str(run)]
+    with open(tmp_path / "launcher.log", "w") as log:  # not a pipe the workers would hold
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "keras_swish_cli", "launch", "--workers", "2", *train],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    workers = []
+    try:
+        deadline = time.monotonic() + 300
+        state = run / "state" / "state.json"
+        while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+            assert launcher.poll() is None and time.monotonic() < deadline, "no epoch committed"
+            time.sleep(0.2)
+        workers = [_worker_pid(launcher.pid, index) for index in range(2)]
+        launcher.send_signal(sig)
+        launcher.wait(timeout=60)
+        # SIGTERM: the launcher stops its workers itself and exits 128 + 15.
+        expected = -signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM
+        assert launcher.returncode == expected, (tmp_path / "launcher.log").read_text()[-2000:]
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"orphans: {[p for p in workers if _alive(p)]}"
+            time.sleep(0.2)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    RunLock(str(run)).release()  # free for the same command again
+    assert json.loads(state.read_text())["epoch"] < 1000
 
 
 @pytest.mark.slow

@@ -60,7 +60,8 @@ class BetaMonitor(keras.callbacks.Callback):
       `beta_layer/<name>/mean` (and `std`, `min`, `max`). `<name>` is the
       path of the layer's β variable without `/beta`, such as
       `dense/swish_beta`, `lstm/lstm_cell/recurrent_swish_beta` or
-      `dense_1/expression_activation`;
+      `dense_1/expression_activation` (in a `Sequential` model after its
+      name: `sequential/dense/swish_beta`);
     - `beta/curves`: an image of each layer's own function on [−6, 6] at
       the β quantiles (min, 10 %, 50 %, 90 %, max) of the layers computing
       it, with ReLU: f(x) = x·σ(βx) (and x/2) for SwishBeta, the formula

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_swish.errors import UsageError
 from keras_swish.files import write_atomic
 
 SNAPSHOT_NAME = "betas.json"
@@ -171,6 +172,8 @@ def to_numpy(x):
         x = x.value  # The backend's variable or tensor.
     if hasattr(x, "detach"):  # PyTorch
         x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
+            x = x.float()
     if hasattr(x, "numpy"):  # TensorFlow, PyTorch
         return np.asarray(x.numpy())
     return np.asarray(x)  # JAX, NumPy
@@ -249,7 +252,8 @@ def read_snapshot(path):
         by the safe formula parser).
 
     Raises:
-        ValueError: The file is not a β snapshot, or holds a bad formula.
+        UsageError: (a `ValueError`) The file is not a β snapshot, or holds a
+            bad formula.
     """
     from keras_swish.expressions.formula import parse
 
@@ -276,7 +280,7 @@ def read_snapshot(path):
         ]
         return int(data["step"]), layers
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
+        raise UsageError(  # a ValueError: `keras-swish beta-report metrics.json` exits 2
             f"{path} is not a β snapshot written by BetaMonitor "
             f"(expected JSON in format {SNAPSHOT_FORMAT!r}): {error}"
         ) from None

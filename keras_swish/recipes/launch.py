@@ -11,6 +11,7 @@ on one machine, for trying it out and for the tests.
 """
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import time
 
 from keras_swish.errors import UsageError
 
-_GRACE_S = 10  # between SIGTERM and SIGKILL when stopping workers
+_GRACE_S = 10  # between SIGTERM and SIGKILL (TF catches a multi-worker one's SIGTERM)
 
 
 def free_ports(count):
@@ -49,6 +50,51 @@ def tf_config(ports, index):
             "task": {"type": "worker", "index": index},
         }
     )
+
+
+def child_setup(cores, parent, death_signal=signal.SIGTERM):
+    """In a child process before it starts: its CPU cores, and (Linux) a signal
+    when its parent dies — also by `kill -9` — so that no orphaned worker or run
+    keeps training, holding its run folder's lock, while a rerun starts it again.
+
+    Args:
+        cores: CPU cores to pin it to, or None.
+        parent: The parent's pid (the child exits at once if it is already gone).
+        death_signal: The signal. A MultiWorkerMirroredStrategy worker needs
+            SIGKILL: TensorFlow's coordination service catches SIGTERM there
+            (as a preemption notice) and the worker goes on.
+    """
+    if cores:
+        os.sched_setaffinity(0, cores)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(death_signal))
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+
+@contextlib.contextmanager
+def stop_on_termination():
+    """SIGTERM and SIGHUP (`kill`, a closed terminal, a CI job's timeout) raise
+    SystemExit(128 + signal) here, so that a supervisor's `except BaseException`
+    stops its children before it exits. Only in the main thread (Python's rule)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(processes):
@@ -93,9 +139,10 @@ def supervise(processes, names, log_paths, command, poll_s=0.5, done_when_first_
             _stop(processes)
             where = log_paths[index] or "above"
             detail = "\n" + _tail(where) if log_paths[index] else ""
+            advice = "Fix its input" if code == 2 else "Re-run the command to resume"
             print(
                 f"keras-swish {command}: {names[index]} failed (exit status {code}); "
-                f"stopped the others. Re-run the command to resume. Its output: {where}{detail}",
+                f"stopped the others. {advice}. Its output: {where}{detail}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -126,8 +173,18 @@ def launch(workers, train_args, poll_s=0.5):
         raise UsageError(f"--workers must be at least 2. Received: --workers {workers}")
     if not train_args or train_args[0].startswith("-"):
         raise UsageError("launch needs an experiment or recipe, e.g. launch --workers 2 mobilenet")
-    if "--strategy" in train_args:
-        raise UsageError("launch sets the strategy (multi_worker); leave out --strategy.")
+    for arg in train_args:
+        flag = arg.partition("=")[0]
+        # Also the prefixes argparse takes (--strat, --tp), and the keys of --set.
+        if (
+            (flag.startswith("--str") and "--strategy".startswith(flag))
+            or (flag.startswith("--tp") and "--tpu".startswith(flag))
+            or arg.startswith(("train.strategy=", "train.tpu="))
+        ):
+            raise UsageError(
+                "launch sets the strategy (multi_worker, through TF_CONFIG and "
+                f"--strategy auto); leave out {arg}."
+            )
     ports = free_ports(workers)
     logs = tempfile.mkdtemp(prefix="keras-swish-launch-")
     command = [sys.executable, "-m", "keras_swish_cli", "train", *train_args]
@@ -137,26 +194,33 @@ def launch(workers, train_args, poll_s=0.5):
         f"worker 0 is the chief, the others log to {logs}",
         flush=True,
     )
-    try:
-        for index in range(workers):
-            env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONUNBUFFERED="1")
-            names.append(f"worker {index}")
-            log_paths.append(None if index == 0 else os.path.join(logs, f"worker-{index}.log"))
-            if index == 0:
-                out = None  # the chief's output is this command's
-            else:
-                out = open(log_paths[-1], "w", encoding="utf-8")
-            processes.append(
-                subprocess.Popen(
-                    command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+    with stop_on_termination():
+        try:
+            for index in range(workers):
+                env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONUNBUFFERED="1")
+                names.append(f"worker {index}")
+                log_paths.append(None if index == 0 else os.path.join(logs, f"worker-{index}.log"))
+                if index == 0:
+                    out = None  # the chief's output is this command's
+                else:
+                    out = open(log_paths[-1], "w", encoding="utf-8")
+                processes.append(
+                    subprocess.Popen(
+                        command,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT if out else None,
+                        preexec_fn=functools.partial(
+                            child_setup, None, os.getpid(), signal.SIGKILL
+                        ),
+                    )
                 )
-            )
-            if out is not None:
-                out.close()
-        code = supervise(processes, names, log_paths, "launch", poll_s=poll_s)
-        if code == 0:
-            shutil.rmtree(logs, ignore_errors=True)
-        return code
-    except BaseException:
-        _stop(processes)
-        raise
+                if out is not None:
+                    out.close()
+            code = supervise(processes, names, log_paths, "launch", poll_s=poll_s)
+            if code == 0:
+                shutil.rmtree(logs, ignore_errors=True)
+            return code
+        except BaseException:
+            _stop(processes)
+            raise

@@ -170,6 +170,23 @@ def test_update_freq_steps_follow_optimizer_iterations(tmp_path):
 
 
 @pytest.mark.all_backends
+@pytest.mark.parametrize("policy", ["bfloat16", "mixed_bfloat16"])
+def test_bfloat16_models_are_monitored(policy, tmp_path):
+    """β in bfloat16 (PyTorch's `.numpy()` refuses it) and bfloat16 probe inputs."""
+    keras.config.set_dtype_policy(policy)
+    x, y = small_data()
+    model = small_model()
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=[BetaMonitor(tmp_path, probe=x[:4])])
+    events = read_events(str(tmp_path / "beta"))
+    assert [step for step, _ in events["beta/all"]] == [0]
+    assert [step for step, _ in events["bump/share"]] == [0]  # the probe's inputs were read
+    ((_, layer),) = find_swish_layers(model)
+    _, (saved,) = keras_swish.callbacks.betas.read_snapshot(tmp_path / "beta" / "betas.json")
+    assert saved.values.shape == (5,)
+    np.testing.assert_array_equal(saved.values, to_numpy(layer.beta).astype(np.float32))
+
+
+@pytest.mark.all_backends
 def test_warns_once_without_swish_beta(tmp_path):
     x, y = small_data()
     model = small_model(activation="relu")

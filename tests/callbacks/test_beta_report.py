@@ -187,6 +187,18 @@ def test_cli_help_lists_beta_report(capsys):
     assert "beta-report" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("text", ["{}", "[1, 2]", "not json", '{"epochs": [], "completed": true}'])
+def test_cli_on_a_json_that_is_not_a_snapshot_is_one_message(text, tmp_path, capsys):
+    from keras_swish.cli import main
+
+    path = tmp_path / "metrics.json"
+    path.write_text(text)
+    assert main(["beta-report", str(path), "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a β snapshot written by BetaMonitor" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_as_a_process(tmp_path):
     result = subprocess.run(
         [
@@ -208,3 +220,13 @@ def test_cli_as_a_process(tmp_path):
         .splitlines()[-1]
         .startswith("keras-swish beta-report: error: No such file or directory")
     )
+
+
+def test_snapshots_are_written_where_os_has_no_fchmod(tmp_path, monkeypatch):
+    """Windows before Python 3.13 has no `os.fchmod`: files are still written whole."""
+    from keras_swish.files import write_atomic
+
+    monkeypatch.delattr(os, "fchmod")
+    write_atomic(str(tmp_path / "betas.json"), '{"step": 1}')
+    assert (tmp_path / "betas.json").read_text() == '{"step": 1}'
+    assert os.listdir(tmp_path) == ["betas.json"]

@@ -103,6 +103,30 @@ def test_a_bad_tf_config_is_one_message(value, tmp_path, capsys, monkeypatch):
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"type": "evaluator", "index": 0},  # TensorFlow would train it alone, as a second chief
+        {"type": "worker", "index": 2},
+        {"type": "chief", "index": 0},  # the cluster has no chief
+        {"type": "worker", "index": "1"},
+        {},
+    ],
+)
+@pytest.mark.parametrize("strategy", ["auto", "multi_worker"])
+def test_a_tf_config_task_outside_its_cluster_is_one_message(
+    task, strategy, tmp_path, capsys, monkeypatch
+):
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"], "evaluator": ["127.0.0.1:3"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    output = tmp_path / "run"
+    assert main(["train", "mobilenet", "--strategy", strategy, "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "TF_CONFIG's task must be one of the chief or worker tasks" in err, err
+    assert "(0 chief, 2 worker)" in err and json.dumps(task) in err and len(err.splitlines()) == 1
+    assert not output.exists()
+
+
 def test_subprocess_bad_input_has_no_traceback():
     result = cli("train", "mobilenet", "--activation", "nope", timeout=300)
     assert result.returncode == 2

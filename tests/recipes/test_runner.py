@@ -291,6 +291,17 @@ def test_keras_skips_an_optimizer_state_it_cannot_match(tmp_path):
         runner._check_restored(resumed, state)
 
 
+def test_a_worker_that_does_not_write_still_counts_the_committed_epochs(tmp_path):
+    """A non-chief worker's messages ("lost during epoch 3; 2 finished epoch(s) are
+    committed") name the epochs the chief committed, and it writes nothing."""
+    state = RunState(str(tmp_path / "run"), write=False)
+    assert state.commit_epoch(None, 1, {"epoch": 1, "val_top1": 0.5}, "val_top1")
+    assert not state.commit_epoch(None, 2, {"epoch": 2, "val_top1": 0.4}, "val_top1")
+    assert state.epoch == 2 and [e["epoch"] for e in state.history] == [1, 2]
+    assert state.best == {"epoch": 1, "monitor": "val_top1", "value": 0.5}
+    assert not (tmp_path / "run").exists()
+
+
 ARGS = ["train", "mobilenet", "--epochs", "3", "--steps-per-epoch", "4", "--verbose", "2"]
 
 
@@ -326,6 +337,17 @@ def _epochs_run(result):
     ]
 
 
+def _tensorboard_steps(folder, tag):
+    """The steps of every `tag` point in a TensorBoard log folder's event files."""
+    import tensorflow as tf
+
+    steps = []
+    for name in sorted(os.listdir(folder)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return sorted(steps)
+
+
 def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     run = tmp_path / "run"
     trained = []
@@ -337,6 +359,10 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     assert _state(run)["epoch"] == 1 and _metrics(run)["completed"] is False
     assert [e["epoch"] for e in _metrics(run)["epochs"]] == [1]
     assert (run / "best.keras").is_file()
+    # TensorBoard has the committed epoch's points, and none of the epoch that
+    # is trained again (they would be drawn twice).
+    for folder in ("train", "validation"):
+        assert _tensorboard_steps(run / "logs" / folder, "epoch_top1") == [0], folder
 
     # Killed just after epoch 3's commit: nothing of epoch 3 may be lost.
     result = _train(run, kill_at="epoch_committed:3")
@@ -378,6 +404,10 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
         assert stat.S_IMODE(os.stat(run / name).st_mode) == 0o644, name  # umask 022, not 0600
     for folder in ("train", "validation", "beta"):
         assert os.listdir(run / "logs" / folder), folder
+    # One point per epoch, none drawn twice: epoch 3's were lost with the kill
+    # right after its commit (milliseconds before they are written).
+    for folder in ("train", "validation"):
+        assert _tensorboard_steps(run / "logs" / folder, "epoch_top1") == [0, 1], folder
     assert f"TensorBoard logs: {run / 'logs'}" in result.stdout
 
     assert_loads_anywhere(run)

@@ -31,6 +31,7 @@ import time
 from keras_swish.errors import UsageError
 from keras_swish.recipes.compare import stats
 from keras_swish.recipes.compare.paper import PAPER_METRIC, paper_numbers
+from keras_swish.recipes.launch import child_setup
 
 PAPER_ACTIVATIONS = (
     "relu",
@@ -243,22 +244,6 @@ def _pinning(slot, parallel, gpus):
     return {}, set(cores[slot * share : (slot + 1) * share])
 
 
-def _child_setup(cores, parent):
-    """In a run's process before it starts: its CPU cores, and (Linux) a SIGTERM
-    when the comparison dies — also by `kill -9` — so that no orphaned run
-    keeps training, and writing, while a rerun of the comparison starts it again."""
-    if cores:
-        os.sched_setaffinity(0, cores)
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-        if os.getppid() != parent:  # the comparison died before the line above
-            os._exit(1)
-
-
 def _eta(seconds):
     seconds = int(round(seconds))
     return (
@@ -311,7 +296,7 @@ def execute(cells, train_args, parallel=1, poll_s=1.0, stream=sys.stdout):
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=dict(os.environ, **env_changes),
-                    preexec_fn=functools.partial(_child_setup, cores, os.getpid()),
+                    preexec_fn=functools.partial(child_setup, cores, os.getpid()),
                 )
                 log.close()
                 running[process] = (cell, slot, time.monotonic())

@@ -213,7 +213,11 @@ class RunState:
         value = entry.get(monitor)
         best = self.best
         improved = value is not None and value == value and (best is None or value > best["value"])
-        if not self.write:
+        if not self.write:  # the chief commits; this worker keeps count for its messages
+            self.record["history"] = [e for e in self.history if e["epoch"] < epoch] + [entry]
+            self.record["epoch"] = epoch
+            if improved:
+                self.record["best"] = {"epoch": epoch, "monitor": monitor, "value": value}
             return improved
         os.makedirs(self.dir, exist_ok=True)
         checkpoint = f"epoch-{epoch}.weights.h5"

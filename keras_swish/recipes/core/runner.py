@@ -464,12 +464,15 @@ def train(recipe, experiment, config, verbose=1):
             if initial_epoch:
                 print(f"Resuming at epoch {initial_epoch + 1} of {config.train.epochs}.")
             state.start_session(initial_epoch)
-            callbacks = []
+            # The commit first, then the curves: a kill while an epoch is saved
+            # (seconds) must not leave its points in TensorBoard (both callbacks
+            # flush every epoch), to be drawn a second time when the resumed run
+            # trains that epoch again.
+            callbacks = [
+                _state_callback(state, recipe.monitor, data.examples_per_step, steps, write_metrics)
+            ]
             if chief:
                 callbacks += [keras.callbacks.TensorBoard(log_dir), BetaMonitor(log_dir)]
-            callbacks.append(
-                _state_callback(state, recipe.monitor, data.examples_per_step, steps, write_metrics)
-            )
             try:
                 model.fit(
                     data.train(initial_epoch, steps),

@@ -32,21 +32,44 @@ def split_cpu(devices):
 
 
 def tf_config_workers():
-    """How many workers (chief included) TF_CONFIG names; 0 without it."""
+    """How many workers (chief included) TF_CONFIG names; 0 without it.
+
+    Raises:
+        UsageError: TF_CONFIG is not JSON of that form, or its `task` is not
+            one of the chief and worker tasks its cluster names: every task
+            here trains, under MultiWorkerMirroredStrategy, which has no
+            `evaluator` or `ps` task (TensorFlow would run one alone, as a
+            second writer of the run folder).
+    """
     text = os.environ.get("TF_CONFIG", "") or "{}"
     try:
         config = json.loads(text)
         cluster = config.get("cluster", {})
-        jobs = [cluster.get("worker", []), cluster.get("chief", [])]
-        if not all(isinstance(job, list) for job in jobs):
+        jobs = {"worker": cluster.get("worker", []), "chief": cluster.get("chief", [])}
+        if not all(isinstance(job, list) for job in jobs.values()):
             raise TypeError("'worker' and 'chief' must be lists of host:port")
-        return sum(len(job) for job in jobs)
+        count = sum(len(job) for job in jobs.values())
+        task = config.get("task") or {}
+        task_type, index = task.get("type"), task.get("index", 0)
     except (json.JSONDecodeError, AttributeError, TypeError) as error:
         raise UsageError(
             "TF_CONFIG must be JSON like "
             '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
             f'"index": 0}}}}. Received: TF_CONFIG={text[:200]!r} ({error})'
         ) from None
+    if count and not (
+        task_type in jobs
+        and isinstance(index, int)
+        and not isinstance(index, bool)
+        and 0 <= index < len(jobs[task_type])
+    ):
+        raise UsageError(
+            "TF_CONFIG's task must be one of the chief or worker tasks of its cluster "
+            f"({len(jobs['chief'])} chief, {len(jobs['worker'])} worker): every task "
+            "trains, and MultiWorkerMirroredStrategy has no evaluator or ps task. "
+            f"Received: task={json.dumps(task)}"
+        )
+    return count
 
 
 def make_strategy(name="auto", tpu=None):
@@ -63,7 +86,8 @@ def make_strategy(name="auto", tpu=None):
 
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy '{name}'. Choose one of: {', '.join(STRATEGIES)}.")
-    if name == "auto" and not tpu and tf_config_workers() > 1:
+    workers = tf_config_workers() if name in ("auto", "multi_worker") and not tpu else 0
+    if name == "auto" and workers > 1:
         name = "multi_worker"
     if name == "multi_worker":
         # Before anything starts TensorFlow's runtime (listing devices does):

@@ -319,10 +319,17 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
     Returns:
         0 when the search finished, else the failing process's exit status.
     """
+    import functools
     import subprocess
 
     from keras_swish.recipes.compare import _gpu_count, _pinning
-    from keras_swish.recipes.launch import _stop, free_ports, supervise
+    from keras_swish.recipes.launch import (
+        _stop,
+        child_setup,
+        free_ports,
+        stop_on_termination,
+        supervise,
+    )
 
     if workers < 1:
         raise UsageError(f"--workers must be at least 1. Received: --workers {workers}")
@@ -343,32 +350,43 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
     )
     gpus = _gpu_count()
     processes, names, logs_of = [], [], []
-    try:
-        chief_env = dict(base, KERASTUNER_TUNER_ID="chief", CUDA_VISIBLE_DEVICES="")
-        processes.append(subprocess.Popen(command, env=chief_env))
-        names.append("chief")
-        logs_of.append(None)  # its output is this command's
-        for index in range(workers):
-            env_changes, cores = _pinning(index, workers, gpus)
-            name = f"tuner{index}"
-            log = open(os.path.join(logs, f"{name}.log"), "a", encoding="utf-8")
+    parent = os.getpid()
+    with stop_on_termination():
+        try:
+            chief_env = dict(base, KERASTUNER_TUNER_ID="chief", CUDA_VISIBLE_DEVICES="")
             processes.append(
                 subprocess.Popen(
-                    command,
-                    env=dict(base, KERASTUNER_TUNER_ID=name, **env_changes),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=(lambda c=cores: os.sched_setaffinity(0, c)) if cores else None,
+                    command, env=chief_env, preexec_fn=functools.partial(child_setup, None, parent)
                 )
             )
-            log.close()
-            names.append(name)
-            logs_of.append(os.path.join(logs, f"{name}.log"))
-        # The chief ends once the search is over and no trial runs: a worker still
-        # waiting for it then (one that started late) has nothing left to do.
-        return supervise(
-            processes, names, logs_of, "search", poll_s, done_when_first_ends=_LATE_WORKER_GRACE_S
-        )
-    except BaseException:
-        _stop(processes)
-        raise
+            names.append("chief")
+            logs_of.append(None)  # its output is this command's
+            for index in range(workers):
+                env_changes, cores = _pinning(index, workers, gpus)
+                name = f"tuner{index}"
+                log = open(os.path.join(logs, f"{name}.log"), "a", encoding="utf-8")
+                processes.append(
+                    subprocess.Popen(
+                        command,
+                        env=dict(base, KERASTUNER_TUNER_ID=name, **env_changes),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=functools.partial(child_setup, cores, parent),
+                    )
+                )
+                log.close()
+                names.append(name)
+                logs_of.append(os.path.join(logs, f"{name}.log"))
+            # The chief ends once the search is over and no trial runs: a worker still
+            # waiting for it then (one that started late) has nothing left to do.
+            return supervise(
+                processes,
+                names,
+                logs_of,
+                "search",
+                poll_s,
+                done_when_first_ends=_LATE_WORKER_GRACE_S,
+            )
+        except BaseException:
+            _stop(processes)
+            raise
