@@ -297,6 +297,7 @@ def test_launch_bad_input_exits_2(capsys):
         (["--strat", "mirrored"], "--strat"),  # argparse takes a prefix
         (["--tpu", "local"], "--tpu"),
         (["--set", "train.strategy=mirrored"], "train.strategy=mirrored"),
+        (["--set=train.tpu=local"], "--set=train.tpu=local"),
     ):
         assert main(["launch", "--workers", "2", "mobilenet", *extra]) == 2, extra
         err = capsys.readouterr().err

@@ -448,7 +448,8 @@ def add_subcommands(subparsers):
             "TF_CONFIG naming all of them on free 127.0.0.1 ports, so that they train "
             "together under MultiWorkerMirroredStrategy (worker 0 is the chief and writes "
             "the run folder). Streams the chief's output; stops every worker when one "
-            "fails. Re-running the same command resumes the run."
+            "fails or when this command is stopped (even by kill -9). Re-running the same "
+            "command resumes the run."
         ),
     )
     launch.add_argument("--workers", type=int, required=True, metavar="N", help="at least 2")

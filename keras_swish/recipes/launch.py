@@ -174,12 +174,12 @@ def launch(workers, train_args, poll_s=0.5):
     if not train_args or train_args[0].startswith("-"):
         raise UsageError("launch needs an experiment or recipe, e.g. launch --workers 2 mobilenet")
     for arg in train_args:
-        flag = arg.partition("=")[0]
+        flag, _, value = arg.partition("=")
         # Also the prefixes argparse takes (--strat, --tp), and the keys of --set.
         if (
             (flag.startswith("--str") and "--strategy".startswith(flag))
             or (flag.startswith("--tp") and "--tpu".startswith(flag))
-            or arg.startswith(("train.strategy=", "train.tpu="))
+            or (value if flag == "--set" else arg).startswith(("train.strategy=", "train.tpu="))
         ):
             raise UsageError(
                 "launch sets the strategy (multi_worker, through TF_CONFIG and "
