@@ -81,7 +81,8 @@ class BetaMonitor(keras.callbacks.Callback):
     not from a counter of this callback: the epoch number (so pass
     `initial_epoch` when resuming, as for TensorBoard), or with an integer
     `update_freq` the optimizer's iteration count (restored with the
-    optimizer's state). Only the chief writes: under `MirroredStrategy` the
+    optimizer's state), read when `fit` starts and ends and counted in
+    between. Only the chief writes: under `MirroredStrategy` the
     one process, under `MultiWorkerMirroredStrategy` the chief task (or
     worker 0). A model without any β layer gets one warning and no summaries.
 
@@ -162,6 +163,7 @@ class BetaMonitor(keras.callbacks.Callback):
         self._chief = True
         self._last_step = None
         self._seen_step = 0
+        self._epoch_start = 0
         if self.update_freq != "epoch":
             # Only then: a batch hook turns off Keras's asynchronous dispatch.
             self.on_train_batch_end = self._on_train_batch_end
@@ -187,6 +189,9 @@ class BetaMonitor(keras.callbacks.Callback):
         if self.probe is not None:
             self._capture(named)  # Fails now, not after an epoch, on a bad probe.
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._seen_step
+
     def on_epoch_end(self, epoch, logs=None):
         if self.update_freq == "epoch":
             self._write(int(epoch))
@@ -194,9 +199,13 @@ class BetaMonitor(keras.callbacks.Callback):
     def _on_train_batch_end(self, batch, logs=None):
         if not self._chief:
             return
-        step = self._iterations()
-        # Crossed a multiple of N (one batch callback may cover several steps
-        # with steps_per_execution > 1).
+        # Counted from the optimizer's step at the start of `fit`, not read from
+        # it: on JAX, `self.model` syncs the whole training state into the model
+        # (Keras's Callback.model), which every batch would slow training down.
+        # `batch` is the epoch's last step so far (0-based; several steps per
+        # callback with steps_per_execution > 1).
+        step = self._epoch_start + int(batch) + 1
+        # Crossed a multiple of N.
         crossed = step // self.update_freq > self._seen_step // self.update_freq
         self._seen_step = step
         if crossed:

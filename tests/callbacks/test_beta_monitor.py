@@ -170,6 +170,23 @@ def test_update_freq_steps_follow_optimizer_iterations(tmp_path):
 
 
 @pytest.mark.all_backends
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's training-state sync")
+def test_update_freq_does_not_sync_the_jax_state_every_step(tmp_path):
+    """Reading `Callback.model` on JAX copies the training state into the model;
+    BetaMonitor(update_freq=N) does it when it writes, not at every step."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 4)).astype("float32"), rng.normal(size=(120, 1))
+    model = small_model()
+    syncs = []
+    keras_sync = model.jax_state_sync
+    model.jax_state_sync = lambda: syncs.append(1) or keras_sync()
+    model.fit(x, y, batch_size=4, callbacks=[BetaMonitor(tmp_path, 10)], verbose=0)  # 30 steps
+    events = read_events(str(tmp_path / "beta"))
+    assert [step for step, _ in events["beta/all"]] == [10, 20, 30]
+    assert len(syncs) <= 12, len(syncs)  # 40 when it read the optimizer's step every batch
+
+
+@pytest.mark.all_backends
 @pytest.mark.parametrize("policy", ["bfloat16", "mixed_bfloat16"])
 def test_bfloat16_models_are_monitored(policy, tmp_path):
     """β in bfloat16 (PyTorch's `.numpy()` refuses it) and bfloat16 probe inputs."""
