@@ -18,6 +18,7 @@ import pytest
 
 from keras_swish.recipes.core.run_state import RunLock
 from keras_swish.recipes.launch import free_ports, tf_config
+from tests.recipes.run_checks import alive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ["mobilenet", "--epochs", "3", "--steps-per-epoch", "4", "--verbose", "2"]
@@ -304,15 +305,6 @@ def test_launch_bad_input_exits_2(capsys):
         assert "launch sets the strategy" in err and f"leave out {named}." in err, err
 
 
-def _alive(pid):
-    """Whether `pid` runs (a zombie nobody has reaped yet counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_killed_launcher_takes_its_workers_with_it(sig, tmp_path):
@@ -343,14 +335,14 @@ def test_a_killed_launcher_takes_its_workers_with_it(sig, tmp_path):
         expected = -signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM
         assert launcher.returncode == expected, (tmp_path / "launcher.log").read_text()[-2000:]
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in workers):
-            assert time.monotonic() < deadline, f"orphans: {[p for p in workers if _alive(p)]}"
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"orphans: {[p for p in workers if alive(p)]}"
             time.sleep(0.2)
     finally:
         if launcher.poll() is None:
             launcher.kill()
         for pid in workers:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     RunLock(str(run)).release()  # free for the same command again
     assert json.loads(state.read_text())["epoch"] < 1000

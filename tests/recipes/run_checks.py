@@ -64,3 +64,21 @@ def assert_loads_anywhere(run, tolerance=1e-4):
                     reported[metric],
                 )
     return measured
+
+
+def alive(pid):
+    """Whether process `pid` runs: one of its threads has not ended yet (its main
+    thread, a zombie nobody has reaped yet, ends first; the others still hold
+    its files, a run folder's lock among them)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/status") as f:
+                if "\nState:\tZ" not in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+    return False

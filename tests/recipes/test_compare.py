@@ -23,7 +23,7 @@ from keras_swish.recipes.compare import (
     write_results,
 )
 from keras_swish.recipes.core import runner
-from tests.recipes.run_checks import ROOT
+from tests.recipes.run_checks import ROOT, alive
 
 # --- statistics ----------------------------------------------------------------
 
@@ -234,17 +234,9 @@ def _lock_holders(output):
     for root, _, files in os.walk(output):
         if ".lock" in files and not _completed(root):
             text = open(os.path.join(root, ".lock")).read().strip()
-            if text and _alive(int(text)):
+            if text and alive(int(text)):
                 holders[int(text)] = root
     return holders
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()  # a zombie has ended
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.slow
@@ -281,7 +273,7 @@ def test_kill_9_mid_comparison_then_the_same_command_finishes_it(tmp_path):
         first.wait()
     assert running, "no run was training when the comparison was killed"
     deadline = time.monotonic() + 60
-    while any(_alive(pid) for pid in running):
+    while any(alive(pid) for pid in running):
         assert time.monotonic() < deadline, f"orphaned runs still alive: {running}"
         time.sleep(0.2)
     # Stopped, not left to finish on its own (it had its model, 3 steps and the final

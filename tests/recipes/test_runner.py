@@ -97,10 +97,8 @@ def test_a_kill_inside_an_epoch_commit_loses_nothing_committed(
     assert [e["epoch"] for e in resumed.history] == list(range(1, epochs_after + 1))
 
 
-def test_an_epoch_is_on_the_disk_before_its_commit(tmp_path, monkeypatch):
-    """After a lost machine (not only a killed process) no commit names a lost file."""
-    from keras_swish import files
-
+def _record_disk_events(monkeypatch):
+    """Every `os.fsync` (the path synced) and `os.replace` (its target), in order."""
     events = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -112,9 +110,14 @@ def test_an_epoch_is_on_the_disk_before_its_commit(tmp_path, monkeypatch):
         events.append(("replace", os.path.realpath(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(files.os, "fsync", fsync)
-    monkeypatch.setattr(files.os, "replace", replace)
-    monkeypatch.setattr("keras_swish.recipes.core.run_state.os.replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def test_an_epoch_is_on_the_disk_before_its_commit(tmp_path, monkeypatch):
+    """After a lost machine (not only a killed process) no commit names a lost file."""
+    events = _record_disk_events(monkeypatch)
     state = RunState(str(tmp_path))
     _commit(state, FakeModel(), 1, 0.5)
     run = os.path.realpath(tmp_path)
@@ -215,19 +218,7 @@ def test_more_epochs_are_refused_where_they_would_change_the_trained_schedule(tm
 
 def test_final_keras_is_on_the_disk_before_the_run_is_complete(tmp_path, monkeypatch):
     """After a lost machine a run marked `completed` never points to a lost final.keras."""
-    events = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src, dst):
-        events.append(("replace", os.path.realpath(dst)))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = _record_disk_events(monkeypatch)
     run = tmp_path / "run"
     args = ["train", "mobilenet", "--epochs", "1", "--steps-per-epoch", "2", "--verbose", "0"]
     assert main([*args, "--output", str(run)]) == 0
