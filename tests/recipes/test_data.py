@@ -115,6 +115,25 @@ def test_pass_order_starts_at_the_resume_position_without_reading_before_it():
     assert sorted(values) == list(range(100)) and values != list(range(100))
 
 
+def test_a_streamed_pass_resumes_anywhere_and_leaves_out_other_examples_each_pass():
+    from keras_swish.recipes.data.order import Raw, pass_order
+
+    # 90 records in windows of 16 (the last one 10), 84 used a pass (whole batches).
+    raw = Raw(tf.data.Dataset.range(90).map(lambda x: (x,)), 90, False)
+
+    def read(p, start=0):
+        stream = pass_order(raw, tf.constant(p, tf.int64), 0, tf.constant(start, tf.int64), 84, 16)
+        return [(int(position), int(value[0])) for position, value in stream]
+
+    full = read(3)
+    assert [position for position, _ in full] == list(range(84))
+    for start in (1, 15, 16, 17, 47, 80, 83):  # inside, at and past window edges
+        assert read(3, start) == full[start:]
+    left_out = [set(range(90)) - {value for _, value in read(p)} for p in range(4)]
+    assert all(len(out) == 6 and out <= set(range(80, 90)) for out in left_out)
+    assert len({tuple(sorted(out)) for out in left_out}) > 1  # not the same records each pass
+
+
 def test_class_folders(tmp_path):
     rng = np.random.default_rng(0)
     for split, count in (("train", 3), ("validation", 2)):

@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import math
 import os
 import types
 
@@ -569,6 +570,47 @@ def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
         _check_batches(data, config)
     cached = list((tmp_path / "keras_swish_sentencepiece").glob("*.model"))
     assert len(cached) == 1 and (tmp_path / "run" / "sentencepiece.model").exists()
+
+
+def _sources(dataset):
+    """The source sentences (token ids) of a batched translation dataset, in order."""
+    batches = dataset.as_numpy_iterator()
+    return [tuple(row[row > 0]) for inputs, _, _ in batches for row in inputs["source"]]
+
+
+def test_short_epochs_of_a_streamed_split_read_on_through_its_passes(monkeypatch, tmp_path):
+    # WMT14's epochs are 1,000 steps, a fraction of a pass over its TFDS records
+    # (a stream, shuffled in windows): each epoch must go on where the one
+    # before it stopped, not read the first windows of the file again.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    spec = text_data.parse_data_spec("tfds:wmt14_translate/de-en")
+    config = _data_config(
+        data_dir=str(tmp_path), max_length=64, tokens_per_batch=256, shuffle_buffer=16
+    )
+    steps = 3
+    with tfds.testing.mock_data(num_examples=400):
+        data = text_data.make_translation_data(
+            spec, config, str(tmp_path / "run"), batch_size=8, seed=0
+        )
+        epochs = [_sources(data.train(e, steps).take(steps)) for e in range(6)]
+        first_pass = math.ceil(data.steps_per_pass / steps)  # epochs that make a pass
+        seen = set()
+        for e in range(first_pass):
+            seen |= set(_sources(data.train(e, steps).take(steps)))
+        everything = set(_sources(data.train().take(data.steps_per_pass)))
+        whole = list(data.train(0, steps).take(5 * steps).as_numpy_iterator())
+        resumed = list(data.train(3, steps).take(steps).as_numpy_iterator())
+    assert data.steps_per_pass >= 30
+    # Beyond the bucketing's read-ahead at a boundary, no epoch repeats another.
+    for e in range(2, 6):
+        assert not set(epochs[e]) & set(epochs[0]), e
+    # Most of a pass is read (not all: at each boundary the pairs waiting in
+    # partly filled length buckets are dropped, many at 3 steps of <= 8 pairs).
+    assert len(seen) >= 0.6 * len(everything)
+    # And a resumed run still reads what an uninterrupted one reads.
+    assert all(_same_batch(a, b) for a, b in zip(resumed, whole[3 * steps :], strict=False))
+    assert len(resumed) == steps
 
 
 def _write_tfds_metadata(tfds, folder, splits, num_examples):

@@ -12,7 +12,8 @@ any position:
 - a streamed split (TFDS records) is read in file order and shuffled in
   windows of `window` records, each window by its own stateless
   permutation; starting at position k reads (does not decode) the first k
-  records of the pass.
+  records of the pass. A pass that uses fewer examples than the split holds
+  (whole batches) leaves out random ones of its last window(s).
 
 `tf.data.Dataset.shuffle` cannot do this: its seed must be a Python number,
 and its order at pass p depends on every pass before it.
@@ -68,12 +69,18 @@ def pass_order(raw, pass_index, seed, start, per_pass, window):
         order = tf.argsort(noise)
         return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(t, order) for t in block))
 
+    # The windows wholly before `start` are read and dropped unbatched; the
+    # examples past `per_pass` are cut after the shuffle, so the ones a pass
+    # leaves out are drawn from its last window(s), not always the same records
+    # (the whole last window when it holds fewer than those left out).
+    skipped = (start // count) * count
     stream = (
-        raw.examples.take(per_pass)
+        raw.examples.skip(skipped)
         .batch(count)
-        .enumerate()
+        .enumerate(start // count)
         .flat_map(shuffle_window)
-        .enumerate()
-        .skip(start)  # reads, does not decode: examples are still encoded here
+        .take(per_pass - skipped)
+        .enumerate(skipped)
+        .skip(start - skipped)  # reads, does not decode: examples are still encoded here
     )
     return stream

@@ -24,12 +24,17 @@ on the training text on first use and kept in the run folder (and, with
 begin, 3 end of sentence. Batches are bucketed by length so that each holds
 about `tokens_per_batch` tokens (padding included) on its longer side.
 
-Order: epoch k of a run reads a stream of passes over the training pairs
-whose order depends only on the seed and k (`keras_swish.recipes.data.order`),
-so a run resumed at epoch k starts as fast as a fresh one. Batches are
-planned by length, so where epoch k starts inside a pass cannot be known
-without tokenizing what comes before; each epoch therefore starts its own
-stream instead of continuing the previous epoch's pass.
+Order: the passes over the training pairs have orders that depend only on
+the seed and the pass (`keras_swish.recipes.data.order`), and the epochs
+read them one after the other: epoch k starts at pair k · steps_per_epoch ·
+(pairs per step), counted through the passes. Batches are planned by
+length, so where an epoch really ends cannot be known without tokenizing
+what comes before; the start is therefore the estimated one (pairs per
+step = training pairs / estimated steps of a pass). Each epoch is a
+function of the seed and k alone, so a run resumed at epoch k reads what
+an uninterrupted run reads; neighbouring epochs may share or skip the few
+pairs of a bucketed read-ahead at their boundary. With the default epochs
+of one pass, epoch k is pass k.
 """
 
 import dataclasses
@@ -574,16 +579,25 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
 
     def train(initial_epoch=0, steps_per_epoch=None):
         steps_per_epoch = steps_per_epoch or steps
+        # Training pairs (read, too long ones included) per step of the plan.
+        per_step = raw.count / steps
 
         def epoch_stream(epoch):
+            # Where this epoch starts in the endless stream of passes: after the
+            # pairs the epochs before it read (estimated). Not a new stream per
+            # epoch: with epochs shorter than a pass (WMT14's 1,000 steps), a
+            # streamed split would be read from its first records every epoch.
+            first = tf.cast(
+                tf.round(tf.cast(epoch * steps_per_epoch, tf.float64) * per_step), tf.int64
+            )
+            first_pass, offset = first // raw.count, first % raw.count
+
             def one_pass(pass_index):
-                # Stream key: (epoch, pass inside the epoch), distinct for any pass < 2^20.
-                ordered = pass_order(
-                    raw, epoch * 2**20 + pass_index, seed, 0, raw.count, config.shuffle_buffer
-                )
+                start = tf.where(pass_index == first_pass, offset, tf.constant(0, tf.int64))
+                ordered = pass_order(raw, pass_index, seed, start, raw.count, config.shuffle_buffer)
                 return ordered.map(lambda _, pair: pair)
 
-            pairs = tf.data.Dataset.range(2**20).flat_map(one_pass)
+            pairs = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(one_pass)
             pairs = pairs.map(encode, num_parallel_calls=auto).filter(fits)
             return _batched(pairs, boundaries, sizes).take(steps_per_epoch)
 
