@@ -216,6 +216,29 @@ def test_more_epochs_are_refused_where_they_would_change_the_trained_schedule(tm
     assert "already complete" in capsys.readouterr().out
 
 
+def test_the_schedule_check_holds_before_the_first_metrics_json(tmp_path):
+    # Killed right after its first commit, a run has no metrics.json yet (it
+    # notes the steps of a pass there): state.json must be enough to refuse
+    # more epochs of an SGD step schedule (a 1-epoch run drops its rate at
+    # 50 % and 75 % of its pass; a 4-epoch one keeps the peak there).
+    run = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-m", "keras_swish.recipes", "train", "resnet20", "--activation"]
+        + ["relu", "--epochs", "1", "--verbose", "0", "--output", str(run)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, **{faults.KILL_ENV: "epoch_committed:1"}),
+        timeout=900,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (run / "metrics.json").exists() and _state(run)["epoch"] == 1
+    flags = {"activation": "relu", "epochs": 4, "output": str(run)}
+    _, experiment, config = runner.resolve("resnet20", flags=flags)
+    with pytest.raises(UsageError, match="depends on its length"):
+        runner.check_output(experiment, config)
+
+
 def test_final_keras_is_on_the_disk_before_the_run_is_complete(tmp_path, monkeypatch):
     """After a lost machine a run marked `completed` never points to a lost final.keras."""
     events = _record_disk_events(monkeypatch)
@@ -419,7 +442,19 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     metrics = _metrics(run)
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4] and metrics["completed"]
     assert "epochs: 4" in (run / "config.yaml").read_text()
-    # Fewer epochs, or any other change, is another run.
+    # A longer run stopped before it finished (killed in epoch 5 of 6) can be
+    # taken back to the epochs it had: complete again, with its test metrics.
+    killed = _train(run, "--epochs", "6", kill_at="epoch_saved:5")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "epochs: 6" in (run / "config.yaml").read_text() and not _metrics(run)["completed"]
+    back = _train(run, "--epochs", "4")
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert _epochs_run(back) == []
+    metrics = _metrics(run)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4] and metrics["completed"]
+    assert metrics["best"]["test"]["test_top1"] > 0 and metrics["last"]["epoch"] == 4
+    assert "epochs: 4" in (run / "config.yaml").read_text()
+    # Fewer epochs than it trained, or any other change, is another run.
     shorter = _train(run, "--epochs", "2")
     assert shorter.returncode == 2 and "would shorten it" in shorter.stderr
     other = _train(run, "--epochs", "4", "--seed", "3")

@@ -191,11 +191,17 @@ class RunState:
                 os.remove(path)
         return rolled
 
-    def start_session(self, epoch):
-        """Notes that a session starts at epoch `epoch` (0-based) and saves the note."""
+    def start_session(self, epoch, steps_per_pass=None, steps=None):
+        """Notes that a session starts at epoch `epoch` (0-based) and saves the note.
+
+        `steps_per_pass` and `steps` (per epoch) are kept for the schedule check
+        of a later `--epochs` change, before `metrics.json` has them.
+        """
         self.record["sessions"].append(
             {"started_at_epoch": epoch + 1, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         )
+        if steps_per_pass is not None:
+            self.record.update(steps_per_pass=int(steps_per_pass), steps_per_epoch=int(steps))
         self.save()
 
     def commit_epoch(self, model, epoch, entry, monitor):

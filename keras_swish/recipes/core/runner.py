@@ -165,19 +165,19 @@ def check_output(experiment, config):
             whose learning rate at steps it trained more epochs would change.
     """
     old = _check_config(experiment, config)
-    if old is not None and old[_EPOCHS_KEY] < config.train.epochs:
+    if old is not None and old[_EPOCHS_KEY] != config.train.epochs:
         check_longer_schedule(experiment, config, old[_EPOCHS_KEY])
     return old
 
 
 def check_longer_schedule(experiment, config, old_epochs):
-    """Refuses more epochs where they change the learning rate of steps already trained.
+    """Refuses other epochs where they change the learning rate of steps already trained.
 
     An SGD step schedule falls at fractions of the run: a 182-epoch run ends
     at 1 % of its peak, and the same steps of a 300-epoch run are at 10 %, so
     continuing it would jump back up — a run that is neither. Schedules
     counted in passes over the data (RMSProp's, Vaswani's) are the same for
-    every length, and such runs continue.
+    every length, and such runs continue (or, stopped, go back to fewer).
 
     Raises:
         ConfigError: Naming the first step whose rate would change.
@@ -187,12 +187,18 @@ def check_longer_schedule(experiment, config, old_epochs):
     output = config.train.output
     header = read_json(os.path.join(output, "metrics.json")) or {}
     record = RunState(output, write=False).record
+    # The state's own note first: metrics.json lags the first commit after a kill.
+    steps_per_epoch = record.get("steps_per_epoch") or header.get("steps_per_epoch") or 0
+    steps_per_pass = record.get("steps_per_pass") or header.get("steps_per_pass")
     done = record.get("optimizer_iterations")  # steps taken (loss scaling skips some)
     if done is None:
-        done = int(record["epoch"]) * (header.get("steps_per_epoch") or 0)
-    steps_per_pass = header.get("steps_per_pass")
-    if not done or (steps_per_pass is None and config.train.steps_per_epoch is None):
-        return  # nothing trained, or a metrics.json a kill left behind its commit
+        done = int(record["epoch"]) * steps_per_epoch
+    if not done:
+        return  # nothing trained
+    if steps_per_pass is None:  # a run folder made before state.json noted it
+        if config.train.steps_per_epoch is None:
+            return
+        steps_per_pass = config.train.steps_per_epoch
     recipe = get_recipe(experiment.recipe)
     shorter = dataclasses.replace(
         config, train=dataclasses.replace(config.train, epochs=old_epochs)
@@ -256,10 +262,16 @@ def _check_config(experiment, config):
     if changed == [_EPOCHS_KEY] and new[_EPOCHS_KEY] > old[_EPOCHS_KEY]:
         return old
     if changed == [_EPOCHS_KEY]:
+        # Fewer epochs than config.yaml says, but not fewer than were trained: a
+        # longer run that was killed (or failed) is taken back to what it was.
+        trained = int(RunState(config.train.output, write=False).record.get("epoch") or 0)
+        if new[_EPOCHS_KEY] >= trained:
+            return old
+        of = f" ({trained} of them trained)" if trained < old[_EPOCHS_KEY] else ""
         raise ConfigError(
-            f"Output dir {config.train.output} holds a run of {old[_EPOCHS_KEY]} epochs; "
+            f"Output dir {config.train.output} holds a run of {old[_EPOCHS_KEY]} epochs{of}; "
             f"--epochs {new[_EPOCHS_KEY]} would shorten it. Re-run with --epochs "
-            f"{old[_EPOCHS_KEY]} or more, or choose another --output."
+            f"{trained} or more, or choose another --output."
         )
     if changed:
         details = ", ".join(f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in changed)
@@ -351,7 +363,9 @@ def train(recipe, experiment, config, verbose=1):
     old = _check_config(experiment, config)  # the schedule's part: after the strategy
     metrics_path = os.path.join(output, "metrics.json")
     previous = read_json(metrics_path) if old is not None else None
-    extending = old is not None and old[_EPOCHS_KEY] < config.train.epochs
+    # More epochs than config.yaml says (or fewer, back to what a longer run
+    # that was stopped had trained): config.yaml is rewritten.
+    resized = old is not None and old[_EPOCHS_KEY] != config.train.epochs
     # Complete means complete for *these* epochs: a longer run killed after it
     # rewrote config.yaml, before metrics.json, must still train the rest.
     if previous and previous.get("completed") and trained_epochs(previous) >= config.train.epochs:
@@ -373,7 +387,7 @@ def train(recipe, experiment, config, verbose=1):
     precision = resolve_precision(config.train.precision, strategy_name)
     replicas = strategy.num_replicas_in_sync
     chief = is_chief(strategy)
-    if extending:
+    if resized:
         check_longer_schedule(experiment, config, old[_EPOCHS_KEY])
     _check_precision(output, previous, config.train.precision, precision)
     if config.train.batch_size % replicas:
@@ -411,7 +425,7 @@ def train(recipe, experiment, config, verbose=1):
 
         # Everything is checked: from here on the run's folder is written.
         os.makedirs(output, exist_ok=True)
-        if chief and (old is None or extending):
+        if chief and (old is None or resized):
             write_atomic(os.path.join(output, "config.yaml"), config_text(experiment, config))
         faults.point("configured")
 
@@ -463,7 +477,7 @@ def train(recipe, experiment, config, verbose=1):
         if initial_epoch < config.train.epochs:
             if initial_epoch:
                 print(f"Resuming at epoch {initial_epoch + 1} of {config.train.epochs}.")
-            state.start_session(initial_epoch)
+            state.start_session(initial_epoch, steps_per_pass=data.steps_per_pass, steps=steps)
             # The commit first, then the curves: a kill while an epoch is saved
             # (seconds) must not leave its points in TensorBoard (both callbacks
             # flush every epoch), to be drawn a second time when the resumed run
