@@ -69,6 +69,7 @@ def test_inception_resnet_v2_imagenet_is_tf_slims():
     assert (opt.decay_rate, opt.decay_epochs) == (0.94, 2.0)
     assert (opt.learning_rate, opt.base_batch_size, opt.warmup_epochs) == (0.15, 256, 3.0)
     assert config.train.batch_size == 640 and peak_learning_rate(config) == pytest.approx(0.375)
+    assert opt.decay_after_warmup  # inception_v4.py: initial_learning_rate /= 0.94 ** (3 / 2)
     # inception_resnet_v2_arg_scope: weight_decay, batch_norm_decay, batch_norm_epsilon.
     assert (model.weight_decay, model.batchnorm_momentum, model.batchnorm_epsilon) == (
         4e-5,
@@ -90,7 +91,7 @@ def _model_garden_lr(step, peak, warmup, decay_steps, rate):
     "name, peak, warmup_epochs, decay_epochs, rate",
     [
         ("mobilenet/imagenet", 0.008 * (4096 // 128), 5, 2.5, 0.98),
-        ("inception_resnet_v2/imagenet", 0.15 * 640 / 256, 3, 2.0, 0.94),
+        ("inception_resnet_v2/imagenet", 0.15 * 640 / 256 / 0.94**1.5, 3, 2.0, 0.94),
     ],
 )
 def test_image_schedules_at_fixed_fractions(name, peak, warmup_epochs, decay_epochs, rate):
@@ -107,6 +108,34 @@ def test_image_schedules_at_fixed_fractions(name, peak, warmup_epochs, decay_epo
         # 500 epochs of ×0.98 per 2.5 epochs: 1.8 % of the peak at the end, not 4e-6.
         assert schedule_points(schedule, total)[-1][2] / peak == pytest.approx(0.98**199, rel=1e-4)
         assert schedule_points(schedule, total)[2][2] / peak > 0.1  # halfway: 0.98^100
+
+
+def _tpu_inception_v4_lr(step, batch_size):
+    """tensorflow/tpu models/experimental/inception/inception_v4.py's rate, written out."""
+    batches_per_epoch = 1281167 / batch_size
+    initial = 0.15 * batch_size / 256  # learning_rate * train_batch_size / 256
+    initial /= 0.94 ** ((2 + 1) / 2)  # (warmup_epochs + cold_epochs) / decay_epochs
+    epoch = int(step / batches_per_epoch)
+    if epoch < 1:  # cold_epochs: cold_learning_rate
+        rate = 0.001
+    elif epoch < 3:
+        rate = epoch * initial / 3
+    else:
+        rate = initial * 0.94 ** math.floor(step / int(2 * batches_per_epoch))
+    return max(rate, 0.0001 * initial)
+
+
+def test_inception_resnet_v2_rates_are_the_tpu_scripts_after_the_warm_up():
+    recipe, _, config = runner.resolve("inception_resnet_v2/imagenet")
+    steps_per_pass = IMAGENET // config.train.batch_size
+    schedule = recipe.make_schedule(config, steps_per_pass)
+    # From epoch 4 on (the warm-up differs: linear from 0 here, stepped there),
+    # in the middle of each decay period (there 2 × 2001.8 steps, here 2 × 2001).
+    for period in range(2, config.train.epochs // 2):
+        step = (2 * period + 1) * steps_per_pass
+        expected = _tpu_inception_v4_lr(step, config.train.batch_size)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5), step
+    assert float(schedule(3 * steps_per_pass)) == pytest.approx(0.3868, abs=1e-4)
 
 
 def test_schedule_counts_passes_not_steps_per_epoch():

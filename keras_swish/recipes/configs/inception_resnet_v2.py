@@ -25,9 +25,12 @@ or 50 (Inception-v3) replicas, at 0.045 per replica. The learning rate here
 is the one of the public synchronous version of that recipe,
 tensorflow/tpu models/experimental/inception/inception_v4.py (same RMSProp,
 decay and weight decay): 0.15 per 256 images, after 3 epochs of warm-up
-(its `cold_epochs` 1 + `warmup_epochs` 2; here linear from 0). At the
-default global batch of 640 the peak is 0.375 — scaling the asynchronous
-0.045 per 32 images linearly would give 0.9, 2.4 times that. That script
+(its `cold_epochs` 1 + `warmup_epochs` 2; here linear from 0), divided as
+there by 0.94^(3/2) so that the decay goes on from the warm-up's end: at
+the default global batch of 640, 0.375 / 0.94^1.5 = 0.4115 decayed ×0.94
+every 2 epochs, 0.387 after the warm-up (epoch 4) — the same rates as that
+script from then on. Scaling the papers' asynchronous 0.045 per 32 images
+linearly would give 0.9. That script
 also keeps an exponential moving average of the weights (0.995) for
 evaluation, which this recipe does not. 100 epochs. The paper tried 3
 learning rates per activation (`--set optimizer.learning_rate=...`, per
@@ -76,6 +79,7 @@ class Config:
             warmup_epochs=3.0,  # tpu inception_v4.py: cold_epochs 1 + warmup_epochs 2
             decay_rate=0.94,  # learning_rate_decay_factor
             decay_epochs=2.0,  # num_epochs_per_decay
+            decay_after_warmup=True,  # tpu: initial_learning_rate /= 0.94 ** (3 / 2)
         )
     )
     train: TrainConfig = dataclasses.field(
@@ -122,6 +126,7 @@ register_experiment(
                 "warmup_epochs": 0.06,
                 "decay_epochs": 0.12,
                 "decay_rate": 0.8,
+                "decay_after_warmup": False,
             },
             "train": {"epochs": 2, "steps_per_epoch": 15, "batch_size": 32},
         },

@@ -53,6 +53,11 @@ class RMSPropConfig:
     warmup_epochs: float = 5.0
     decay_rate: float = 0.94
     decay_epochs: float = 2.5
+    # Divide the rate by decay_rate^(warmup_epochs / decay_epochs), so that the
+    # decay goes on from the end of the warm-up as if it started there
+    # (tensorflow/tpu inception_v4.py: "Adjust the initial learning rate for
+    # warmup"); Model Garden's LinearWarmup does not.
+    decay_after_warmup: bool = False
 
 
 @dataclasses.dataclass
@@ -208,8 +213,11 @@ def make_schedule(config, steps_per_pass):
             boundaries = [opt.warmup_steps] + [max(b, opt.warmup_steps + 1) for b in boundaries]
             values = [peak * opt.warmup_factor] + values
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    peak = peak_learning_rate(config)
+    if opt.decay_after_warmup:
+        peak /= opt.decay_rate ** (opt.warmup_epochs / opt.decay_epochs)
     return WarmupExponentialDecay(
-        peak=peak_learning_rate(config),
+        peak=peak,
         warmup_steps=round(opt.warmup_epochs * steps_per_pass),
         decay_steps=round(opt.decay_epochs * steps_per_pass),
         decay_rate=opt.decay_rate,
