@@ -139,6 +139,31 @@ def test_a_folder_of_another_search_is_refused(tmp_path):
         other.reload()
 
 
+@pytest.mark.parametrize("resumed_as", ["tuner0", "chief"])
+def test_a_search_resumed_with_or_without_workers_reloads_its_oracle(
+    resumed_as, tmp_path, monkeypatch
+):
+    # Begun in one process (its tuner file: tuner0.json) or as the chief of
+    # --workers (chief.json), resumed the other way: the saved oracle is reloaded,
+    # not replaced by a fresh one saved over it.
+    from keras_swish.recipes.search.tuner import ChildTuner
+
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    done = first.create_trial("tuner0")
+    _finish(first, done, 0.3)
+    saved = (tmp_path / "search" / "oracle.json").read_text()
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", resumed_as)
+    if resumed_as == "chief":
+        monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+        monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    oracle = oracles.ExhaustiveOracle(SearchSpace(units=1, **TINY))
+    ChildTuner(oracle, "resnet20", {}, directory=str(tmp_path), project_name="search")
+    assert oracle.trials[done.trial_id].status == "COMPLETED"
+    assert (tmp_path / "search" / "oracle.json").read_text() == saved
+    rest = _drive(oracle)
+    assert sorted([done.hyperparameters.values["formula"], *rest]) == sorted(TINY_TRAINED)
+
+
 def test_random_oracle_is_seeded_and_stops_at_max_trials(tmp_path):
     space = SearchSpace(units=2)
     a = _oracle(oracles.RandomOracle, tmp_path / "a", space=space, max_trials=6, seed=3)

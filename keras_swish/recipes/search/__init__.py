@@ -206,14 +206,25 @@ def _check_settings(output, settings):
     return mine, changed
 
 
-def _drop_children(output):
-    """Removes every trial's child run folder (trained with settings now replaced)."""
+def _drop_search(output):
+    """Removes what a search with other settings left: its oracle, tuners, trials, reports.
+
+    Only when none of its children finished (`_check_settings`); `search.json`
+    is rewritten with the new settings, other files in the folder stay.
+    """
     import shutil
 
     for name in os.listdir(output):
-        child = os.path.join(output, name, "child")
-        if name.startswith("trial_") and os.path.isdir(child):
-            shutil.rmtree(child)
+        path = os.path.join(output, name)
+        if name.startswith("trial_") and os.path.isdir(path):
+            shutil.rmtree(path)
+        elif (
+            name in ("oracle.json", "chief.json", "curves.png", "rewards.png")
+            or (name.startswith("tuner") and name.endswith(".json"))
+            or (name.startswith("controller-") and name.endswith(".npz"))
+            or (name.startswith("leaderboard.") and name.split(".")[-1] in ("json", "csv", "md"))
+        ):
+            os.remove(path)
 
 
 def search(space, settings, output, stream=sys.stdout):
@@ -250,6 +261,10 @@ def search(space, settings, output, stream=sys.stdout):
         file=stream,
         flush=True,
     )
+    if holds_oracle and changed:
+        # No child finished: the search starts again with the new settings (its
+        # oracle too: a reloaded one would go on with the old seed's draws).
+        _drop_search(output)
     try:
         tuner = ChildTuner(
             oracle,
@@ -263,8 +278,6 @@ def search(space, settings, output, stream=sys.stdout):
     except keras_tuner.errors.FatalError as error:  # another strategy's or space's folder
         raise UsageError(str(error)) from None
     if holds_oracle:  # the folder is this search's: it may be written
-        if changed:  # no child finished: those begun are retried with the new settings
-            _drop_children(output)
         os.makedirs(output, exist_ok=True)
         write_atomic(os.path.join(output, "search.json"), json.dumps(header, indent=2))
     try:

@@ -64,6 +64,7 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         self.flags = dict(flags)
         self.overrides = overrides or {}
         self.config_file = config_file
+        _reload_where_the_oracle_is(directory, project_name)
         super().__init__(oracle, directory=directory, project_name=project_name)
 
     def child_config(self, formula, output):
@@ -119,6 +120,27 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if not self._is_worker():
             self.oracle.save()
         write_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+
+def _reload_where_the_oracle_is(directory, project_name):
+    """Makes KerasTuner reload a search whose oracle is saved, whoever saved it.
+
+    `BaseTuner` reloads only when this process's own tuner file exists
+    (`<KERASTUNER_TUNER_ID>.json`, an empty state): `tuner0.json` for a search
+    in one process, `chief.json` for the chief of `--workers`. A search begun
+    one way and resumed the other found no file of its own, started a fresh
+    oracle and saved it over `oracle.json` (and the RNN controller's weights).
+    The oracle's file is what says a search is here: the process that holds
+    the oracle gets its tuner file written first.
+    """
+    from keras_tuner.src.distribute import utils
+
+    if utils.has_chief_oracle() and not utils.is_chief_oracle():
+        return  # a worker: the chief holds the oracle
+    project = os.path.join(str(directory or "."), project_name or "untitled_project")
+    mine = os.path.join(project, f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json")
+    if os.path.exists(os.path.join(project, "oracle.json")) and not os.path.exists(mine):
+        write_atomic(mine, json.dumps({}))
 
 
 def _prune(output):
