@@ -82,3 +82,21 @@ def alive(pid):
         except FileNotFoundError:
             pass
     return False
+
+
+def record_disk_events(monkeypatch):
+    """Every `os.fsync` (the path synced) and `os.replace` (its target), in order."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.realpath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from keras_swish.cli import main
+from keras_swish.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,6 +44,17 @@ def cli(*args, timeout=900):
         (["train", "mobilenet", "--set", "train.steps_per_epoch=x"], "'train.steps_per_epoch'"),
         (["train", "mobilenet", "--data", "folder:/no/such/dir"], "is not a directory"),
         (["train", "mobilenet", "--epochs", "0"], "'train.epochs' must be at least 1"),
+        # NumPy's seed is 32 bits: these failed after the run folder was made.
+        (["train", "mobilenet", "--seed", "-1"], "'train.seed' must be in [0, 2**32)"),
+        (["train", "mobilenet", "--seed", str(2**32)], "'train.seed' must be in [0, 2**32)"),
+        (
+            ["train", "resnet20", "--set", "optimizer.decay_at=[0.5,0.75"],
+            "--set optimizer.decay_at=[0.5,0.75: the value is not valid YAML",
+        ),
+        (
+            ["train", "mobilenet", "--set", "train.output=runs/${USER}"],
+            "Cannot resolve the config: Interpolation key 'USER' not found",
+        ),
         (["evaluate", "/no/such/run"], "is not a run folder"),
         (["train", "mobilenet", "--tpu", "grpc://127.0.0.1:1"], "Cannot reach TPU"),
         (["train", "mobilenet", "--tpu", "no-such-tpu.invalid"], "Cannot reach TPU"),
@@ -194,3 +206,21 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["strategy"], metrics["replicas"], metrics["completed"]) == ("mirrored", 2, True)
+
+
+@pytest.mark.parametrize("error", ["NotFoundError", "InternalError"])
+def test_only_a_tpu_that_is_not_there_is_a_usage_error(error, monkeypatch):
+    # A TPU that was reached and then failed (an internal error, out of memory)
+    # keeps its traceback; one that is not there is a usage error.
+    import tensorflow as tf
+
+    from keras_swish.recipes.core import strategy
+
+    def initialize(resolver):
+        raise getattr(tf.errors, error)(None, None, "TPU failed")
+
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda resolver: None)
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", initialize)
+    expected = UsageError if error == "NotFoundError" else tf.errors.InternalError
+    with pytest.raises(expected, match="TPU failed"):
+        strategy._tpu_strategy(tf, "local")

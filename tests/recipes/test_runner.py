@@ -13,7 +13,7 @@ from keras_swish.cli import main
 from keras_swish.errors import UsageError
 from keras_swish.recipes.core import faults, runner
 from keras_swish.recipes.core.run_state import RunState
-from tests.recipes.run_checks import ROOT, assert_loads_anywhere
+from tests.recipes.run_checks import ROOT, assert_loads_anywhere, record_disk_events
 
 
 class FakeModel:
@@ -97,27 +97,9 @@ def test_a_kill_inside_an_epoch_commit_loses_nothing_committed(
     assert [e["epoch"] for e in resumed.history] == list(range(1, epochs_after + 1))
 
 
-def _record_disk_events(monkeypatch):
-    """Every `os.fsync` (the path synced) and `os.replace` (its target), in order."""
-    events = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src, dst):
-        events.append(("replace", os.path.realpath(dst)))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    return events
-
-
 def test_an_epoch_is_on_the_disk_before_its_commit(tmp_path, monkeypatch):
     """After a lost machine (not only a killed process) no commit names a lost file."""
-    events = _record_disk_events(monkeypatch)
+    events = record_disk_events(monkeypatch)
     state = RunState(str(tmp_path))
     _commit(state, FakeModel(), 1, 0.5)
     run = os.path.realpath(tmp_path)
@@ -241,7 +223,7 @@ def test_the_schedule_check_holds_before_the_first_metrics_json(tmp_path):
 
 def test_final_keras_is_on_the_disk_before_the_run_is_complete(tmp_path, monkeypatch):
     """After a lost machine a run marked `completed` never points to a lost final.keras."""
-    events = _record_disk_events(monkeypatch)
+    events = record_disk_events(monkeypatch)
     run = tmp_path / "run"
     args = ["train", "mobilenet", "--epochs", "1", "--steps-per-epoch", "2", "--verbose", "0"]
     assert main([*args, "--output", str(run)]) == 0

@@ -33,6 +33,7 @@ from keras_swish.recipes.tasks.decoding import (
 )
 from keras_swish.recipes.tasks.translation import TransformerConfig
 from tests.backend_utils import to_numpy
+from tests.recipes.run_checks import record_disk_events
 
 RECIPE = get_recipe("transformer_nmt")
 KIND = {
@@ -351,6 +352,25 @@ msgctxt "month name"
 msgid "May"
 msgstr "Mai"
 """
+
+
+def test_a_new_vocabulary_is_on_the_disk_before_it_is_in_place(tmp_path, monkeypatch):
+    # A run's config.yaml follows it and makes every resume trust the file: a
+    # lost machine must not leave an empty sentencepiece.model behind a rename.
+    events = record_disk_events(monkeypatch)
+    model = tmp_path / "run" / "sentencepiece.model"
+    words = ["Haus", "Baum", "Katze", "Hund", "klein", "groß", "rot", "grün"]
+    sentences = [" ".join(words[i:] + words[:i]) for i in range(8)] * 20
+    text_data.train_sentencepiece(sentences, str(model), vocab_size=40)
+    run = os.path.realpath(tmp_path / "run")
+    placed = events.index(("replace", f"{run}/sentencepiece.model"))
+    vocab = events.index(("replace", f"{run}/sentencepiece.vocab"))
+    assert vocab < placed
+    for name, index in (("sentencepiece.vocab", vocab), ("sentencepiece.model", placed)):
+        synced = [path for kind, path in events[:index] if kind == "fsync"]
+        assert any(os.path.basename(path).endswith(name) for path in synced), (name, events)
+    assert ("fsync", run) in events[placed + 1 :]
+    assert text_data.load_sentencepiece(str(model)).vocab_size() <= 40
 
 
 def test_po_catalog_reader(tmp_path):

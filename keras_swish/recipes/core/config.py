@@ -71,6 +71,8 @@ def validate_train(train):
         "at least 1 (or null for one pass over the data)",
     )
     check(train.batch_size >= 1, "train.batch_size", train.batch_size, "at least 1")
+    # keras.utils.set_random_seed seeds NumPy, which takes 32 bits.
+    check(0 <= train.seed < 2**32, "train.seed", train.seed, "in [0, 2**32)")
     check(
         0 <= train.label_smoothing < 1, "train.label_smoothing", train.label_smoothing, "in [0, 1)"
     )
@@ -145,12 +147,21 @@ def merge(config, layers):
             merged = OmegaConf.merge(merged, overrides)
         except OmegaConfBaseException as error:
             raise _error(error, source, merged) from None
-    return OmegaConf.to_object(merged)
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:  # an interpolation (${...}) or ??? left open
+        first = str(error).splitlines()[0]
+        raise ConfigError(
+            f"Cannot resolve the config: {first}. Give plain values: interpolations "
+            "(${...}) and ??? are not filled in here."
+        ) from None
 
 
 def parse_set(assignments):
     """`["optimizer.learning_rate=0.2", ...]` → overrides (null is None)."""
+    import yaml
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     for item in assignments or ():
         key, sep, _ = item.partition("=")
@@ -160,6 +171,11 @@ def parse_set(assignments):
                 "--set takes SECTION.KEY=VALUE, such as "
                 f"optimizer.learning_rate=0.2. Received: --set {item}"
             )
+        try:  # the value is YAML: a bracket left open is a usage error
+            OmegaConf.from_dotlist([item])
+        except (yaml.YAMLError, OmegaConfBaseException) as error:
+            first = str(error).splitlines()[0]
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({first}).") from None
     return OmegaConf.to_container(OmegaConf.from_dotlist(list(assignments or ())))
 
 

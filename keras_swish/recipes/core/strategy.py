@@ -136,7 +136,11 @@ def _probe(master):
         ):
             pass
     except OSError as error:
-        raise RuntimeError(f"{master} does not accept connections ({error})") from error
+        raise _Unreachable(f"{master} does not accept connections ({error})") from error
+
+
+class _Unreachable(RuntimeError):
+    """A TPU address that does not accept connections."""
 
 
 def _tpu_strategy(tf, tpu):
@@ -144,8 +148,9 @@ def _tpu_strategy(tf, tpu):
 
     TPUClusterResolver looks a name up through the Cloud TPU API and the GCE
     metadata server, which fails within seconds off Google Cloud; its errors
-    (URLError, ValueError, TensorFlow's NotFound/Unavailable) become one
-    message that says what `--tpu` takes.
+    (URLError, ValueError, TensorFlow's NotFound/Unavailable/DeadlineExceeded)
+    become one message that says what `--tpu` takes. Other errors of a TPU that
+    was reached (Internal, ResourceExhausted, ...) keep their traceback.
     """
     import urllib.error
 
@@ -156,13 +161,18 @@ def _tpu_strategy(tf, tpu):
         _probe(resolver.master())
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (urllib.error.URLError, ValueError, RuntimeError, tf.errors.OpError) as error:
+    except (urllib.error.URLError, ValueError, _Unreachable, *_not_found(tf)) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
             f"Cannot reach TPU {tpu or '(auto)'!r}: {reason}. --tpu takes the name of a Cloud "
             "TPU this machine can reach, its grpc://HOST:PORT address, or 'local' on a TPU VM."
         ) from error
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _not_found(tf):
+    """TensorFlow's errors for a TPU that is not there or does not answer."""
+    return (tf.errors.NotFoundError, tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
 
 
 def resolve_precision(precision, strategy_name):

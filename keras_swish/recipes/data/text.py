@@ -44,7 +44,6 @@ import importlib.util
 import math
 import os
 import re
-import shutil
 import tempfile
 
 import numpy as np
@@ -291,9 +290,9 @@ def train_sentencepiece(sentences, model_path, vocab_size, max_sentences=0, seed
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
         )
-        stem = os.path.splitext(model_path)[0]
-        shutil.copyfile(prefix + ".vocab", stem + ".vocab")
-        os.replace(prefix + ".model", model_path)  # last: its presence means done
+        # Each file synced before its rename, the model last (its presence means
+        # done): config.yaml, written next, makes a resume trust this file.
+        _copy_sentencepiece(prefix + ".model", model_path)
     return model_path
 
 
