@@ -312,6 +312,16 @@ def _retrain(args):
         raise UsageError(f"--retrain must be at least 1. Received: --retrain {args.retrain}")
     formulas = search.top_formulas(args.output, args.retrain)
     activations = ("relu", *(f"expr:{f}" for f in formulas))
+    if args.precision is None:
+        from keras_swish.recipes.core import runner
+
+        _, _, probe = runner.resolve(
+            args.experiment, config_file=args.config, overrides=parse_set(args.set)
+        )
+        if probe.train.precision == "auto":
+            # As the search trained them (`search.plan`): float32, not float16 on a
+            # GPU, where a formula checked finite in float64 can overflow.
+            args.precision = "float32"
     output = os.path.join(args.output, "retrain-" + args.experiment.replace("/", "-"))
     print(f"Retraining the top {len(formulas)} of {args.output} against relu: {output}")
     return _run_compare(args, [args.experiment], activations, output)

@@ -335,6 +335,10 @@ def test_finished_runs_count_only_with_the_epochs_and_settings_asked_for(tmp_pat
     [
         (["--activations", "relu,swish_bta"], "--activations takes 'paper' or distinct names"),
         (["--activations", "relu,relu"], "--activations takes 'paper' or distinct names"),
+        (  # two spellings of one formula: one run folder
+            ["--activations", "relu,expr:x*sigmoid(x),expr:sigmoid(x) * x"],
+            "(expr:x*sigmoid(x) and expr:sigmoid(x) * x are the same activation)",
+        ),
         (["--activations", "relu", "--seeds", "0"], "--seeds must be at least 1"),
         (["--activations", "gelu,swish"], "--baseline relu is not among --activations"),
         (["--activations", "relu", "--learning-rates", "0.1,x"], "--learning-rates takes"),
@@ -362,15 +366,42 @@ def test_an_output_url_is_refused(tmp_path, capsys, monkeypatch):
 def test_parallel_slots_get_their_own_devices(monkeypatch):
     from keras_swish.recipes import compare
 
-    assert compare._pinning(0, 1, gpus=4) == ({}, None)  # one at a time: everything
-    assert [compare._pinning(s, 3, gpus=2)[0] for s in range(3)] == [
+    assert compare._pinning(0, 1, gpus=["0", "1", "2", "3"]) == ({}, None)  # all of them
+    assert [compare._pinning(s, 3, gpus=["0", "1"])[0] for s in range(3)] == [
         {"CUDA_VISIBLE_DEVICES": "0"},
         {"CUDA_VISIBLE_DEVICES": "1"},
         {"CUDA_VISIBLE_DEVICES": "0"},
     ]
     monkeypatch.setattr(compare.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
-    cores = [compare._pinning(s, 2, gpus=0)[1] for s in range(2)]
+    cores = [compare._pinning(s, 2, gpus=[])[1] for s in range(2)]
     assert cores == [{0, 1}, {2, 3}]  # disjoint shares of the CPU
+
+
+@pytest.mark.parametrize(
+    "visible, expected",
+    [
+        ("4,5", ["4", "5"]),
+        ("GPU-1a2b, 3", ["GPU-1a2b", "3"]),
+        ("", []),
+        ("-1", []),
+        ("2,-1,3", ["2"]),
+    ],
+)
+def test_parallel_slots_share_only_the_gpus_the_user_left_visible(visible, expected, monkeypatch):
+    # nvidia-smi lists every GPU of the machine; a CUDA_VISIBLE_DEVICES mask is
+    # the user's (or a scheduler's) choice, and the slots stay inside it.
+    from keras_swish.recipes import compare
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(compare.subprocess, "run", _no_nvidia_smi)
+    assert compare._gpus() == expected
+    if expected:
+        pinned = [compare._pinning(s, 2, expected)[0]["CUDA_VISIBLE_DEVICES"] for s in range(2)]
+        assert pinned == [expected[0], expected[1 % len(expected)]]
+
+
+def _no_nvidia_smi(*args, **kwargs):
+    raise AssertionError("nvidia-smi must not decide when CUDA_VISIBLE_DEVICES is set")
 
 
 def test_learning_rates_of_the_transformer_scale_vaswanis_rate(tmp_path):

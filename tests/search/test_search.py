@@ -454,6 +454,9 @@ def test_retrain_hands_the_top_k_to_compare(tmp_path):
     (table,) = record["experiments"].values()
     assert list(table["activations"]) == ["relu", "expr:max(x, sigmoid(x))", "expr:x * sigmoid(x)"]
     assert "| expr:max(x, sigmoid(x)) |" in result.stdout or "max(x, sigmoid(x))" in result.stdout
+    # In the search's precision (float32), not `auto` (float16 on a GPU).
+    configs = list((folder / "retrain-resnet20").glob("*/*/seed0/config.yaml"))
+    assert len(configs) == 3 and all("precision: float32" in c.read_text() for c in configs)
 
 
 def test_exhaustive_walks_the_whole_space_past_long_runs_of_rejections(tmp_path):

@@ -264,7 +264,10 @@ def _check_config(experiment, config):
     if changed == [_EPOCHS_KEY]:
         # Fewer epochs than config.yaml says, but not fewer than were trained: a
         # longer run that was killed (or failed) is taken back to what it was.
-        trained = int(RunState(config.train.output, write=False).record.get("epoch") or 0)
+        # (metrics.json too: a search prunes its finished children's state.)
+        metrics = read_json(os.path.join(config.train.output, "metrics.json")) or {}
+        committed = RunState(config.train.output, write=False).record.get("epoch") or 0
+        trained = max(int(committed), trained_epochs(metrics))
         if new[_EPOCHS_KEY] >= trained:
             return old
         of = f" ({trained} of them trained)" if trained < old[_EPOCHS_KEY] else ""

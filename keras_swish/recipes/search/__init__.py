@@ -335,7 +335,7 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
     import functools
     import subprocess
 
-    from keras_swish.recipes.compare import _gpu_count, _pinning
+    from keras_swish.recipes.compare import _gpus, _pinning
     from keras_swish.recipes.launch import (
         _stop,
         child_setup,
@@ -361,7 +361,7 @@ def run_workers(workers, search_argv, output, poll_s=0.5):
         f"worker logs in {logs}",
         flush=True,
     )
-    gpus = _gpu_count()
+    gpus = _gpus()
     processes, names, logs_of = [], [], []
     parent = os.getpid()
     with stop_on_termination():
