@@ -4,6 +4,8 @@ Not public API. Used by the callbacks (`betas.json`, plots) and the training
 side (configs, metrics, the run state) alike.
 """
 
+import json
+import math
 import os
 import tempfile
 
@@ -57,3 +59,23 @@ def write_atomic(path, data):
             os.remove(tmp)
         raise
     fsync_path(directory)
+
+
+def json_text(value, indent=None):
+    """`value` as standard JSON: a NaN or infinite float is written `null`.
+
+    `json.dumps` writes them as bare `NaN` / `Infinity`, which Python reads
+    back but JSON itself (JavaScript, many tools) does not: a diverged run's
+    losses made its `metrics.json` unreadable there.
+    """
+
+    def finite(item):
+        if isinstance(item, float):
+            return item if math.isfinite(item) else None
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_swish.errors import UsageError
-from keras_swish.files import write_atomic
+from keras_swish.files import json_text, write_atomic
 
 SNAPSHOT_NAME = "betas.json"
 SNAPSHOT_FORMAT = "keras_swish.betas/1"
@@ -236,7 +236,7 @@ def write_snapshot(layers, directory, step):
     }
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, SNAPSHOT_NAME)
-    write_atomic(path, json.dumps(data))
+    write_atomic(path, json_text(data))
     return path
 
 

@@ -117,6 +117,28 @@ def test_tables_pick_the_learning_rate_on_validation_and_pair_by_seed(tmp_path):
     assert len(rows) == 6 and {r["activation"] for r in rows} == {"relu", "swish_beta"}
 
 
+def test_a_diverged_run_as_metrics_json_writes_it_is_a_nan_row(tmp_path):
+    # metrics.json is standard JSON: a NaN is written null. compare reads it
+    # back as NaN (the run counts, its median is NaN), and results.json is
+    # standard JSON too.
+    cells = []
+    for seed, test in enumerate([0.8, None]):
+        cell = Cell("preact_resnet164/cifar10", "relu", seed, None, str(tmp_path / f"r{seed}"))
+        _fake_run(cell.output, 0.8, test)
+        cells.append(cell)
+    table = collect(cells, "relu")["experiments"]["preact_resnet164/cifar10"]
+    row = table["activations"]["relu"]["test_top1"]
+    assert row["n"] == 2 and math.isnan(row["runs"][1]) and math.isnan(row["median"])
+    write_results(collect(cells, "relu"), str(tmp_path / "out"))
+    text = (tmp_path / "out" / "results.json").read_text()
+    json.loads(text, parse_constant=_refuse)  # no bare NaN
+    assert "null" in text
+
+
+def _refuse(name):
+    raise ValueError(f"{name} is not JSON")
+
+
 def test_table3_counts_experiments_where_swish_beats_each_baseline(tmp_path):
     cells = []
     # Swish's median against relu: above in a, equal as printed (80.0 %) in b, below in c.

@@ -443,6 +443,25 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     assert other.returncode == 2 and "train.seed (0 → 3)" in other.stderr
 
 
+def test_a_diverged_run_writes_standard_json(tmp_path, capsys):
+    # NaN losses: every JSON file of the run folder is still JSON (NaN → null;
+    # Python's bare NaN is refused by JavaScript and strict parsers).
+    run = tmp_path / "run"
+    args = ["train", "mobilenet", "--epochs", "2", "--steps-per-epoch", "2", "--verbose", "0"]
+    assert main([*args, "--set", "optimizer.learning_rate=1e30", "--output", str(run)]) == 0
+    files = sorted(run.rglob("*.json"))
+    assert {"metrics.json", "state.json"} <= {f.name for f in files}, files
+    for path in files:
+        json.loads(path.read_text(), parse_constant=_refuse)
+    metrics = json.loads((run / "metrics.json").read_text())
+    last = metrics["epochs"][-1]
+    assert last["loss"] is None and last["val_loss"] is None and metrics["completed"]
+
+
+def _refuse(name):
+    raise ValueError(f"{name} is not JSON")
+
+
 def test_a_run_folder_without_a_model_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="holds no model yet"):
         runner.model_path(str(tmp_path))

@@ -572,3 +572,19 @@ def test_controller_samples_waiting_for_a_running_trial_are_capped(tmp_path):
     given = len(oracle.history)
     _finish(oracle, trial, 0.6)
     assert oracle.history[given:] == [0.6] * (1 + oracles._MAX_WAITING_SAMPLES)
+
+
+@pytest.mark.parametrize("loss", [float("nan"), None])
+def test_a_diverged_child_gets_the_lowest_reward_in_memory_or_read_back(loss):
+    # A child's record is in memory (NaN) or read back from its metrics.json
+    # (null: standard JSON), when a resumed search finds it complete.
+    from keras_swish.recipes.search.tuner import _reward
+
+    record = {
+        "epochs": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": loss}],
+        "best": {"validation": {"val_top1": 0.4}},
+    }
+    reward, error = _reward(record, "val_top1")
+    assert reward == oracles.LOWEST_REWARD and error == "diverged: training loss nan in epoch 2"
+    for healthy in ({"epoch": 1, "loss": 1.0}, {"epoch": 1}):  # no loss logged: not diverged
+        assert _reward({"epochs": [healthy], "best": record["best"]}, "val_top1") == (0.4, None)

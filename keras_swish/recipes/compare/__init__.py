@@ -29,6 +29,7 @@ import sys
 import time
 
 from keras_swish.errors import UsageError
+from keras_swish.files import json_text
 from keras_swish.recipes.compare import stats
 from keras_swish.recipes.compare.paper import PAPER_METRIC, paper_numbers
 from keras_swish.recipes.launch import child_setup
@@ -358,8 +359,19 @@ def execute(cells, train_args, parallel=1, poll_s=1.0, stream=sys.stdout):
 
 
 def _metrics_of(cell):
+    """A run's metrics.json, its metrics' nulls (NaN written as JSON) NaN again."""
     with open(os.path.join(cell.output, "metrics.json"), encoding="utf-8") as f:
-        return json.load(f)
+        metrics = json.load(f)
+
+    def numbers(values):
+        return {k: math.nan if v is None else v for k, v in values.items()}
+
+    metrics["epochs"] = [numbers(e) for e in metrics.get("epochs") or ()]
+    for model in ("best", "last"):
+        for split in ("validation", "test"):
+            if (metrics.get(model) or {}).get(split) is not None:
+                metrics[model][split] = numbers(metrics[model][split])
+    return metrics
 
 
 def metric_names(metrics):
@@ -567,7 +579,7 @@ def write_results(results, output):
     from keras_swish.recipes.core.config import write_atomic
 
     os.makedirs(output, exist_ok=True)
-    write_atomic(os.path.join(output, "results.json"), json.dumps(results, indent=2))
+    write_atomic(os.path.join(output, "results.json"), json_text(results, indent=2))
     write_atomic(os.path.join(output, "results.csv"), results_csv(results))
     write_atomic(os.path.join(output, "results.md"), results_markdown(results))
 

@@ -16,8 +16,11 @@ import numpy as np
 
 
 def summary(values):
-    """`{"n", "median", "mean", "std", "runs"}` of a list of numbers (std: sample, ddof=1)."""
-    values = [float(v) for v in values]
+    """`{"n", "median", "mean", "std", "runs"}` of a list of numbers (std: sample, ddof=1).
+
+    A `None` (a NaN as `metrics.json` writes it) counts as NaN.
+    """
+    values = [math.nan if v is None else float(v) for v in values]
     array = np.asarray(values, dtype=np.float64)
     return {
         "n": len(values),

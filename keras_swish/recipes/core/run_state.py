@@ -31,7 +31,7 @@ import shutil
 import time
 
 from keras_swish.errors import UsageError
-from keras_swish.files import fsync_path
+from keras_swish.files import fsync_path, json_text
 from keras_swish.recipes.core import faults
 from keras_swish.recipes.core.config import write_atomic
 
@@ -274,4 +274,4 @@ class RunState:
     def save(self):
         if self.write:
             os.makedirs(self.dir, exist_ok=True)
-            write_atomic(os.path.join(self.dir, "state.json"), json.dumps(self.record, indent=2))
+            write_atomic(os.path.join(self.dir, "state.json"), json_text(self.record, indent=2))

@@ -28,7 +28,6 @@ optimizer, loss, metrics and final evaluation.
 """
 
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -36,7 +35,7 @@ import tempfile
 import time
 
 from keras_swish.errors import UsageError
-from keras_swish.files import fsync_path
+from keras_swish.files import fsync_path, json_text
 from keras_swish.recipes.core import faults
 from keras_swish.recipes.core.config import (
     ConfigError,
@@ -470,7 +469,7 @@ def train(recipe, experiment, config, verbose=1):
         def write_metrics(extra=None):
             if chief:
                 write_atomic(
-                    metrics_path, json.dumps(_metrics_record(header, state, extra), indent=2)
+                    metrics_path, json_text(_metrics_record(header, state, extra), indent=2)
                 )
 
         if rolled or state.epoch:  # metrics.json may lag the last commit: roll it forward
@@ -627,7 +626,7 @@ def _finish(recipe, config, model, data, state, header, chief, metrics_path):
         faults.point("before_complete")
     record = _metrics_record(header, state, {"best": best, "last": last, "completed": True})
     if chief:
-        write_atomic(metrics_path, json.dumps(record, indent=2))
+        write_atomic(metrics_path, json_text(record, indent=2))
     return record
 
 

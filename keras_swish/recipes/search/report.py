@@ -13,12 +13,12 @@
 
 import csv
 import io
-import json
 import os
 import time
 
 import numpy as np
 
+from keras_swish.files import json_text
 from keras_swish.recipes.core.config import write_atomic
 from keras_swish.recipes.search.oracles import reward_of
 
@@ -110,7 +110,7 @@ def write_leaderboard(oracle, output, header):
     record = dict(header, counts=counts(oracle), leaderboard=rows, rejected=rejected)
     if getattr(oracle, "history", None) is not None:
         record["controller_rewards"] = oracle.history
-    write_atomic(os.path.join(output, "leaderboard.json"), json.dumps(record, indent=2))
+    write_atomic(os.path.join(output, "leaderboard.json"), json_text(record, indent=2))
     write_atomic(os.path.join(output, "leaderboard.csv"), _csv(rows, rejected))
     write_atomic(os.path.join(output, "leaderboard.md"), _markdown(header, rows, rejected, oracle))
 

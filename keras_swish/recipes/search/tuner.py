@@ -157,9 +157,11 @@ def _prune(output):
 def _reward(record, monitor):
     """(reward, error or None) from a finished child's metrics record."""
     for epoch in record.get("epochs", []):
-        loss = epoch.get("loss")
-        if loss is not None and not math.isfinite(loss):
-            return LOWEST_REWARD, f"diverged: training loss {loss} in epoch {epoch['epoch']}"
+        # NaN in memory; null once read back from metrics.json (standard JSON).
+        loss = epoch.get("loss", 0.0)
+        if loss is None or not math.isfinite(loss):
+            shown = "nan" if loss is None else loss
+            return LOWEST_REWARD, f"diverged: training loss {shown} in epoch {epoch['epoch']}"
     value = ((record.get("best") or {}).get("validation") or {}).get(monitor)
     if value is None or not math.isfinite(value):
         return LOWEST_REWARD, f"no finite {monitor} on the validation data"
