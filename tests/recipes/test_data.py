@@ -70,6 +70,35 @@ def test_embedded_pipeline_shapes_ranges_and_seed():
     assert sum(int(b[0].shape[0]) for b in data.validation) == 500
 
 
+def test_colour_distortion_is_tf_slims_brightness_then_saturation():
+    # inception_preprocessing.distort_color (fast mode): brightness ± 32/255,
+    # then saturation × [0.5, 1.5], clipped to [0, 1], then to [-1, 1].
+    from keras_swish.recipes.data.images import train_transform
+
+    grey = tf.fill([40, 40, 3], tf.constant(128, tf.uint8))  # saturation changes nothing
+    colour = tf.tile(tf.constant([[[200, 100, 50]]], tf.uint8), [40, 40, 1])
+
+    def out(image, i, color=True):
+        seed = tf.constant([7, i], tf.int64)
+        return train_transform(image, seed, 16, 1.0, False, color=color).numpy()
+
+    shifts = np.array([out(grey, i).mean() - (128 / 255 * 2 - 1) for i in range(300)])
+    assert np.allclose([out(grey, i).std() for i in range(5)], 0, atol=1e-6)  # one δ a picture
+    bound = 2 * 32 / 255  # the δ in [0, 1], doubled by the mapping to [-1, 1]
+    assert np.all(np.abs(shifts) <= bound + 1e-5) and np.abs(shifts).max() > 0.9 * bound
+    assert np.array_equal(out(grey, 3), out(grey, 3))  # seeded: a resumed run draws the same
+    # Saturation: the channel spread around the pixel's grey level scales by 0.5–1.5
+    # (the grey level itself is kept; brightness moves every channel alike).
+    base = out(colour, 0, color=False)[0, 0]
+    spreads = []
+    for i in range(200):
+        pixel = out(colour, i)[0, 0]
+        spreads.append((pixel.max() - pixel.min()) / (base.max() - base.min()))
+    assert 0.5 - 1e-3 <= min(spreads) < 0.6 and 1.4 < max(spreads) <= 1.5 + 1e-3
+    # Without it: the crop and flip only, exactly as before.
+    assert np.allclose(out(colour, 0, color=False), 2 * np.array([200, 100, 50]) / 255 - 1)
+
+
 def test_a_resumed_stream_starts_where_the_run_was_and_passes_are_permutations():
     kw = dict(PIPELINE, batch_size=400, image_size=28, random_flip=False)
     data = make_image_data(parse_data_spec(None), None, **kw)

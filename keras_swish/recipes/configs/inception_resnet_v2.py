@@ -16,9 +16,10 @@ staircase, `weight_decay` 4e-5) and research/slim/nets/inception_resnet_v2.py
 (`inception_resnet_v2_arg_scope`: `slim.l2_regularizer(weight_decay)` — a
 penalty wd·Σw²/2 — BatchNorm decay 0.9997, ε 1e-3; dropout keep 0.8 before
 the logits), with 299×299 Inception crops (area ≥ 5 %, central 87.5 % for
-evaluation) and label smoothing 0.1 from Inception-v3 (TF-Slim's flag
-defaults to 0). BatchNorm keeps its scale γ, which TF-Slim turns off: the
-paper points out that Swish needs it.
+evaluation) and TF-Slim's colour distortion (`inception_preprocessing`,
+fast mode: brightness ± 32/255, saturation × 0.5–1.5), and label smoothing
+0.1 from Inception-v3 (TF-Slim's flag defaults to 0). BatchNorm keeps its
+scale γ, which TF-Slim turns off: the paper points out that Swish needs it.
 
 The papers trained asynchronously, 32 images on each of 20 (Inception-v4)
 or 50 (Inception-v3) replicas, at 0.045 per replica. The learning rate here
@@ -67,7 +68,9 @@ class Config:
         default_factory=irv2.InceptionResNetV2Config  # wd 4e-5, BN 0.9997 / 1e-3, dropout 0.2
     )
     data: ic.ImageDataConfig = dataclasses.field(
-        default_factory=lambda: ic.ImageDataConfig(image_size=299, crop_area_min=0.05)
+        default_factory=lambda: ic.ImageDataConfig(
+            image_size=299, crop_area_min=0.05, color_distortion=True
+        )
     )
     optimizer: ic.RMSPropConfig = dataclasses.field(
         default_factory=lambda: ic.RMSPropConfig(

@@ -248,8 +248,13 @@ def pad_crop_transform(image, seed, size, pad, flip, normalize="symmetric"):
     return image
 
 
-def train_transform(image, seed, size, crop_area_min, flip, normalize="symmetric"):
-    """Random resized crop (area ≥ `crop_area_min`, aspect 3/4–4/3) and flip."""
+def train_transform(image, seed, size, crop_area_min, flip, normalize="symmetric", color=False):
+    """Random resized crop (area ≥ `crop_area_min`, aspect 3/4–4/3), flip and colour.
+
+    `color`: TF-Slim's colour distortion (`inception_preprocessing.distort_color`
+    in its default fast mode, which `train_image_classifier.py` uses): brightness
+    ± 32/255, then saturation × [0.5, 1.5], on pixels in [0, 1], clipped.
+    """
     import tensorflow as tf
 
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -263,10 +268,25 @@ def train_transform(image, seed, size, crop_area_min, flip, normalize="symmetric
         use_image_if_no_bounding_boxes=True,
     )
     image = tf.slice(image, begin, crop_size)
-    image = tf.image.resize(_to_float(image, normalize), (size, size))
+    if not color:
+        image = tf.image.resize(_to_float(image, normalize), (size, size))
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
+        return image
+    image = tf.image.resize(
+        tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32), (size, size)
+    )
+    image = image / 255.0
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
-    return image
+    fold_in = tf.random.experimental.stateless_fold_in
+    image = tf.image.stateless_random_brightness(image, 32.0 / 255.0, seed=fold_in(seed, 1))
+    image = tf.image.stateless_random_saturation(image, 0.5, 1.5, seed=fold_in(seed, 2))
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    if normalize == "symmetric":
+        return image * 2.0 - 1.0
+    mean, std = CHANNEL_STATS[normalize]
+    return (image - mean) / std
 
 
 def eval_transform(image, size, crop_fraction, normalize="symmetric"):
@@ -296,6 +316,7 @@ def make_image_data(
     augmentation="inception",
     pad=4,
     normalize="symmetric",
+    color_distortion=False,
 ):
     """Builds the training, validation and test pipelines.
 
@@ -316,6 +337,8 @@ def make_image_data(
         pad: Pixels of zero padding on each side for "pad_crop".
         normalize: "symmetric" (pixels to [-1, 1]) or "cifar10"/"cifar100"
             (per-channel mean and standard deviation of that dataset).
+        color_distortion: TF-Slim's random brightness and saturation after the
+            "inception" crop and flip (see `train_transform`).
     """
     import tensorflow as tf
 
@@ -361,6 +384,7 @@ def make_image_data(
                         crop_area_min,
                         random_flip,
                         normalize,
+                        color_distortion,
                     )
                 return image, one_hot(label)
 

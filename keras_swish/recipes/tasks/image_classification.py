@@ -39,6 +39,9 @@ class ImageDataConfig:
     augmentation: str = "inception"  # or "pad_crop" (CIFAR: pad, random crop, flip)
     pad: int = 4  # pixels of padding for "pad_crop"
     normalize: str = "symmetric"  # pixels to [-1, 1]; or "cifar10"/"cifar100" per channel
+    # TF-Slim's random brightness (± 32/255) and saturation (× 0.5–1.5) after the
+    # "inception" crop and flip (inception_preprocessing.distort_color, fast mode).
+    color_distortion: bool = False
 
 
 @dataclasses.dataclass
@@ -106,6 +109,7 @@ def embedded_data(image_size):
         "image_size": image_size,
         "crop_area_min": 0.5,  # small digits: mild crops
         "random_flip": False,  # a flipped digit is another glyph
+        "color_distortion": False,  # grey digits
         "eval_crop": 1.0,
         "shuffle_buffer": 4000,  # not used by the indexable digits; kept for the record
     }
@@ -146,6 +150,12 @@ def validate_common(config):
     )
     check(data.pad >= 0, "data.pad", data.pad, ">= 0")
     check(
+        not data.color_distortion or data.augmentation == "inception",
+        "data.color_distortion",
+        data.color_distortion,
+        "false with augmentation pad_crop (it follows the inception crops)",
+    )
+    check(
         data.normalize in NORMALIZATIONS,
         "data.normalize",
         data.normalize,
@@ -185,6 +195,7 @@ def make_data(config):
         augmentation=data.augmentation,
         pad=data.pad,
         normalize=data.normalize,
+        color_distortion=data.color_distortion,
     )
 
 
