@@ -220,14 +220,18 @@ def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
         assert data.summary.startswith("tfds:imagenet2012 (train train, validation split")
 
 
-def _tiny_tfds(data_dir, name="tiny_digits"):
-    """A real prepared TFDS dataset with train and test splits only (like cifar10)."""
+def _tiny_tfds(data_dir, name="tiny_digits", test_labels=True):
+    """A real prepared TFDS dataset with train and test splits only (like cifar10).
+
+    `test_labels=False`: its test labels are -1, TFDS's unknown (imagenet2012's test).
+    """
     tfds = pytest.importorskip("tensorflow_datasets")
     rng = np.random.default_rng(0)
 
-    def split(n):
+    def split(n, labelled=True):
         images = rng.integers(0, 255, size=(n, 28, 28, 1), dtype=np.uint8)
-        return tf.data.Dataset.from_tensor_slices({"image": images, "label": np.arange(n) % 10})
+        labels = np.arange(n) % 10 if labelled else np.full(n, -1)
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
 
     features = tfds.features.FeaturesDict(
         {
@@ -239,12 +243,20 @@ def _tiny_tfds(data_dir, name="tiny_digits"):
         name=name,
         version="1.0.0",
         features=features,
-        split_datasets={"train": split(200), "test": split(50)},
+        split_datasets={"train": split(200), "test": split(50, test_labels)},
         data_dir=str(data_dir),
         config=None,
         description="test data",
     )
     return tfds.builder(name, data_dir=str(data_dir))
+
+
+def test_a_tfds_test_split_without_labels_is_not_scored(tmp_path):
+    _tiny_tfds(tmp_path, name="tiny_unlabelled", test_labels=False)
+    kw = dict(PIPELINE, image_size=28)
+    data = make_image_data(parse_data_spec("tfds:tiny_unlabelled"), str(tmp_path), **kw)
+    assert data.test is None and "its test split has no labels and is not scored" in data.summary
+    assert data.validation is not None and data.train_examples == 180
 
 
 def _all_images(dataset):

@@ -179,6 +179,11 @@ def _raw_datasets(spec, data_dir, validation_fraction):
             return Raw(dataset, _num_examples(splits, split, dataset), False)
 
         raws = [split_raw(s) for s in (train_split, val_split, test_split)]
+        if raws[2] is not None and _unlabelled(raws[2].examples):
+            # imagenet2012's `test` (built when its test archive is at hand) has
+            # label -1 throughout: scored, it would give a meaningless test_top1.
+            raws[2], test_split = None, None
+            note += "; its test split has no labels and is not scored"
         description = f"tfds:{spec.name} (train {train_split}, {note}" + (
             f", test {test_split})" if test_split else ", no test split)"
         )
@@ -204,6 +209,13 @@ def _raw_datasets(spec, data_dir, validation_fraction):
 
     description = f"folder:{spec.name} ({len(classes)} classes)"
     return (*raws, decode, len(classes), description)
+
+
+def _unlabelled(dataset):
+    """Whether a TFDS split's first example has no label (-1, TFDS's "unknown")."""
+    for _, label in dataset.take(1):
+        return int(label) < 0
+    return False
 
 
 def _rgb(image):
