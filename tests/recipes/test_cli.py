@@ -208,6 +208,25 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     assert (metrics["strategy"], metrics["replicas"], metrics["completed"]) == ("mirrored", 2, True)
 
 
+def test_a_cloud_tpu_that_is_not_ready_is_a_usage_error(monkeypatch):
+    # The Cloud TPU client raises RuntimeError for a stopped TPU (and for a
+    # missing Google API client) while its address is looked up.
+    import tensorflow as tf
+
+    from keras_swish.recipes.core import strategy
+
+    class Resolver:
+        def __init__(self, tpu):
+            pass
+
+        def master(self):
+            raise RuntimeError('TPU "my-tpu" is not yet ready; state: STOPPED')
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", Resolver)
+    with pytest.raises(UsageError, match="Cannot reach TPU 'my-tpu': TPU .* STOPPED"):
+        strategy._tpu_strategy(tf, "my-tpu")
+
+
 @pytest.mark.parametrize("error", ["NotFoundError", "InternalError"])
 def test_only_a_tpu_that_is_not_there_is_a_usage_error(error, monkeypatch):
     # A TPU that was reached and then failed (an internal error, out of memory)

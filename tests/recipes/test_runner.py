@@ -221,6 +221,58 @@ def test_the_schedule_check_holds_before_the_first_metrics_json(tmp_path):
         runner.check_output(experiment, config)
 
 
+def _run_folder(run, name, flags, epochs_trained=0, drop=()):
+    """A run folder's config.yaml (less the `drop` keys) and, if trained, metrics.json."""
+    _, experiment, config = runner.resolve(name, flags=dict(flags, output=str(run)))
+    run.mkdir(parents=True)
+    text = runner.config_text(experiment, config)
+    lines = [line for line in text.splitlines() if not any(key in line for key in drop)]
+    (run / "config.yaml").write_text("\n".join(lines) + "\n")
+    if epochs_trained:
+        history = [{"epoch": e + 1, "val_top1": 0.5} for e in range(epochs_trained)]
+        (run / "metrics.json").write_text(json.dumps({"completed": True, "epochs": history}))
+
+
+def test_a_run_made_before_a_config_key_existed_resumes_with_its_old_behaviour(tmp_path):
+    # config.yaml files written before data.color_distortion and
+    # optimizer.decay_after_warmup existed: the keys' absence means False.
+    added = ("color_distortion", "decay_after_warmup")
+    run = tmp_path / "mobilenet"
+    _run_folder(run, "mobilenet", {"epochs": 2}, drop=added)
+    _, experiment, config = runner.resolve("mobilenet", flags={"epochs": 2, "output": str(run)})
+    assert runner.check_output(experiment, config) is not None  # the same run
+    # Inception-ResNet-v2 on ImageNet now has both on: such a run is another run.
+    run = tmp_path / "irv2"
+    _run_folder(run, "inception_resnet_v2/imagenet", {}, drop=added)
+    flags = {"output": str(run)}
+    _, experiment, config = runner.resolve("inception_resnet_v2/imagenet", flags=flags)
+    with pytest.raises(UsageError) as error:
+        runner.check_output(experiment, config)
+    assert "data.color_distortion (False → True)" in str(error.value)
+    assert "optimizer.decay_after_warmup (False → True)" in str(error.value)
+
+
+def test_a_finished_run_without_its_checkpoints_is_not_continued(tmp_path):
+    # A search prunes a finished child's state/: more epochs would train from
+    # epoch 1 again over its history and best.keras.
+    run = tmp_path / "child"
+    _run_folder(run, "mobilenet", {"epochs": 2}, epochs_trained=2)
+    flags = {"epochs": 4, "output": str(run)}
+    _, experiment, config = runner.resolve("mobilenet", flags=flags)
+    with pytest.raises(UsageError, match="without its resume checkpoints"):
+        runner.check_output(experiment, config)
+
+
+def test_going_back_to_a_finished_runs_epochs_rewrites_its_config(tmp_path, capsys):
+    # Killed after config.yaml said 6 epochs and before metrics.json said
+    # anything new: the run is complete at 4, and config.yaml says 4 again.
+    run = tmp_path / "run"
+    _run_folder(run, "mobilenet", {"epochs": 6}, epochs_trained=4)
+    assert main(["train", "mobilenet", "--epochs", "4", "--output", str(run)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert "epochs: 4" in (run / "config.yaml").read_text()
+
+
 def test_final_keras_is_on_the_disk_before_the_run_is_complete(tmp_path, monkeypatch):
     """After a lost machine a run marked `completed` never points to a lost final.keras."""
     events = record_disk_events(monkeypatch)

@@ -289,10 +289,9 @@ def test_child_settings_that_fail_every_child_stop_the_search(tmp_path, monkeypa
     trials = [n for n in os.listdir(tmp_path / "s") if n.startswith("trial_")]
     assert len(trials) == 1  # the first child only
     # No child finished: the same folder takes the corrected settings (here: the
-    # embedded data). A child killed while training with the old settings left
-    # its run folder (config.yaml first): it is trained again with the new ones.
-    # (Killed in the first trial, before KerasTuner saved the tuner's file, the
-    # rerun starts the oracle afresh and hands out the same trial.)
+    # embedded data) as a new search — its oracle and trials (with a child
+    # killed while training with the old settings) are dropped, and the first
+    # trial is handed out and trained again with the new ones.
     child = tmp_path / "s" / trials[0] / "child"
     child.mkdir(exist_ok=True)
     (child / "config.yaml").write_text("experiment: resnet20/cifar10\n")
@@ -588,3 +587,21 @@ def test_a_diverged_child_gets_the_lowest_reward_in_memory_or_read_back(loss):
     assert reward == oracles.LOWEST_REWARD and error == "diverged: training loss nan in epoch 2"
     for healthy in ({"epoch": 1, "loss": 1.0}, {"epoch": 1}):  # no loss logged: not diverged
         assert _reward({"epochs": [healthy], "best": record["best"]}, "val_top1") == (0.4, None)
+
+
+def test_a_rerun_with_other_settings_drops_the_old_searchs_state(tmp_path, monkeypatch):
+    # No child finished (`_check_settings`): the oracle, this process's tuner file,
+    # the controller's weights, trials and reports go; search.json is rewritten
+    # after; a worker's tuner file (an empty state) and the user's files stay.
+    from keras_swish.recipes.search import _drop_search
+
+    monkeypatch.delenv("KERASTUNER_TUNER_ID", raising=False)
+    for name in ("oracle.json", "tuner0.json", "chief.json", "controller-3.npz", "curves.png"):
+        (tmp_path / name).write_text("x")
+    for name in ("leaderboard.json", "leaderboard.md", "leaderboard.csv", "rewards.png"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "trial_0" / "child").mkdir(parents=True)
+    for name in ("search.json", "tuner1.json", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    _drop_search(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "search.json", "tuner1.json"]

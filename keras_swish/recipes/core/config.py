@@ -152,8 +152,8 @@ def merge(config, layers):
     except OmegaConfBaseException as error:  # an interpolation (${...}) or ??? left open
         first = str(error).splitlines()[0]
         raise ConfigError(
-            f"Cannot resolve the config: {first}. Give plain values: interpolations "
-            "(${...}) and ??? are not filled in here."
+            f"Cannot resolve the config: {first}. An interpolation (${{...}}) must name "
+            "a key of the config (such as ${model.activation}); give plain values otherwise."
         ) from None
 
 

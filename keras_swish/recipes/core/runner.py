@@ -56,6 +56,13 @@ from keras_swish.recipes.core.run_state import (
 # Keys that may differ between a run folder's config.yaml and a re-run of it.
 _OUTPUT_KEY = "train.output"  # the same folder spelled another way
 _EPOCHS_KEY = "train.epochs"  # more epochs continue the run
+# Config keys added after runs were made, with the behaviour those runs had
+# (what a config.yaml without the key means): such a run resumes where the
+# key still has that value, and is another run where it does not.
+ADDED_KEYS = {
+    "data.color_distortion": False,
+    "optimizer.decay_after_warmup": False,
+}
 
 
 def nested(dotted):
@@ -160,8 +167,9 @@ def check_output(experiment, config):
 
     Raises:
         ConfigError: The folder holds another run (the message names the
-            differing keys), a run with more epochs than asked for, or one
-            whose learning rate at steps it trained more epochs would change.
+            differing keys), a run that trained more epochs than asked for, or
+            one whose learning rate at steps it trained the new epochs would
+            change.
     """
     old = _check_config(experiment, config)
     if old is not None and old[_EPOCHS_KEY] != config.train.epochs:
@@ -255,18 +263,29 @@ def _check_config(experiment, config):
         return None
     old = _flatten(load_yaml(path))
     new = _flatten(load_yaml_text(config_text(experiment, config)))
+    for key, before in ADDED_KEYS.items():
+        if key in new and key not in old:
+            old[key] = before
     changed = sorted(
         k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != _OUTPUT_KEY
     )
+    # Epochs the run trained: committed in its state, or (a search prunes its
+    # finished children's state) recorded in metrics.json.
+    metrics = read_json(os.path.join(config.train.output, "metrics.json")) or {}
+    committed = int(RunState(config.train.output, write=False).record.get("epoch") or 0)
+    trained = max(committed, trained_epochs(metrics))
     if changed == [_EPOCHS_KEY] and new[_EPOCHS_KEY] > old[_EPOCHS_KEY]:
+        if committed < trained:  # its checkpoints are gone: training would start over
+            raise ConfigError(
+                f"Output dir {config.train.output} holds a finished run of {trained} "
+                "epochs without its resume checkpoints (state/, pruned by a search): it "
+                f"cannot be continued to {new[_EPOCHS_KEY]} epochs. Train them into another "
+                "--output."
+            )
         return old
     if changed == [_EPOCHS_KEY]:
         # Fewer epochs than config.yaml says, but not fewer than were trained: a
         # longer run that was killed (or failed) is taken back to what it was.
-        # (metrics.json too: a search prunes its finished children's state.)
-        metrics = read_json(os.path.join(config.train.output, "metrics.json")) or {}
-        committed = RunState(config.train.output, write=False).record.get("epoch") or 0
-        trained = max(int(committed), trained_epochs(metrics))
         if new[_EPOCHS_KEY] >= trained:
             return old
         of = f" ({trained} of them trained)" if trained < old[_EPOCHS_KEY] else ""
@@ -371,6 +390,17 @@ def train(recipe, experiment, config, verbose=1):
     # Complete means complete for *these* epochs: a longer run killed after it
     # rewrote config.yaml, before metrics.json, must still train the rest.
     if previous and previous.get("completed") and trained_epochs(previous) >= config.train.epochs:
+        if resized:  # a longer run stopped before its metrics.json said so: back to these
+            try:
+                lock = RunLock(output)
+            except UsageError:
+                lock = None  # another process holds the folder (a second worker): it writes
+            if lock is not None:
+                try:
+                    text = config_text(experiment, config)
+                    write_atomic(os.path.join(output, "config.yaml"), text)
+                finally:
+                    lock.release()
         print(f"Run in {output} is already complete: {_summary(previous)}")
         return previous
 

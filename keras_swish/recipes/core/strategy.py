@@ -136,11 +136,7 @@ def _probe(master):
         ):
             pass
     except OSError as error:
-        raise _Unreachable(f"{master} does not accept connections ({error})") from error
-
-
-class _Unreachable(RuntimeError):
-    """A TPU address that does not accept connections."""
+        raise RuntimeError(f"{master} does not accept connections ({error})") from error
 
 
 def _tpu_strategy(tf, tpu):
@@ -148,25 +144,32 @@ def _tpu_strategy(tf, tpu):
 
     TPUClusterResolver looks a name up through the Cloud TPU API and the GCE
     metadata server, which fails within seconds off Google Cloud; its errors
-    (URLError, ValueError, TensorFlow's NotFound/Unavailable/DeadlineExceeded)
-    become one message that says what `--tpu` takes. Other errors of a TPU that
-    was reached (Internal, ResourceExhausted, ...) keep their traceback.
+    (URLError, ValueError, RuntimeError, TensorFlow's NotFound/Unavailable/
+    DeadlineExceeded) become one message that says what `--tpu` takes. Once it
+    is found, only NotFound/Unavailable/DeadlineExceeded do: other errors of a
+    TPU that was reached (Internal, ResourceExhausted, ...) keep their traceback.
     """
     import urllib.error
 
     from keras_swish.recipes.core.config import ConfigError
 
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-        _probe(resolver.master())
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (urllib.error.URLError, ValueError, _Unreachable, *_not_found(tf)) as error:
+    def cannot_reach(error):
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
+        return ConfigError(
             f"Cannot reach TPU {tpu or '(auto)'!r}: {reason}. --tpu takes the name of a Cloud "
             "TPU this machine can reach, its grpc://HOST:PORT address, or 'local' on a TPU VM."
-        ) from error
+        )
+
+    try:  # finding it: the Cloud TPU client also raises RuntimeError (a TPU not ready)
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        _probe(resolver.master())
+    except (urllib.error.URLError, ValueError, RuntimeError, *_not_found(tf)) as error:
+        raise cannot_reach(error) from error
+    try:  # starting it: only "not there" is a usage error, a failing TPU keeps its traceback
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except _not_found(tf) as error:
+        raise cannot_reach(error) from error
     return tf.distribute.TPUStrategy(resolver)
 
 

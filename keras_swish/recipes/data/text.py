@@ -34,7 +34,10 @@ step = training pairs / estimated steps of a pass). Each epoch is a
 function of the seed and k alone, so a run resumed at epoch k reads what
 an uninterrupted run reads; neighbouring epochs may share or skip the few
 pairs of a bucketed read-ahead at their boundary. With the default epochs
-of one pass, epoch k is pass k.
+of one pass, epoch k is pass k. The price of epochs shorter than a pass: an
+epoch that starts inside a streamed (TFDS) pass reads the records before its
+start again, without tokenizing them (whole shuffle windows unbatched) —
+half a pass on average, at the start of each epoch.
 """
 
 import dataclasses

@@ -214,13 +214,16 @@ def _drop_search(output):
     """
     import shutil
 
+    # The tuner file of the process that holds the oracle (tuner0.json alone,
+    # chief.json for --workers) goes with it: KerasTuner would reload the oracle
+    # it names. Workers' own files hold an empty state: left for them to read.
+    mine = f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json"
     for name in os.listdir(output):
         path = os.path.join(output, name)
         if name.startswith("trial_") and os.path.isdir(path):
             shutil.rmtree(path)
         elif (
-            name in ("oracle.json", "chief.json", "curves.png", "rewards.png")
-            or (name.startswith("tuner") and name.endswith(".json"))
+            name in ("oracle.json", mine, "chief.json", "curves.png", "rewards.png")
             or (name.startswith("controller-") and name.endswith(".npz"))
             or (name.startswith("leaderboard.") and name.split(".")[-1] in ("json", "csv", "md"))
         ):
