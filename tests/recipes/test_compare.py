@@ -320,14 +320,23 @@ def test_kill_9_mid_comparison_then_the_same_command_finishes_it(tmp_path):
 
 
 def _finished_run(experiment, flags, epochs_trained):
-    """A run folder as `train` leaves it after `epochs_trained` epochs (config, metrics)."""
+    """A run folder as `train` leaves it after `epochs_trained` epochs (config, metrics, state)."""
     _, resolved, config = runner.resolve(experiment, flags=flags)
-    os.makedirs(config.train.output)
+    os.makedirs(os.path.join(config.train.output, "state"))
     with open(os.path.join(config.train.output, "config.yaml"), "w") as f:
         f.write(runner.config_text(resolved, config))
     history = [{"epoch": e + 1, "val_top1": 0.5} for e in range(epochs_trained)]
     with open(os.path.join(config.train.output, "metrics.json"), "w") as f:
         json.dump({"completed": True, "epochs": history}, f)
+    state = {
+        "epoch": epochs_trained,
+        "checkpoint": f"epoch-{epochs_trained}.weights.h5",
+        "best": None,
+        "history": history,
+        "sessions": [],
+    }
+    with open(os.path.join(config.train.output, "state", "state.json"), "w") as f:
+        json.dump(state, f)
 
 
 def test_finished_runs_count_only_with_the_epochs_and_settings_asked_for(tmp_path, capsys):
