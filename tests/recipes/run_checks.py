@@ -100,3 +100,12 @@ def record_disk_events(monkeypatch):
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     return events
+
+
+def strict_json(text):
+    """`json.loads` that refuses bare NaN / Infinity (not JSON, though Python writes them)."""
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)

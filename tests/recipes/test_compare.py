@@ -23,7 +23,7 @@ from keras_swish.recipes.compare import (
     write_results,
 )
 from keras_swish.recipes.core import runner
-from tests.recipes.run_checks import ROOT, alive
+from tests.recipes.run_checks import ROOT, alive, strict_json
 
 # --- statistics ----------------------------------------------------------------
 
@@ -131,12 +131,8 @@ def test_a_diverged_run_as_metrics_json_writes_it_is_a_nan_row(tmp_path):
     assert row["n"] == 2 and math.isnan(row["runs"][1]) and math.isnan(row["median"])
     write_results(collect(cells, "relu"), str(tmp_path / "out"))
     text = (tmp_path / "out" / "results.json").read_text()
-    json.loads(text, parse_constant=_refuse)  # no bare NaN
+    strict_json(text)  # no bare NaN
     assert "null" in text
-
-
-def _refuse(name):
-    raise ValueError(f"{name} is not JSON")
 
 
 def test_table3_counts_experiments_where_swish_beats_each_baseline(tmp_path):

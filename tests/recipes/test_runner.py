@@ -13,7 +13,12 @@ from keras_swish.cli import main
 from keras_swish.errors import UsageError
 from keras_swish.recipes.core import faults, runner
 from keras_swish.recipes.core.run_state import RunState
-from tests.recipes.run_checks import ROOT, assert_loads_anywhere, record_disk_events
+from tests.recipes.run_checks import (
+    ROOT,
+    assert_loads_anywhere,
+    record_disk_events,
+    strict_json,
+)
 
 
 class FakeModel:
@@ -504,14 +509,10 @@ def test_a_diverged_run_writes_standard_json(tmp_path, capsys):
     files = sorted(run.rglob("*.json"))
     assert {"metrics.json", "state.json"} <= {f.name for f in files}, files
     for path in files:
-        json.loads(path.read_text(), parse_constant=_refuse)
+        strict_json(path.read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     last = metrics["epochs"][-1]
     assert last["loss"] is None and last["val_loss"] is None and metrics["completed"]
-
-
-def _refuse(name):
-    raise ValueError(f"{name} is not JSON")
 
 
 def test_a_run_folder_without_a_model_is_a_usage_error(tmp_path):
