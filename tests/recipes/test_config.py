@@ -247,6 +247,8 @@ def test_unknown_pairings_are_refused(name, flags, match):
         (["data.image_size=16"], r"'data.image_size' must be at least 28"),
         (["data.validation_fraction=0.7"], r"'data.validation_fraction' must be in"),
         (["train.output=gs://bucket/runs/x"], r"'train.output' must be a local or mounted"),
+        # OmegaConf's merge skips ???: the default would stay without a word.
+        (["train.epochs=???"], r"--set: 'train.epochs' is \?\?\? \(OmegaConf's missing"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, match):
@@ -260,6 +262,9 @@ def test_bad_yaml_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("model: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         runner.resolve("mobilenet", config_file=str(tmp_path / "bad.yaml"))
+    (tmp_path / "template.yaml").write_text("optimizer:\n  learning_rate: ???\n")
+    with pytest.raises(ConfigError, match=r"template.yaml: 'optimizer.learning_rate' is \?\?\?"):
+        runner.resolve("mobilenet", config_file=str(tmp_path / "template.yaml"))
     (tmp_path / "other.yaml").write_text("experiment: inception_resnet_v2/embedded\n")
     with pytest.raises(ConfigError, match="is for 'inception_resnet_v2/embedded'"):
         runner.resolve("mobilenet", config_file=str(tmp_path / "other.yaml"))

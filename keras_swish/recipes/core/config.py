@@ -143,6 +143,7 @@ def merge(config, layers):
             raise ConfigError(
                 f"{source} must be a mapping of sections to keys. Received: {overrides!r}"
             )
+        _refuse_missing(overrides, source)
         try:
             merged = OmegaConf.merge(merged, overrides)
         except OmegaConfBaseException as error:
@@ -155,6 +156,26 @@ def merge(config, layers):
             f"Cannot resolve the config: {first}. An interpolation (${{...}}) must name "
             "a key of the config (such as ${model.activation}); give plain values otherwise."
         ) from None
+
+
+def _refuse_missing(overrides, source, prefix=""):
+    """Refuses OmegaConf's "missing" marker `???` as a value.
+
+    OmegaConf.merge skips a `???` in the overrides, so `--set train.epochs=???`
+    (or a YAML template's placeholder left in) would silently keep the default.
+    """
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(overrides):
+        overrides = OmegaConf.to_container(overrides, resolve=False)
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            _refuse_missing(value, source, f"{prefix}{key}.")
+        elif isinstance(value, str) and value.strip() == "???":
+            raise ConfigError(
+                f"{source}: '{prefix}{key}' is ??? (OmegaConf's missing value): give it "
+                "a value, or leave the key out for the default."
+            )
 
 
 def parse_set(assignments):
