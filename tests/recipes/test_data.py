@@ -70,9 +70,10 @@ def test_embedded_pipeline_shapes_ranges_and_seed():
     assert sum(int(b[0].shape[0]) for b in data.validation) == 500
 
 
-def test_colour_distortion_is_tf_slims_brightness_then_saturation():
-    # inception_preprocessing.distort_color (fast mode): brightness ± 32/255,
-    # then saturation × [0.5, 1.5], clipped to [0, 1], then to [-1, 1].
+def test_colour_distortion_is_tf_slims_fast_mode():
+    # research/slim/preprocessing/inception_preprocessing.py, distort_color in
+    # fast mode (checked against tensorflow/models): brightness ± 32/255 and
+    # saturation × [0.5, 1.5] in one of two orders, clipped to [0, 1], then [-1, 1].
     from keras_swish.recipes.data.images import train_transform
 
     grey = tf.fill([40, 40, 3], tf.constant(128, tf.uint8))  # saturation changes nothing
@@ -95,6 +96,32 @@ def test_colour_distortion_is_tf_slims_brightness_then_saturation():
         pixel = out(colour, i)[0, 0]
         spreads.append((pixel.max() - pixel.min()) / (base.max() - base.min()))
     assert 0.5 - 1e-3 <= min(spreads) < 0.6 and 1.4 < max(spreads) <= 1.5 + 1e-3
+    # The order: brightness first for TF-Slim's color_ordering 0 (one draw of 4),
+    # saturation first for 1-3. The two commute unless a value or the saturation
+    # is clipped: a vivid pixel, both candidates from the picture's own δ and factor.
+    fold_in = tf.random.experimental.stateless_fold_in
+    vivid = tf.tile(tf.constant([[[250, 40, 5]]], tf.uint8), [40, 40, 1])
+    pixel = tf.constant([[[250, 40, 5]]], tf.float32) / 255
+    first_brightness = differ = 0
+    for i in range(400):
+        seed = tf.constant([7, i], tf.int64)
+
+        def brightness(x, seed=seed):
+            return tf.image.stateless_random_brightness(x, 32 / 255, seed=fold_in(seed, 1))
+
+        def saturation(x, seed=seed):
+            return tf.image.stateless_random_saturation(x, 0.5, 1.5, seed=fold_in(seed, 2))
+
+        got = out(vivid, i)[0, 0]
+        b_s = np.clip(saturation(brightness(pixel)).numpy()[0, 0], 0, 1) * 2 - 1
+        s_b = np.clip(brightness(saturation(pixel)).numpy()[0, 0], 0, 1) * 2 - 1
+        matches = [np.allclose(got, b_s, atol=1e-5), np.allclose(got, s_b, atol=1e-5)]
+        assert any(matches), (i, got, b_s, s_b)
+        if np.abs(b_s - s_b).max() > 1e-3:
+            differ += 1
+            first_brightness += matches[0]
+    assert differ >= 100, differ
+    assert 0.12 <= first_brightness / differ <= 0.38, (first_brightness, differ)  # ~1 in 4
     # Without it: the crop and flip only, exactly as before.
     assert np.allclose(out(colour, 0, color=False), 2 * np.array([200, 100, 50]) / 255 - 1)
 
