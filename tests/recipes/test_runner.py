@@ -493,6 +493,8 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4] and metrics["completed"]
     assert metrics["best"]["test"]["test_top1"] > 0 and metrics["last"]["epoch"] == 4
     assert "epochs: 4" in (run / "config.yaml").read_text()
+    # Epoch 5's files were written before the kill: the models are epoch 4's again.
+    assert_loads_anywhere(run)
     # Fewer epochs than it trained, or any other change, is another run.
     shorter = _train(run, "--epochs", "2")
     assert shorter.returncode == 2 and "would shorten it" in shorter.stderr
