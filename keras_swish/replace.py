@@ -1,6 +1,7 @@
 """`replace_activations`: swap a model's activations by name (the paper's one-line swap)."""
 
 import inspect
+import warnings
 
 import keras
 
@@ -10,6 +11,9 @@ from keras_swish import activations as swish_activations
 _RELU_LIKE = {None: "relu", 6.0: "relu6"}
 # A key that also matches a more specific name ("relu" also replaces ReLU6).
 _FALLBACK = {"relu6": "relu"}
+# Layer-config keys holding an activation, and those holding a wrapped layer.
+_ACTIVATION_KEYS = ("activation", "recurrent_activation")
+_WRAPPED_KEYS = ("layer", "backward_layer")
 
 
 def _name_of_identifier(identifier):
@@ -98,10 +102,12 @@ def replace_activations(model, mapping):
     mapped one, wherever it appears: as a standalone `ReLU` layer (also
     `ReLU(max_value=6)`, which the key `"relu6"` matches too), an
     `Activation` layer, a `LeakyReLU`/`PReLU`/`ELU`/`SwishBeta` layer, or the
-    `activation=` argument of another layer (Dense, Conv, recurrent, ...).
-    Nested Functional and Sequential models are handled too. Every replaced
-    activation gets its own new weights (its own β for `"swish_beta"`);
-    all other weights are copied from `model`, which is left unchanged.
+    `activation=` or `recurrent_activation=` argument of another layer
+    (Dense, Conv, recurrent, ...), also inside `Bidirectional` and
+    `TimeDistributed`. Nested Functional and Sequential models are handled
+    too. Every replaced activation gets its own new weights (its own β for
+    `"swish_beta"`); all other weights are copied from `model`, which is left
+    unchanged. A key that matches nothing in `model` gives a warning.
 
     Args:
         model: A Functional or Sequential Keras model.
@@ -111,7 +117,9 @@ def replace_activations(model, mapping):
             `activation=` accepts, a serialized activation, or a Layer class.
 
     Returns:
-        A new `keras.Model` of the same kind.
+        A new `keras.Model`: Sequential for a Sequential `model`, Functional
+        otherwise (keras-hub's `Backbone` and `Task` models also come back as
+        plain Functional models, without their presets' preprocessing).
 
     Example:
 
@@ -120,22 +128,52 @@ def replace_activations(model, mapping):
     >>> sum(isinstance(l, keras_swish.SwishBeta) for l in swished.layers)
     27
     """
-    if not isinstance(model, (keras.Sequential, keras.Model)) or not hasattr(model, "_operations"):
+    # Functional models have `_operations`; Sequential ones do not (they are
+    # cloned layer by layer), subclassed models neither (their call is code).
+    if not isinstance(model, keras.Sequential) and not (
+        isinstance(model, keras.Model) and hasattr(model, "_operations")
+    ):
         raise ValueError(
             f"`model` must be a Functional or Sequential keras.Model. Received: model={model!r}"
         )
     _check_mapping(mapping)
+    pairs = []  # (old layer, new layer, whether it is a new activation layer)
+    replaced = set()  # the mapping keys that matched something
+
+    def target_for(name):
+        target = _lookup(mapping, name)
+        if target is not None:
+            replaced.add(name if name in mapping else _FALLBACK.get(name))
+        return target
+
+    def rewrite(config):
+        """Replaces `activation=` / `recurrent_activation=` in a layer config,
+        also inside a wrapper's layer (Bidirectional, TimeDistributed).
+        Returns whether it replaced any."""
+        changed = False
+        for key in _ACTIVATION_KEYS:
+            if key in config:
+                target = target_for(_name_of_identifier(config[key]))
+                if target is not None:
+                    config[key] = target
+                    changed = True
+        for key in _WRAPPED_KEYS:
+            inner = config.get(key)
+            if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+                changed = rewrite(inner["config"]) or changed
+        return changed
 
     def clone_layer(layer):
-        target = _lookup(mapping, _name_of_layer(layer))
+        target = target_for(_name_of_layer(layer))
         if target is not None:
-            return _activation_layer(target, layer)
+            new = _activation_layer(target, layer)
+            pairs.append((layer, new, None))
+            return new
         config = layer.get_config()
-        if "activation" in config:
-            target = _lookup(mapping, _name_of_identifier(config["activation"]))
-            if target is not None:
-                config["activation"] = target
-        return layer.__class__.from_config(config)
+        changed = rewrite(config)
+        new = layer.__class__.from_config(config)
+        pairs.append((layer, new, changed))
+        return new
 
     try:
         new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
@@ -143,9 +181,63 @@ def replace_activations(model, mapping):
         raise ValueError(
             f"Could not rebuild model '{model.name}' with new activations: {error}"
         ) from error
-    values = {v.path: v for v in model.weights}
-    for variable in new_model.weights:
-        old = values.get(variable.path)
-        if old is not None and tuple(old.shape) == tuple(variable.shape):
-            variable.assign(old)
+    for old, new, changed in pairs:
+        if changed is not None:  # None: a new activation layer, all its weights new
+            _carry_weights(old, new, new_activations=changed)
+    unused = sorted(set(mapping) - replaced)
+    if unused:
+        warnings.warn(
+            f"replace_activations: no activation of model '{model.name}' is named "
+            f"{', '.join(repr(k) for k in unused)}; nothing was replaced for "
+            f"{'it' if len(unused) == 1 else 'them'}.",
+            stacklevel=2,
+        )
     return new_model
+
+
+def _carry_weights(old, new, new_activations):
+    """Copies `old`'s weights into its clone `new`, in order.
+
+    A layer and its clone from the same config create the same weights in
+    the same order; their paths need not agree (a clone's wrapped layer is
+    named outside its wrapper's scope) nor be unique in a model (two nested
+    backbones of one architecture have the same inner names), hence one
+    layer pair at a time and in order. The weights of `new`'s activations
+    (its β) are new where its activations were replaced (`new_activations`),
+    and carried over otherwise.
+    """
+    old_activation, new_activation = _activation_weights(old), _activation_weights(new)
+    pairs = [
+        (
+            [w for w in old.weights if id(w) not in old_activation],
+            [w for w in new.weights if id(w) not in new_activation],
+        )
+    ]
+    if not new_activations:
+        pairs.append(
+            (
+                [w for w in old.weights if id(w) in old_activation],
+                [w for w in new.weights if id(w) in new_activation],
+            )
+        )
+    for sources, targets in pairs:
+        shapes = [tuple(w.shape) for w in sources]
+        if shapes != [tuple(w.shape) for w in targets]:
+            raise ValueError(
+                f"Could not carry the weights of layer '{old.name}' over to its copy: "
+                f"{[(w.path, tuple(w.shape)) for w in sources]} against "
+                f"{[(w.path, tuple(w.shape)) for w in targets]}."
+            )
+        for source, target in zip(sources, targets, strict=True):
+            target.assign(source)
+
+
+def _activation_weights(layer):
+    """ids of the weights of the activation layers held by `layer` and its sublayers."""
+    ids = set()
+    for owner in layer._flatten_layers(include_self=True):
+        for key in _ACTIVATION_KEYS:
+            activation = getattr(owner, key, None)
+            if isinstance(activation, keras.layers.Layer):
+                ids.update(id(w) for w in activation.weights)
+    return ids

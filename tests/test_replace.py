@@ -166,3 +166,78 @@ def test_subclassed_models_are_refused():
 
     with pytest.raises(ValueError, match="Functional or Sequential"):
         keras_swish.replace_activations(Sub(), {"relu": "swish_beta"})
+
+
+def test_a_top_level_sequential_model():
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)]
+    )
+    new = keras_swish.replace_activations(model, {"relu": "swish_beta"})
+    assert isinstance(new, keras.Sequential)
+    assert isinstance(new.layers[0].activation, SwishBeta)
+    assert [tuple(b.shape) for b in betas(new)] == [(8,)]
+    assert_other_weights_carried(model, new)
+
+
+def test_two_nested_backbones_with_the_same_layer_names_keep_their_own_weights():
+    def backbone(name, seed):
+        inputs = keras.Input((4,))
+        x = keras.layers.Dense(
+            5,
+            activation="relu",
+            name="conv1",
+            kernel_initializer=keras.initializers.RandomNormal(seed=seed),
+        )(inputs)
+        return keras.Model(inputs, x, name=name)
+
+    inputs = keras.Input((4,))
+    first, second = backbone("first", 1), backbone("second", 2)
+    model = keras.Model(inputs, keras.layers.Concatenate()([first(inputs), second(inputs)]))
+    assert not np.allclose(to_numpy(first.weights[0]), to_numpy(second.weights[0]))
+    new = keras_swish.replace_activations(model, {"relu": "swish_beta"})
+    data = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    # β = 1 at the start: each backbone is Swish-1 over its own kernel.
+    for name in ("first", "second"):
+        old, cloned = model.get_layer(name), new.get_layer(name)
+        z = data @ to_numpy(old.weights[0]) + to_numpy(old.weights[1])
+        np.testing.assert_allclose(
+            to_numpy(cloned(data)), z / (1 + np.exp(-z)), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_wrapped_layers_and_recurrent_activations():
+    inputs = keras.Input((3, 4))
+    x = keras.layers.TimeDistributed(keras.layers.Dense(6, activation="relu"), name="td")(inputs)
+    x = keras.layers.Bidirectional(
+        keras.layers.LSTM(5, activation="tanh", return_sequences=True), name="bi"
+    )(x)
+    x = keras.layers.GRU(4, recurrent_activation="sigmoid", name="gru")(x)
+    model = keras.Model(inputs, x)
+    new = keras_swish.replace_activations(
+        model, {"relu": "swish_beta", "tanh": "swish_beta", "sigmoid": "hard_sigmoid"}
+    )
+    assert isinstance(new.get_layer("td").layer.activation, SwishBeta)
+    bi = new.get_layer("bi")
+    assert isinstance(bi.forward_layer.cell.activation, SwishBeta)
+    assert isinstance(bi.backward_layer.cell.activation, SwishBeta)
+    assert bi.forward_layer.cell.recurrent_activation is keras.activations.hard_sigmoid
+    gru = new.get_layer("gru")
+    assert gru.cell.recurrent_activation is keras.activations.hard_sigmoid
+    assert isinstance(gru.cell.activation, SwishBeta)  # GRU's default activation is tanh
+    assert sorted(tuple(b.shape) for b in betas(new)) == [(4,), (5,), (5,), (6,)]
+    # The clone's wrapped layers are named outside the wrapper (other paths):
+    # compared layer by layer, in order.
+    for name in ("td", "bi", "gru"):
+        kept = [w for w in new.get_layer(name).weights if not any(w is b for b in betas(new))]
+        old = model.get_layer(name).weights
+        assert len(kept) == len(old) > 0
+        for a, b in zip(old, kept, strict=True):
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_a_key_that_matches_nothing_is_reported():
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="relu")(inputs))
+    with pytest.warns(UserWarning, match=r"no activation of model .* is named 'gelu'"):
+        new = keras_swish.replace_activations(model, {"relu": "swish_beta", "gelu": "relu"})
+    assert isinstance(new.layers[-1].activation, SwishBeta)
