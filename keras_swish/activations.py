@@ -26,10 +26,13 @@ shape without calling the activation, so `install()` also extends
 `Layer._post_build` (run by Keras right after every `build()`): an unbuilt
 activation layer held in `activation` or `recurrent_activation` is built
 there, in the owner's name scope, with the shape it will be called on (the
-owner's output shape, or `(batch, units)` in a recurrent cell). A layer
-without `build()` (`Activation`, built at init) gets one that builds its
-activation from the input shape, and is marked unbuilt, so that Keras
-builds both on the first (symbolic) call.
+owner's output shape, or `(batch, units)` in a recurrent cell), for the
+Keras layers known to call it there (`_eager_owners`); a channels-first
+owner's β goes on its channel axis 1. `Activation` (built at init, without
+`build()`) gets one that builds its activation from the input shape, and is
+marked unbuilt, so that Keras builds both on the first (symbolic) call. Any
+other layer's activation (a user's layer may call it on a wider hidden
+tensor) is built by its first call, as Keras builds any sublayer.
 
 This is the only module of keras_swish that touches Keras internals
 (`keras.src.activations`, `Layer._post_build`, and — only when a recipe runs
@@ -136,10 +139,43 @@ def get(identifier):
         raise ValueError(f"{error}.{hint} Valid names: {', '.join(valid)}.") from None
 
 
+def _is_shape(shape):
+    return isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape)
+
+
+def _eager_owners():
+    """Layers whose activation is called on their output (or, for the
+    recurrent cells, on `(batch, units)`): these build it right after their
+    own `build()`. Any other layer holding an activation (a user's layer may
+    call it on a wider hidden tensor) leaves it to be built by its first
+    call, with the shape it is really called on."""
+    from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
+
+    L = keras.layers
+    return (
+        L.Dense,
+        L.EinsumDense,
+        L.Conv1D,
+        L.Conv2D,
+        L.Conv3D,
+        L.Conv1DTranspose,
+        L.Conv2DTranspose,
+        L.Conv3DTranspose,
+        L.SeparableConv1D,
+        L.SeparableConv2D,
+        L.DepthwiseConv1D,
+        L.DepthwiseConv2D,
+        L.SimpleRNNCell,
+        L.GRUCell,
+        L.LSTMCell,
+        ConvLSTMCell,
+    )
+
+
 def _activation_input_shape(owner):
     """The shape an owner layer's activation is called on, or None."""
     shapes = list((owner._build_shapes_dict or {}).values())
-    if not shapes:
+    if not shapes or not isinstance(owner, _eager_owners()):
         return None
     if hasattr(owner, "state_size") and isinstance(getattr(owner, "units", None), int):
         return (shapes[0][0], owner.units)  # SimpleRNNCell, GRUCell, LSTMCell
@@ -147,9 +183,35 @@ def _activation_input_shape(owner):
         shape = owner.compute_output_shape(*shapes)
     except Exception:  # Owners whose output shape needs more than a build.
         return None
-    if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
-        return tuple(shape)
-    return None
+    if isinstance(shape, (tuple, list)) and shape and _is_shape(shape[0]):
+        shape = shape[0]  # ConvLSTMCell: (output shape, [state shapes])
+    return tuple(shape) if _is_shape(shape) else None
+
+
+def _channels_first(owner, activation, shape):
+    """A channels-first owner's β goes on axis 1, its channel axis: the
+    activation (whose default is the last axis) shares every other axis."""
+    if (
+        getattr(owner, "data_format", None) == "channels_first"
+        and len(shape) >= 3
+        and hasattr(activation, "shared_axes")
+        and activation.shared_axes is None
+    ):
+        activation.shared_axes = list(range(2, len(shape)))
+
+
+def _trace_call(owner):
+    """Runs another layer's `call` symbolically on its build shape, so that
+    the activation it holds is built where, and on what, it is called (a
+    layer that defines `compute_output_shape` is not traced by Keras when a
+    model is made, and its activation would wait for the first real call)."""
+    from keras.src.backend import KerasTensor, compute_output_spec
+
+    shapes = list(owner._build_shapes_dict.values())
+    if len(shapes) != 1 or not _is_shape(shapes[0]):
+        return  # built by its first call
+    with owner._open_name_scope():
+        compute_output_spec(owner.call, KerasTensor(tuple(shapes[0]), dtype=owner.compute_dtype))
 
 
 def _own_attribute(layer, name):
@@ -188,10 +250,13 @@ def _post_build(self):
             ):
                 activation.name = f"recurrent_{activation.name}"  # a path of its own
             if shape is not None:
+                _channels_first(self, activation, shape)
                 with self._open_name_scope():
                     activation.build(shape)
-            elif not self._build_shapes_dict:
+            elif not self._build_shapes_dict and isinstance(self, keras.layers.Activation):
                 _build_on_first_call(self, activation)
+            elif self._build_shapes_dict:
+                _trace_call(self)
     _KERAS_POST_BUILD(self)
 
 

@@ -166,3 +166,79 @@ def test_register_activation_adds_a_name():
         np.testing.assert_allclose(to_numpy(layer(np.ones((1, 2)))), [[4.0]])
     finally:
         keras_swish.activations._REGISTRY.pop("test_doubler")
+
+
+@pytest.mark.parametrize(
+    "factory, shape, beta_shape",
+    [
+        (
+            lambda a: L.Conv2D(4, 3, data_format="channels_first", activation=a),
+            (3, 8, 6),
+            (4,),
+        ),
+        (
+            lambda a: L.Conv1D(5, 2, data_format="channels_first", activation=a),
+            (2, 7),
+            (5,),
+        ),
+        (
+            lambda a: L.DepthwiseConv2D(2, data_format="channels_first", activation=a),
+            (3, None, None),
+            (3,),
+        ),
+    ],
+)
+def test_channels_first_layers_get_one_beta_per_channel(factory, shape, beta_shape, tmp_path):
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, factory("swish_beta")(inputs))
+    assert [tuple(b.shape) for b in betas(model)] == [beta_shape]
+    # Each channel's β acts on its own channel (axis 1).
+    beta = np.linspace(0.5, 2.0, beta_shape[0]).astype("float32")
+    betas(model)[0].assign(beta)
+    linear = factory("linear")
+    linear.build((None,) + shape)
+    linear.set_weights(model.layers[-1].get_weights()[:-1])  # all but β
+    data = np.random.default_rng(0).normal(size=(2,) + tuple(d or 5 for d in shape))
+    out = to_numpy(model(data.astype("float32")))
+    z = to_numpy(linear(data.astype("float32")))
+    b = beta.reshape((1, -1) + (1,) * (z.ndim - 2))
+    np.testing.assert_allclose(out, z / (1 + np.exp(-b * z)), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_lstm_builds_its_betas_with_the_model():
+    inputs = keras.Input((2, 6, 6, 3))
+    layer = L.ConvLSTM2D(4, 3, activation="swish_beta", recurrent_activation="swish_beta")
+    model = keras.Model(inputs, layer(inputs))
+    assert [tuple(b.shape) for b in betas(model)] == [(4,), (4,)]
+    assert all(any(b is w for w in model.trainable_weights) for b in betas(model))
+    out = to_numpy(model(np.ones((1, 2, 6, 6, 3), "float32")))
+    assert out.shape == (1, 4, 4, 4) and np.isfinite(out).all()
+
+
+def test_a_users_layer_builds_its_activation_where_it_calls_it():
+    # The activation is called on a hidden tensor 4x the output's width.
+    class FeedForward(keras.layers.Layer):
+        def __init__(self, units, activation, **kwargs):
+            super().__init__(**kwargs)
+            self.activation = keras.activations.get(activation)
+            self.hidden = L.Dense(4 * units)
+            self.out = L.Dense(units)
+
+        def build(self, input_shape):
+            self.hidden.build(input_shape)
+            self.out.build(input_shape[:-1] + (4 * self.out.units,))
+
+        def call(self, x):
+            return self.out(self.activation(self.hidden(x)))
+
+        def compute_output_shape(self, input_shape):
+            return input_shape[:-1] + (self.out.units,)
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, FeedForward(2, "swish_beta")(inputs))
+    assert [tuple(b.shape) for b in betas(model)] == [(8,)]
+    assert all(any(b is w for w in model.trainable_weights) for b in betas(model))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(8, 3)), rng.normal(size=(8, 2)), epochs=2, verbose=0)
+    assert not np.allclose(to_numpy(betas(model)[0]), 1.0)  # β trains
