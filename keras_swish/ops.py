@@ -454,7 +454,8 @@ def _torch_backward_rows(x, b, dy, dtype, big):
         r = 1.0 / (1.0 + e)
         slope = e * r * r  # σ(1 − σ)
         sigmoid = torch.where(z >= 0, r, e * r)
-        return (g * (sigmoid + z * slope)).to(x.dtype), g * xc * xc * slope
+        # x·slope first: slope is 0 where |x| is huge, and x·x there is inf (inf·0).
+        return (g * (sigmoid + z * slope)).to(x.dtype), g * (xc * slope) * xc
 
     group = _TORCH_ROWS_PER_GROUP
     channels = x.shape[-1]
