@@ -16,6 +16,7 @@ import pytest
 
 import keras_swish
 import keras_swish.callbacks
+import keras_swish.callbacks.betas
 import keras_swish.expressions
 
 
@@ -29,6 +30,11 @@ def _public():
             obj = getattr(module, name)
             if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
                 found.setdefault(id(obj), (f"{module.__name__}.{name}", obj))
+    # Modules whose own functions have examples, though not listed in `__all__`.
+    found.setdefault(
+        id(keras_swish.callbacks.betas),
+        ("keras_swish.callbacks.betas", keras_swish.callbacks.betas),
+    )
     return sorted(found.values(), key=lambda item: item[0])
 
 
@@ -37,6 +43,17 @@ def _tests(qualified, obj):
     globs = dict(vars(obj if inspect.ismodule(obj) else home))
     globs.update(keras=keras, keras_swish=keras_swish, np=np, tempfile=tempfile)
     return doctest.DocTestFinder(recurse=True).find(obj, name=qualified, globs=globs)
+
+
+@pytest.fixture(autouse=True)
+def _names_registered_by_examples_are_removed():
+    """`register_activation`'s example registers "my_act": not for later tests."""
+    from keras_swish import activations
+
+    before = dict(activations._REGISTRY)
+    yield
+    activations._REGISTRY.clear()
+    activations._REGISTRY.update(before)
 
 
 @pytest.mark.parametrize("qualified, obj", _public(), ids=[q for q, _ in _public()])

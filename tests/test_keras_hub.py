@@ -1,13 +1,12 @@
 """`activation="swish_beta"` in keras-hub layers."""
 
 import keras
+import keras_hub  # a dependency: a broken install fails here, not skips
 import numpy as np
 import pytest
 
 from keras_swish import SwishBeta
 from tests.backend_utils import swish_betas, to_numpy
-
-keras_hub = pytest.importorskip("keras_hub")
 
 pytestmark = pytest.mark.all_backends
 
