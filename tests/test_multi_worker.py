@@ -99,11 +99,15 @@ def test_the_patch_is_idempotent_and_changes_nothing_outside_multi_worker():
     assert len(history.history["loss"]) == 2
 
 
-def _workers(run, extra=(), tmpdir=None, count=2):
-    """Starts `count` workers of `keras-swish train` directly; returns (processes, logs)."""
+def _workers(run, extra=(), tmpdir=None, count=2, outputs=None):
+    """Starts `count` workers of `keras-swish train` directly; returns (processes, logs).
+
+    All write to `run`, or each to its own of `outputs` (a folder not shared).
+    """
     ports = free_ports(count)
     processes, logs = [], []
     for index in range(count):
+        output = outputs[index] if outputs else run
         env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONUNBUFFERED="1")
         if tmpdir:
             env["TMPDIR"] = str(tmpdir)
@@ -119,7 +123,7 @@ def _workers(run, extra=(), tmpdir=None, count=2):
                     *TRAIN,
                     *extra,
                     "--output",
-                    str(run),
+                    str(output),
                 ],
                 cwd=ROOT,
                 env=env,
@@ -284,6 +288,26 @@ def test_kill_9_one_worker_then_relaunch_resumes_and_matches(two_workers, tmp_pa
     uninterrupted, _, _ = two_workers
     for a, b in zip(_final_weights(run), _final_weights(uninterrupted), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_workers_that_read_different_run_folders_are_refused(tmp_path):
+    # Each worker with its own (local, not shared) folder: a first run starts
+    # at epoch 0 on both; run longer, the chief resumes from its committed
+    # epoch and the other worker, whose folder holds nothing, from epoch 0.
+    outputs = [tmp_path / "chief", tmp_path / "other"]
+    processes, logs = _workers(tmp_path / "first", ("--epochs", "1"), outputs=outputs)
+    assert _wait(processes) == [0, 0], [log.read_text()[-3000:] for log in logs]
+    processes, logs = _workers(tmp_path / "longer", ("--epochs", "2"), outputs=outputs)
+    assert _wait(processes) == [2, 2], [log.read_text()[-3000:] for log in logs]
+    for index, log in enumerate(logs):
+        text = log.read_text()
+        assert "The workers resume from different points: this one from epoch " in text
+        assert f"from epoch {1 - index} " in text and "mean is epoch 0.5" in text
+        assert "Traceback" not in text
+    metrics = json.loads((outputs[0] / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1]  # nothing trained
+    assert not os.listdir(outputs[1])
 
 
 def test_launch_bad_input_exits_2(capsys):

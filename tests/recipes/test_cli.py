@@ -104,7 +104,17 @@ def test_output_dir_of_a_different_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "value", ["nope", "[1, 2]", '{"cluster": ["a:1"]}', '{"cluster": {"worker": "a:1,b:2"}}']
+    "value",
+    [
+        "nope",
+        "[1, 2]",
+        '{"cluster": ["a:1"]}',
+        '{"cluster": {"worker": "a:1,b:2"}}',
+        '{"cluster": {"worker": [1, 2]}}',
+        '{"cluster": {"worker": ["host0", "host1:2222"]}}',
+        '{"cluster": {"worker": ["a:1", "a:1"]}}',
+        '{"cluster": {"worker": ["a:1", "b:99999"]}}',
+    ],
 )
 def test_a_bad_tf_config_is_one_message(value, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", value)
@@ -136,6 +146,19 @@ def test_a_tf_config_task_outside_its_cluster_is_one_message(
     err = capsys.readouterr().err.strip()
     assert "TF_CONFIG's task must be one of the chief or worker tasks" in err, err
     assert "(0 chief, 2 worker)" in err and json.dumps(task) in err and len(err.splitlines()) == 1
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "default", "one_device"])
+def test_several_workers_need_the_multi_worker_strategy(strategy, tmp_path, capsys, monkeypatch):
+    # Each machine would train alone, all as chiefs of one shared folder.
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker"}}))
+    output = tmp_path / "run"
+    assert main(["train", "mobilenet", "--strategy", strategy, "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "TF_CONFIG names 2 workers, which train together only with --strategy" in err
+    assert f"Received: --strategy {strategy}" in err and len(err.splitlines()) == 1
     assert not output.exists()
 
 

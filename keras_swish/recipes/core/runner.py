@@ -455,6 +455,11 @@ def train(recipe, experiment, config, verbose=1):
         for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
             print(line)
 
+        if strategy_name == "multi_worker":  # before the first variable is made
+            _check_workers_agree(
+                strategy, state.epoch, state.record.get("optimizer_iterations") or 0, output
+            )
+
         # Everything is checked: from here on the run's folder is written.
         os.makedirs(output, exist_ok=True)
         if chief and (old is None or resized):
@@ -598,6 +603,30 @@ def _check_restored(model, state):
         raise RuntimeError(
             f"Restoring {state.checkpoint} left the optimizer at step {got}, not at the "
             f"committed {expected}: its state was not loaded."
+        )
+
+
+def _check_workers_agree(strategy, epoch, step, output):
+    """Every worker must resume from the same committed epoch (one shared run
+    folder): a worker that read another folder (its own local `runs/...`)
+    would average its gradients with a different model's.
+
+    tf.distribute reduces by SUM or MEAN only: the values agree on every
+    worker iff n·Σv² = (Σv)², which each worker computes alike.
+    """
+    import tensorflow as tf
+
+    local = tf.constant([epoch, step, epoch * epoch, step * step, 1.0], tf.float64)
+    total = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None
+    ).numpy()
+    n = total[4]
+    if n * total[2] != total[0] ** 2 or n * total[3] != total[1] ** 2:
+        raise UsageError(
+            f"The workers resume from different points: this one from epoch {epoch} "
+            f"(optimizer step {step}) of {output}, the workers' mean is epoch "
+            f"{total[0] / n:g} (step {total[1] / n:g}). Every worker must read and the chief "
+            "write one run folder: give --output a folder that all machines share."
         )
 
 

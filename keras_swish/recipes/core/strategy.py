@@ -48,7 +48,13 @@ def tf_config_workers():
         jobs = {"worker": cluster.get("worker", []), "chief": cluster.get("chief", [])}
         if not all(isinstance(job, list) for job in jobs.values()):
             raise TypeError("'worker' and 'chief' must be lists of host:port")
-        count = sum(len(job) for job in jobs.values())
+        addresses = [a for job in jobs.values() for a in job]
+        for address in addresses:
+            if not _is_address(address):
+                raise TypeError(f"{address!r} is not host:port")
+        if len(set(addresses)) < len(addresses):
+            raise TypeError("an address is named twice")
+        count = len(addresses)
         task = config.get("task") or {}
         task_type, index = task.get("type"), task.get("index", 0)
     except (json.JSONDecodeError, AttributeError, TypeError) as error:
@@ -72,6 +78,14 @@ def tf_config_workers():
     return count
 
 
+def _is_address(address):
+    """Whether `address` is "host:port" (port 1-65535; an IPv6 host in brackets)."""
+    if not isinstance(address, str):
+        return False
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host.strip()) and port.isdigit() and 0 < int(port) < 65536
+
+
 def make_strategy(name="auto", tpu=None):
     """Returns `(strategy, resolved_name)`.
 
@@ -86,7 +100,14 @@ def make_strategy(name="auto", tpu=None):
 
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy '{name}'. Choose one of: {', '.join(STRATEGIES)}.")
-    workers = tf_config_workers() if name in ("auto", "multi_worker") and not tpu else 0
+    workers = tf_config_workers() if not tpu else 0
+    if workers > 1 and name not in ("auto", "multi_worker"):
+        # Each machine would train alone (and, in one shared folder, each
+        # would take the run folder as its chief).
+        raise UsageError(
+            f"TF_CONFIG names {workers} workers, which train together only with "
+            f"--strategy multi_worker (or auto). Received: --strategy {name}"
+        )
     if name == "auto" and workers > 1:
         name = "multi_worker"
     if name == "multi_worker":
