@@ -258,6 +258,9 @@ def _cli(*args, cwd, env=None, timeout=600):
         (["--retrain", "3", "resnet20", "--output", "nowhere"], "holds no search leaderboard"),
         (["--retrain", "3", "resnet20"], "needs the EXPERIMENT to train and the search's --output"),
         (["--output", "gs://bucket/s"], "'--output' must be a local or mounted folder"),
+        # A second MultiWorkerMirroredStrategy in one process fails: every child
+        # after the first would have scored as failed.
+        (["--set", "train.strategy=multi_worker"], "A search child trains inside its search"),
     ],
 )
 def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(

@@ -118,6 +118,18 @@ def plan(
     _, probe, probe_config = runner.resolve(
         experiment, config_file=config_file, flags=flags, overrides=overrides
     )
+    from keras_swish.recipes.core.strategy import tf_config_workers
+
+    if probe_config.train.strategy == "multi_worker" or tf_config_workers() > 1:
+        # Children train one after another in each search process: a second
+        # MultiWorkerMirroredStrategy in one process fails, and every later
+        # child would be scored as failed.
+        raise UsageError(
+            "A search child trains inside its search process, on one machine: "
+            f"train.strategy {probe_config.train.strategy!r} and a TF_CONFIG of several "
+            "workers are not for it. Spread a search over processes or machines with "
+            "--workers (KerasTuner's chief and workers)."
+        )
     embedded = probe_config.data.source in (None, "embedded")  # None: the embedded data
     if steps is None:
         steps = EMBEDDED_CHILD["steps"] if embedded else PAPER_CHILD_STEPS
