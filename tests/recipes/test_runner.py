@@ -144,6 +144,29 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_holder_frees_it(tmp_path, c
     RunLock(str(run)).release()
 
 
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from keras_swish.recipes.core.run_state import RunLock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match=r"Cannot lock run folder .* \(No locks available\)"):
+        lock = RunLock(str(tmp_path / "run"))
+    assert (tmp_path / "run" / ".lock").read_text() == str(os.getpid())
+    lock.release()
+
+    def broken(fd, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Bad file descriptor"):  # a real error keeps its traceback
+        RunLock(str(tmp_path / "run"))
+
+
 def test_an_unreadable_commit_record_stops_the_run_and_deletes_nothing(tmp_path):
     state = RunState(str(tmp_path))
     _commit(state, FakeModel(), 1, 0.5)

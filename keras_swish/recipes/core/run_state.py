@@ -24,11 +24,13 @@ forward on resume: the pending best model is moved into place and
 never loses the best model, and never forgets the history.
 """
 
+import errno
 import json
 import os
 import re
 import shutil
 import time
+import warnings
 
 from keras_swish.errors import UsageError
 from keras_swish.files import fsync_path, json_text
@@ -69,7 +71,9 @@ class RunLock:
 
     An advisory `flock`: the operating system drops it when its process
     ends, however it ends (a `kill -9` too), so a stale lock cannot block a
-    rerun. Where `fcntl` is missing (Windows) nothing is locked.
+    rerun. Where `fcntl` is missing (Windows) nothing is locked; where the
+    file system has no locks (NFS without its lock daemon, Lustre mounted
+    without them) a warning says so and nothing is locked.
 
     Args:
         output: The run folder (made if missing).
@@ -96,6 +100,14 @@ class RunLock:
                 f"Run folder {output} is in use by another process (pid {holder}). Wait for "
                 "it to finish or stop it, then run the same command again."
             ) from None
+        except OSError as error:  # a file system without locks: NFS without lockd, Lustre
+            if error.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            warnings.warn(
+                f"Cannot lock run folder {output} ({error.strerror}): its file system has no "
+                "locks. Make sure that no other process writes to it at the same time.",
+                stacklevel=2,
+            )
         os.ftruncate(self._fd, 0)
         os.write(self._fd, str(os.getpid()).encode())
 
