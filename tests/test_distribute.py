@@ -1,5 +1,7 @@
 """swish_beta under tf.distribute.MirroredStrategy on two logical CPUs."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -47,3 +49,16 @@ def test_mirrored_strategy_trains_one_synchronized_beta_per_use(tmp_path):
     np.testing.assert_allclose(
         to_numpy(restored(data)), to_numpy(model(data)), rtol=1e-5, atol=1e-6
     )
+
+    # The runner's copy for a final evaluation by the chief alone (no best
+    # epoch): plain variables, the same outputs, no file left behind.
+    from keras_swish.recipes.core.runner import _undistributed_copy
+
+    (tmp_path / "run").mkdir()
+    copy = _undistributed_copy(model, str(tmp_path / "run"))
+    assert not any(hasattr(w.value, "values") for w in copy.weights)
+    np.testing.assert_allclose(to_numpy(copy(data)), to_numpy(model(data)), rtol=1e-5, atol=1e-6)
+    assert copy.evaluate(data, target, verbose=0) == pytest.approx(
+        model.evaluate(data, target, verbose=0), rel=1e-5
+    )
+    assert os.listdir(tmp_path / "run") == []

@@ -665,7 +665,10 @@ def _finish(recipe, config, model, data, state, header, chief, metrics_path):
         best_model = keras.models.load_model(os.path.join(output, "best.keras"), safe_mode=True)
         best = {"model": "best.keras", "epoch": state.best["epoch"]}
     else:  # no epoch gave a finite validation metric: report the last model
-        best_model = model
+        # A copy outside the strategy: under MultiWorkerMirroredStrategy the
+        # chief evaluates alone (the other workers are done), and evaluating
+        # the distributed model would wait for them in its collectives.
+        best_model = _undistributed_copy(model, output)
         best = {"model": "final.keras", "epoch": state.epoch}
     best["monitor"] = recipe.monitor
     best.update(evaluate_model(recipe, config, best_model, data))
@@ -687,6 +690,19 @@ def _finish(recipe, config, model, data, state, header, chief, metrics_path):
     if chief:
         write_atomic(metrics_path, json_text(record, indent=2))
     return record
+
+
+def _undistributed_copy(model, output):
+    """`model` saved and loaded back (as final.keras will be), outside any strategy."""
+    import keras
+
+    tmp = os.path.join(output, ".tmp-evaluate.keras")
+    try:
+        model.save(tmp)
+        return keras.models.load_model(tmp, safe_mode=True)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def evaluate_model(recipe, config, model, data):
