@@ -239,6 +239,12 @@ def _search(args):
                 f"{flag} is for --retrain runs; a search child's budget is --steps and "
                 f"--validations. Received: {flag} {getattr(args, name)}"
             )
+    for name, instead in (("seeds", "--seed"), ("parallel", "--workers N")):
+        if getattr(args, name) is not None:
+            raise UsageError(
+                f"--{name} is for --retrain runs; a search takes {instead}. "
+                f"Received: --{name} {getattr(args, name)}"
+            )
     flags = {name: getattr(args, name) for name in _all_flags() if name not in _SEARCH_OWN}
     flags = {name: value for name, value in flags.items() if value is not None}
     space, settings = search.plan(
@@ -303,6 +309,9 @@ def _retrain(args):
     from keras_swish.errors import UsageError
     from keras_swish.recipes import search
 
+    args.seeds = 3 if args.seeds is None else args.seeds  # compare's defaults
+    args.parallel = 1 if args.parallel is None else args.parallel
+
     if args.output is None or args.experiment is None:
         raise UsageError(
             "--retrain K needs the EXPERIMENT to train and the search's --output folder, "
@@ -353,7 +362,7 @@ def add_subcommands(subparsers):
         description=(
             "Without NAME: every recipe and its named experiments. With a recipe or "
             "experiment NAME: its reference, resolved settings and learning rate at "
-            "0/25/50/75/100 %% of training."
+            "0/25/50/75/100 % of training."
         ),
     )
     recipes.add_argument("name", metavar="NAME", nargs="?", help="a recipe or experiment")
@@ -406,7 +415,7 @@ def add_subcommands(subparsers):
             "Trains EXPERIMENT (or several, comma-separated) once per activation and seed "
             "(and learning rate), each an ordinary run in its own folder under --output, "
             "and writes results.md (the paper's layout: median, mean ± std, every run, a "
-            "paired comparison with --baseline: Student-t 95 %% interval and sign test), "
+            "paired comparison with --baseline: Student-t 95 % interval and sign test), "
             "results.csv, results.json, PNG plots and a TensorBoard HParams dashboard. "
             "Finished runs are reused and interrupted ones resume: re-running the same "
             "command after a kill only trains what is left; a larger --epochs continues "
@@ -432,7 +441,9 @@ def add_subcommands(subparsers):
             "(default: the experiment's)"
         ),
     )
-    compare.add_argument("--baseline", default="relu", metavar="NAME", help="default relu")
+    compare.add_argument(
+        "--baseline", default="relu", metavar="NAME", help="one of --activations (default relu)"
+    )
     compare.add_argument(
         "--parallel",
         type=int,
@@ -536,9 +547,9 @@ def add_subcommands(subparsers):
     search.add_argument(
         "--retrain", type=int, metavar="K", help="compare the top K with relu on EXPERIMENT"
     )
-    search.add_argument("--seeds", type=int, default=3, metavar="N", help="with --retrain (3)")
+    search.add_argument("--seeds", type=int, metavar="N", help="with --retrain (3)")
     search.add_argument(
-        "--parallel", type=int, default=1, metavar="K", help="with --retrain: runs at a time"
+        "--parallel", type=int, metavar="K", help="with --retrain: runs at a time (1)"
     )
     for name, kwargs in _all_flags().items():
         if name not in _SEARCH_OWN or name in _RETRAIN_ONLY:

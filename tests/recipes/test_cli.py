@@ -162,6 +162,21 @@ def test_several_workers_need_the_multi_worker_strategy(strategy, tmp_path, caps
     assert not output.exists()
 
 
+def test_every_help_text_prints_as_written():
+    # argparse %-formats a description only when it holds %(prog): "%%" stayed.
+    import argparse
+
+    from keras_swish.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = [parser.format_help()] + [p.format_help() for p in subparsers.choices.values()]
+    assert len(helps) > 5
+    for text in helps:
+        assert "%%" not in text and "%(" not in text, text
+    assert "0/25/50/75/100 % of training" in subparsers.choices["recipes"].format_help()
+
+
 def test_subprocess_bad_input_has_no_traceback():
     result = cli("train", "mobilenet", "--activation", "nope", timeout=300)
     assert result.returncode == 2

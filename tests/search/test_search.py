@@ -261,6 +261,9 @@ def _cli(*args, cwd, env=None, timeout=600):
         # A second MultiWorkerMirroredStrategy in one process fails: every child
         # after the first would have scored as failed.
         (["--set", "train.strategy=multi_worker"], "A search child trains inside its search"),
+        # Only --retrain's compare runs take them; a search ignored them.
+        (["--seeds", "5"], "--seeds is for --retrain runs; a search takes --seed"),
+        (["--parallel", "4"], "--parallel is for --retrain runs; a search takes --workers N"),
     ],
 )
 def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(
