@@ -184,6 +184,7 @@ def replace_activations(model, mapping):
     for old, new, changed in pairs:
         if changed is not None:  # None: a new activation layer, all its weights new
             _carry_weights(old, new, new_activations=changed)
+    _warn_about_batchnorm_without_scale(new_model, [mapping[k] for k in replaced if k])
     unused = sorted(set(mapping) - replaced)
     if unused:
         warnings.warn(
@@ -241,3 +242,32 @@ def _activation_weights(layer):
             if isinstance(activation, keras.layers.Layer):
                 ids.update(id(w) for w in activation.weights)
     return ids
+
+
+# Targets that are piecewise linear: a BatchNorm scale before them is redundant.
+_PIECEWISE_LINEAR = {"relu", "relu6", "leaky_relu", "prelu", "linear"}
+
+
+def _warn_about_batchnorm_without_scale(model, targets):
+    """Warns when smooth activations went in after BatchNorm layers without γ.
+
+    `keras.applications` builds InceptionResNetV2 and InceptionV3 with
+    `BatchNormalization(scale=False)`, right for ReLU (the next layer absorbs
+    a scale) but not for Swish, as the paper points out.
+    """
+    smooth = [t for t in targets if not (isinstance(t, str) and t in _PIECEWISE_LINEAR)]
+    if not smooth:
+        return
+    without = [
+        layer.name
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.scale
+    ]
+    if without:
+        warnings.warn(
+            f"replace_activations: model '{model.name}' has {len(without)} "
+            f"BatchNormalization layer(s) with scale=False (no γ), such as '{without[0]}'. "
+            "That suits ReLU only: the paper found Swish needs γ. Rebuild the model with "
+            "BatchNormalization(scale=True) to train it with the new activations.",
+            stacklevel=3,
+        )

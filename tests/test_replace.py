@@ -1,5 +1,7 @@
 """`replace_activations`: the paper's one-line activation swap."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -30,7 +32,9 @@ def test_mobilenet_relu6_layers_become_swish_beta():
     base = keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=10)
     relus = count(base, keras.layers.ReLU)
     assert relus == 27
-    swished = keras_swish.replace_activations(base, {"relu": "swish_beta"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its BatchNorm layers have γ: nothing to say
+        swished = keras_swish.replace_activations(base, {"relu": "swish_beta"})
     assert count(swished, keras.layers.ReLU) == 0
     assert count(swished, SwishBeta) == relus
     assert len(betas(swished)) == relus
@@ -66,7 +70,9 @@ def test_inception_resnet_v2_activation_layers_and_args():
         if isinstance(layer, keras.layers.Activation)
         and keras.activations.serialize(layer.activation) == "relu"
     ]
-    swished = keras_swish.replace_activations(base, {"relu": "swish_beta"})
+    # keras.applications builds it with BatchNorm γ off: the paper says Swish needs it.
+    with pytest.warns(UserWarning, match=r"BatchNormalization layer\(s\) with scale=False"):
+        swished = keras_swish.replace_activations(base, {"relu": "swish_beta"})
     assert count(swished, SwishBeta) == len(relu_layers) > 200
     assert not any(
         isinstance(layer, keras.layers.Activation)

@@ -20,8 +20,10 @@ linear warm-up from 0 that override the start of a decay counted from step
 that schedule ends at 0.98^200 ≈ 1.8 % of its peak. (Model Garden's
 MobileNet-v1 YAML, imagenet_mobilenetv1_tpu.yaml, swaps in ×0.94 —
 0.94^200 ≈ 4e-6 of the peak at the end, below 1 % from epoch ~190 on;
-`--set optimizer.decay_rate=0.94` gives that one.) Model Garden reports
-72.3 % top-1 for MobileNet v1 with ReLU6.
+`--set optimizer.decay_rate=0.94` gives that one.) `mobilenet_imagenet` is
+written with a MobileNet-v2 backbone; that YAML puts the v1 backbone on it,
+and Model Garden's 72.3 % top-1 for MobileNet v1 with ReLU6 is for that
+×0.94 setting.
 
 `mobilenet/embedded` shrinks the same network to what the embedded 4,000
 28×28 digits support (α = 0.5, BatchNorm momentum 0.9, no flips, 5 epochs
