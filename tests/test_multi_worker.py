@@ -99,7 +99,7 @@ def test_the_patch_is_idempotent_and_changes_nothing_outside_multi_worker():
     assert len(history.history["loss"]) == 2
 
 
-def _workers(run, extra=(), tmpdir=None, count=2, outputs=None):
+def _workers(run, extra=(), tmpdir=None, count=2, outputs=None, train=TRAIN):
     """Starts `count` workers of `keras-swish train` directly; returns (processes, logs).
 
     All write to `run`, or each to its own of `outputs` (a folder not shared).
@@ -120,7 +120,7 @@ def _workers(run, extra=(), tmpdir=None, count=2, outputs=None):
                     "-m",
                     "keras_swish_cli",
                     "train",
-                    *TRAIN,
+                    *train,
                     *extra,
                     "--output",
                     str(output),
@@ -370,6 +370,17 @@ def test_a_killed_launcher_takes_its_workers_with_it(sig, tmp_path):
                 os.kill(pid, signal.SIGKILL)
     RunLock(str(run)).release()  # free for the same command again
     assert json.loads(state.read_text())["epoch"] < 1000
+
+
+@pytest.mark.slow
+def test_workers_train_the_same_translation_model(tmp_path):
+    # Each worker tokenizes with a vocabulary (the non-chief trains its own copy in
+    # a scratch folder): the same vocabulary, the same batches, the same weights.
+    run = tmp_path / "run"
+    train = ["transformer_nmt", "--epochs", "1", "--steps-per-epoch", "3", "--verbose", "2"]
+    processes, logs = _workers(run, tmpdir=tmp_path, train=train)
+    assert _wait(processes) == [0, 0], [log.read_text()[-3000:] for log in logs]
+    assert _checksum(logs[0]) == _checksum(logs[1])
 
 
 @pytest.mark.slow
