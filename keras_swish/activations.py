@@ -210,8 +210,13 @@ def _trace_call(owner):
     shapes = list(owner._build_shapes_dict.values())
     if len(shapes) != 1 or not _is_shape(shapes[0]):
         return  # built by its first call
-    with owner._open_name_scope():
-        compute_output_spec(owner.call, KerasTensor(tuple(shapes[0]), dtype=owner.compute_dtype))
+    try:
+        with owner._open_name_scope():
+            compute_output_spec(
+                owner.call, KerasTensor(tuple(shapes[0]), dtype=owner.compute_dtype)
+            )
+    except Exception:  # a call that needs more than one input: its first call builds it
+        return
 
 
 def _own_attribute(layer, name):
