@@ -124,12 +124,18 @@ def get(identifier):
         return _REGISTRY[identifier](name=identifier)
     if inspect.isclass(identifier) and issubclass(identifier, keras.layers.Layer):
         return identifier()
-    if isinstance(identifier, dict) and "build_config" in identifier:
+    saved = isinstance(identifier, dict) and "build_config" in identifier
+    if saved:
         # A saved activation layer: left unbuilt here so that its owner builds
         # it in the owner's name scope (see `_post_build`), as when first made.
         identifier = {k: v for k, v in identifier.items() if k != "build_config"}
     try:
-        return _KERAS_GET(identifier)
+        activation = _KERAS_GET(identifier)
+        if saved and isinstance(activation, _KerasLayer):
+            # Its β axes are the saved ones (`shared_axes: null` saved before
+            # channels-first owners put β on axis 1 meant the last axis).
+            activation._keras_swish_saved = True
+        return activation
     except ValueError as error:
         if not isinstance(identifier, str):
             raise
@@ -175,7 +181,7 @@ def _eager_owners():
 def _activation_input_shape(owner):
     """The shape an owner layer's activation is called on, or None."""
     shapes = list((owner._build_shapes_dict or {}).values())
-    if not shapes or not isinstance(owner, _eager_owners()):
+    if not shapes:
         return None
     if hasattr(owner, "state_size") and isinstance(getattr(owner, "units", None), int):
         return (shapes[0][0], owner.units)  # SimpleRNNCell, GRUCell, LSTMCell
@@ -194,8 +200,9 @@ def _channels_first(owner, activation, shape):
     if (
         getattr(owner, "data_format", None) == "channels_first"
         and len(shape) >= 3
-        and hasattr(activation, "shared_axes")
+        and isinstance(activation, (SwishBeta, ExpressionActivation))
         and activation.shared_axes is None
+        and not getattr(activation, "_keras_swish_saved", False)
     ):
         activation.shared_axes = list(range(2, len(shape)))
 
@@ -207,15 +214,22 @@ def _trace_call(owner):
     model is made, and its activation would wait for the first real call)."""
     from keras.src.backend import KerasTensor, compute_output_spec
 
-    shapes = list(owner._build_shapes_dict.values())
-    if len(shapes) != 1 or not _is_shape(shapes[0]):
-        return  # built by its first call
+    shapes = owner._build_shapes_dict
+    if not all(_is_shape(s) for s in shapes.values()):
+        return
+
+    def tensor(shape):
+        return KerasTensor(tuple(shape), dtype=owner.compute_dtype)
+
+    if len(shapes) == 1:
+        args, kwargs = [tensor(next(iter(shapes.values())))], {}
+    else:  # build(inputs_shape, mask_shape) ↔ call(inputs, mask), as Keras maps them
+        args = []
+        kwargs = {name.removesuffix("_shape"): tensor(s) for name, s in shapes.items()}
     try:
         with owner._open_name_scope():
-            compute_output_spec(
-                owner.call, KerasTensor(tuple(shapes[0]), dtype=owner.compute_dtype)
-            )
-    except Exception:  # a call that needs more than one input: its first call builds it
+            compute_output_spec(owner.call, *args, **kwargs)
+    except Exception:  # a call the build shapes cannot drive: the output shape decides
         return
 
 
@@ -254,14 +268,18 @@ def _post_build(self):
                 and other.name == activation.name
             ):
                 activation.name = f"recurrent_{activation.name}"  # a path of its own
+            if not self._build_shapes_dict:
+                if isinstance(self, keras.layers.Activation):
+                    _build_on_first_call(self, activation)
+                continue
+            if not isinstance(self, _eager_owners()):
+                _trace_call(self)  # built where its call calls it, if the trace can run
+                if activation.built:
+                    continue
             if shape is not None:
                 _channels_first(self, activation, shape)
                 with self._open_name_scope():
                     activation.build(shape)
-            elif not self._build_shapes_dict and isinstance(self, keras.layers.Activation):
-                _build_on_first_call(self, activation)
-            elif self._build_shapes_dict:
-                _trace_call(self)
     _KERAS_POST_BUILD(self)
 
 

@@ -137,7 +137,7 @@ def replace_activations(model, mapping):
             f"`model` must be a Functional or Sequential keras.Model. Received: model={model!r}"
         )
     _check_mapping(mapping)
-    pairs = []  # (old layer, new layer, whether it is a new activation layer)
+    pairs = []  # (old layer, its clone): not the new activation layers, all new
     replaced = set()  # the mapping keys that matched something
 
     def target_for(name):
@@ -148,31 +148,25 @@ def replace_activations(model, mapping):
 
     def rewrite(config):
         """Replaces `activation=` / `recurrent_activation=` in a layer config,
-        also inside a wrapper's layer (Bidirectional, TimeDistributed).
-        Returns whether it replaced any."""
-        changed = False
+        also inside a wrapper's layer (Bidirectional, TimeDistributed)."""
         for key in _ACTIVATION_KEYS:
             if key in config:
                 target = target_for(_name_of_identifier(config[key]))
                 if target is not None:
                     config[key] = target
-                    changed = True
         for key in _WRAPPED_KEYS:
             inner = config.get(key)
             if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
-                changed = rewrite(inner["config"]) or changed
-        return changed
+                rewrite(inner["config"])
+        return config
 
     def clone_layer(layer):
         target = target_for(_name_of_layer(layer))
         if target is not None:
-            new = _activation_layer(target, layer)
-            pairs.append((layer, new, None))
-            return new
-        config = layer.get_config()
-        changed = rewrite(config)
-        new = layer.__class__.from_config(config)
-        pairs.append((layer, new, changed))
+            new = _activation_layer(target, layer)  # all its weights new
+        else:
+            new = layer.__class__.from_config(rewrite(layer.get_config()))
+            pairs.append((layer, new))
         return new
 
     try:
@@ -181,9 +175,8 @@ def replace_activations(model, mapping):
         raise ValueError(
             f"Could not rebuild model '{model.name}' with new activations: {error}"
         ) from error
-    for old, new, changed in pairs:
-        if changed is not None:  # None: a new activation layer, all its weights new
-            _carry_weights(old, new, new_activations=changed)
+    for old, new in pairs:
+        _carry_weights(old, new, mapping)
     _warn_about_batchnorm_without_scale(new_model, [mapping[k] for k in replaced if k])
     unused = sorted(set(mapping) - replaced)
     if unused:
@@ -196,16 +189,16 @@ def replace_activations(model, mapping):
     return new_model
 
 
-def _carry_weights(old, new, new_activations):
+def _carry_weights(old, new, mapping):
     """Copies `old`'s weights into its clone `new`, in order.
 
     A layer and its clone from the same config create the same weights in
     the same order; their paths need not agree (a clone's wrapped layer is
     named outside its wrapper's scope) nor be unique in a model (two nested
     backbones of one architecture have the same inner names), hence one
-    layer pair at a time and in order. The weights of `new`'s activations
-    (its β) are new where its activations were replaced (`new_activations`),
-    and carried over otherwise.
+    layer pair at a time and in order. The weights of an activation held by
+    `new` (its β) are new where that activation was replaced, and carried
+    over from the same activation of `old` otherwise.
     """
     old_activation, new_activation = _activation_weights(old), _activation_weights(new)
     pairs = [
@@ -214,13 +207,8 @@ def _carry_weights(old, new, new_activations):
             [w for w in new.weights if id(w) not in new_activation],
         )
     ]
-    if not new_activations:
-        pairs.append(
-            (
-                [w for w in old.weights if id(w) in old_activation],
-                [w for w in new.weights if id(w) in new_activation],
-            )
-        )
+    for old_act, new_act in _kept_activations(old, new, mapping):
+        pairs.append((old_act.weights, new_act.weights))
     for sources, targets in pairs:
         shapes = [tuple(w.shape) for w in sources]
         if shapes != [tuple(w.shape) for w in targets]:
@@ -233,15 +221,44 @@ def _carry_weights(old, new, new_activations):
             target.assign(source)
 
 
-def _activation_weights(layer):
-    """ids of the weights of the activation layers held by `layer` and its sublayers."""
-    ids = set()
+def _held_activations(layer):
+    """[(owner, key, activation layer)] of `layer` and its sublayers, in order."""
+    found = []
     for owner in layer._flatten_layers(include_self=True):
         for key in _ACTIVATION_KEYS:
-            activation = getattr(owner, key, None)
+            activation = swish_activations._own_attribute(owner, key)
             if isinstance(activation, keras.layers.Layer):
-                ids.update(id(w) for w in activation.weights)
-    return ids
+                found.append((owner, key, activation))
+    return found
+
+
+def _activation_weights(layer):
+    """ids of the weights of the activation layers held by `layer` and its sublayers."""
+    return {id(w) for _, _, a in _held_activations(layer) for w in a.weights}
+
+
+def _kept_activations(old, new, mapping):
+    """(old, new) activation layers at the same place that `mapping` left alone."""
+    held = {id(a) for _, _, a in _held_activations(old)} | {
+        id(a) for _, _, a in _held_activations(new)
+    }
+
+    def owners(layer):
+        return [o for o in layer._flatten_layers(include_self=True) if id(o) not in held]
+
+    kept = []
+    for old_owner, new_owner in zip(owners(old), owners(new), strict=False):
+        for key in _ACTIVATION_KEYS:
+            old_act = swish_activations._own_attribute(old_owner, key)
+            new_act = swish_activations._own_attribute(new_owner, key)
+            if (
+                type(old_owner) is type(new_owner)
+                and isinstance(old_act, keras.layers.Layer)
+                and isinstance(new_act, keras.layers.Layer)
+                and _lookup(mapping, _name_of_layer(old_act)) is None
+            ):
+                kept.append((old_act, new_act))
+    return kept
 
 
 # Targets that are piecewise linear: a BatchNorm scale before them is redundant.
@@ -255,7 +272,13 @@ def _warn_about_batchnorm_without_scale(model, targets):
     `BatchNormalization(scale=False)`, right for ReLU (the next layer absorbs
     a scale) but not for Swish, as the paper points out.
     """
-    smooth = [t for t in targets if not (isinstance(t, str) and t in _PIECEWISE_LINEAR)]
+
+    def piecewise_linear(target):
+        if inspect.isclass(target):
+            return target in (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.PReLU)
+        return _name_of_identifier(target) in _PIECEWISE_LINEAR
+
+    smooth = [t for t in targets if not piecewise_linear(t)]
     if not smooth:
         return
     without = [

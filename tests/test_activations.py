@@ -242,3 +242,17 @@ def test_a_users_layer_builds_its_activation_where_it_calls_it():
     rng = np.random.default_rng(0)
     model.fit(rng.normal(size=(8, 3)), rng.normal(size=(8, 2)), epochs=2, verbose=0)
     assert not np.allclose(to_numpy(betas(model)[0]), 1.0)  # β trains
+
+
+def test_a_channels_first_model_saved_before_beta_went_on_axis_1_loads_as_saved():
+    # Saved with `shared_axes: null` and β on the last axis (width 5, 3 channels):
+    # it loads with that β, not one of the new per-channel shape.
+    inputs = keras.Input((3, 4, 5))
+    layer = L.Conv2D(3, 1, data_format="channels_first", activation="swish_beta")
+    model = keras.Model(inputs, layer(inputs))
+    text = model.to_json()
+    assert '"shared_axes": [2, 3]' in text  # saved explicitly from now on
+    old = keras.models.model_from_json(text.replace('"shared_axes": [2, 3]', '"shared_axes": null'))
+    assert [tuple(b.shape) for b in betas(old)] == [(5,)]
+    again = keras.models.model_from_json(text)
+    assert [tuple(b.shape) for b in betas(again)] == [(3,)]

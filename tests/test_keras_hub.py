@@ -37,3 +37,15 @@ def test_transformer_encoder_and_decoder_own_their_beta(tmp_path):
     np.testing.assert_allclose(
         to_numpy(restored(data)), to_numpy(model(data)), rtol=1e-5, atol=1e-5
     )
+
+
+def test_a_layer_with_two_inputs_has_its_beta_before_any_data():
+    import keras
+
+    from tests.backend_utils import swish_betas
+
+    tokens = keras.Input((6, 8))
+    positions = keras.Input((2,), dtype="int32")
+    head = keras_hub.layers.MaskedLMHead(vocabulary_size=7, activation="swish_beta")
+    model = keras.Model([tokens, positions], head(tokens, mask_positions=positions))
+    assert [tuple(b.shape) for b in swish_betas(model)] == [(7,)]

@@ -247,3 +247,19 @@ def test_a_key_that_matches_nothing_is_reported():
     with pytest.warns(UserWarning, match=r"no activation of model .* is named 'gelu'"):
         new = keras_swish.replace_activations(model, {"relu": "swish_beta", "gelu": "relu"})
     assert isinstance(new.layers[-1].activation, SwishBeta)
+
+
+def test_an_activation_left_alone_keeps_its_trained_beta_beside_a_replaced_one():
+    inputs = keras.Input((3, 4))
+    x = keras.layers.LSTM(5, activation="swish_beta", name="lstm")(inputs)
+    model = keras.Model(inputs, x)
+    (beta,) = betas(model)
+    beta.assign(np.full(beta.shape, 0.3, "float32"))
+    # Only the recurrent activation (sigmoid) is replaced: the trained β stays.
+    new = keras_swish.replace_activations(model, {"sigmoid": "hard_sigmoid"})
+    cell = new.get_layer("lstm").cell
+    assert cell.recurrent_activation is keras.activations.hard_sigmoid
+    np.testing.assert_allclose(to_numpy(cell.activation.beta), 0.3)
+    # Replacing swish_beta itself gives a new β.
+    fresh = keras_swish.replace_activations(model, {"swish_beta": "swish_beta"})
+    np.testing.assert_allclose(to_numpy(fresh.get_layer("lstm").cell.activation.beta), 1.0)

@@ -114,6 +114,7 @@ def test_output_dir_of_a_different_run(tmp_path, capsys):
         '{"cluster": {"worker": ["host0", "host1:2222"]}}',
         '{"cluster": {"worker": ["a:1", "a:1"]}}',
         '{"cluster": {"worker": ["a:1", "b:99999"]}}',
+        '{"cluster": {"worker": ["a:1", "b:\u00b2"]}}',
     ],
 )
 def test_a_bad_tf_config_is_one_message(value, tmp_path, capsys, monkeypatch):

@@ -249,6 +249,7 @@ def test_unknown_pairings_are_refused(name, flags, match):
         (["train.output=gs://bucket/runs/x"], r"'train.output' must be a local or mounted"),
         # OmegaConf's merge skips ???: the default would stay without a word.
         (["train.epochs=???"], r"--set: 'train.epochs' is \?\?\? \(OmegaConf's missing"),
+        (["optimizer.decay_at=[0.5,'???']"], r"'optimizer.decay_at\[1\]' is \?\?\?"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, match):

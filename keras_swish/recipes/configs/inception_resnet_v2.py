@@ -18,8 +18,8 @@ penalty wd·Σw²/2 — BatchNorm decay 0.9997, ε 1e-3; dropout keep 0.8 before
 the logits), with 299×299 Inception crops (area ≥ 5 %, central 87.5 % for
 evaluation; TF-Slim's crops must also hold 10 % of a human-drawn box of its
 ImageNet records, which TFDS imagenet2012 does not carry) and TF-Slim's
-colour distortion (`inception_preprocessing`, fast mode: brightness ± 32/255
-and saturation × 0.5–1.5, brightness first for one picture in four), and label smoothing
+colour distortion (`inception_preprocessing`, fast mode: brightness ± 32/255,
+then saturation × 0.5–1.5), and label smoothing
 0.1 from Inception-v3 (TF-Slim's flag defaults to 0). BatchNorm keeps its
 scale γ, which TF-Slim turns off: the paper points out that Swish needs it.
 

@@ -168,12 +168,14 @@ def _refuse_missing(overrides, source, prefix=""):
 
     if OmegaConf.is_config(overrides):
         overrides = OmegaConf.to_container(overrides, resolve=False)
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            _refuse_missing(value, source, f"{prefix}{key}.")
+    items = overrides.items() if isinstance(overrides, dict) else enumerate(overrides)
+    for key, value in items:
+        name = f"{prefix}[{key}]" if isinstance(overrides, list) else f"{prefix}{key}"
+        if isinstance(value, (dict, list)):
+            _refuse_missing(value, source, name if isinstance(value, list) else f"{name}.")
         elif isinstance(value, str) and value.strip() == "???":
             raise ConfigError(
-                f"{source}: '{prefix}{key}' is ??? (OmegaConf's missing value): give it "
+                f"{source}: '{name}' is ??? (OmegaConf's missing value): give it "
                 "a value, or leave the key out for the default."
             )
 

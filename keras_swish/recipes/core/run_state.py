@@ -102,6 +102,8 @@ class RunLock:
             ) from None
         except OSError as error:  # a file system without locks: NFS without lockd, Lustre
             if error.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                os.close(self._fd)
+                self._fd = None
                 raise
             warnings.warn(
                 f"Cannot lock run folder {output} ({error.strerror}): its file system has no "

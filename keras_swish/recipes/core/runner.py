@@ -550,7 +550,9 @@ def train(recipe, experiment, config, verbose=1):
         if not chief:
             print(f"Worker done; the chief writes the run folder {output}.")
             return {"completed": True, "chief": False}
-        record = _finish(recipe, config, model, data, state, header, chief, metrics_path)
+        record = _finish(
+            recipe, config, model, data, state, header, chief, metrics_path, strategy_name
+        )
         record["train_wall_time_s"] = round(time.perf_counter() - start, 2)
         print(
             f"{_summary(record)}\nRun folder: {output}\n"
@@ -654,7 +656,7 @@ def weights_checksum(model):
     return digest.hexdigest()[:16]
 
 
-def _finish(recipe, config, model, data, state, header, chief, metrics_path):
+def _finish(recipe, config, model, data, state, header, chief, metrics_path, strategy_name):
     """Evaluates best.keras, writes final.keras, marks the run complete (last)."""
     import keras
 
@@ -665,10 +667,13 @@ def _finish(recipe, config, model, data, state, header, chief, metrics_path):
         best_model = keras.models.load_model(os.path.join(output, "best.keras"), safe_mode=True)
         best = {"model": "best.keras", "epoch": state.best["epoch"]}
     else:  # no epoch gave a finite validation metric: report the last model
-        # A copy outside the strategy: under MultiWorkerMirroredStrategy the
-        # chief evaluates alone (the other workers are done), and evaluating
-        # the distributed model would wait for them in its collectives.
-        best_model = _undistributed_copy(model, output)
+        # Under MultiWorkerMirroredStrategy the chief evaluates alone (the
+        # other workers are done): evaluating the distributed model would wait
+        # for them in its collectives, so a copy outside the strategy does.
+        if strategy_name == "multi_worker":
+            best_model = _undistributed_copy(model, output)
+        else:
+            best_model = model
         best = {"model": "final.keras", "epoch": state.epoch}
     best["monitor"] = recipe.monitor
     best.update(evaluate_model(recipe, config, best_model, data))

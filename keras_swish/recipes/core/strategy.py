@@ -83,7 +83,9 @@ def _is_address(address):
     if not isinstance(address, str):
         return False
     host, sep, port = address.rpartition(":")
-    return bool(sep and host.strip()) and port.isdigit() and 0 < int(port) < 65536
+    return (
+        bool(sep and host.strip()) and port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    )
 
 
 def make_strategy(name="auto", tpu=None):

@@ -265,9 +265,7 @@ def train_transform(image, seed, size, crop_area_min, flip, normalize="symmetric
 
     `color`: TF-Slim's colour distortion (`inception_preprocessing.distort_color`
     in its default fast mode, which `train_image_classifier.py` uses): brightness
-    ± 32/255 and saturation × [0.5, 1.5], in one of its two orders (brightness
-    first for one picture in four, as its random `color_ordering` 0 of 0–3), on
-    pixels in [0, 1], clipped.
+    ± 32/255, then saturation × [0.5, 1.5], on pixels in [0, 1], clipped.
     """
     import tensorflow as tf
 
@@ -294,21 +292,10 @@ def train_transform(image, seed, size, crop_area_min, flip, normalize="symmetric
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
     fold_in = tf.random.experimental.stateless_fold_in
-
-    def brightness(image):
-        return tf.image.stateless_random_brightness(image, 32.0 / 255.0, seed=fold_in(seed, 1))
-
-    def saturation(image):
-        return tf.image.stateless_random_saturation(image, 0.5, 1.5, seed=fold_in(seed, 2))
-
-    # TF-Slim draws one of 4 `color_ordering`s a picture; in fast mode 0 is
-    # brightness first and 1–3 are saturation first.
-    ordering = tf.random.stateless_uniform([], fold_in(seed, 3), maxval=4, dtype=tf.int32)
-    image = tf.cond(
-        tf.equal(ordering, 0),
-        lambda: saturation(brightness(image)),
-        lambda: brightness(saturation(image)),
-    )
+    # Fast mode draws from 1 `color_ordering` (`num_distort_cases = 1 if
+    # fast_mode else 4`): always 0, brightness first.
+    image = tf.image.stateless_random_brightness(image, 32.0 / 255.0, seed=fold_in(seed, 1))
+    image = tf.image.stateless_random_saturation(image, 0.5, 1.5, seed=fold_in(seed, 2))
     image = tf.clip_by_value(image, 0.0, 1.0)
     if normalize == "symmetric":
         return image * 2.0 - 1.0
