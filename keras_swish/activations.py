@@ -32,7 +32,8 @@ owner's β goes on its channel axis 1. `Activation` (built at init, without
 `build()`) gets one that builds its activation from the input shape, and is
 marked unbuilt, so that Keras builds both on the first (symbolic) call. Any
 other layer's activation (a user's layer may call it on a wider hidden
-tensor) is built by its first call, as Keras builds any sublayer.
+tensor) is built by tracing the layer's call on its build shapes, or from its
+output shape when that trace cannot run (`_trace_call`).
 
 This is the only module of keras_swish that touches Keras internals
 (`keras.src.activations`, `Layer._post_build`, and — only when a recipe runs
@@ -153,8 +154,7 @@ def _eager_owners():
     """Layers whose activation is called on their output (or, for the
     recurrent cells, on `(batch, units)`): these build it right after their
     own `build()`. Any other layer holding an activation (a user's layer may
-    call it on a wider hidden tensor) leaves it to be built by its first
-    call, with the shape it is really called on."""
+    call it on a wider hidden tensor) is traced first (`_trace_call`)."""
     from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
 
     L = keras.layers

@@ -11,8 +11,9 @@ from keras_swish import activations as swish_activations
 _RELU_LIKE = {None: "relu", 6.0: "relu6"}
 # A key that also matches a more specific name ("relu" also replaces ReLU6).
 _FALLBACK = {"relu6": "relu"}
-# Layer-config keys holding an activation, and those holding a wrapped layer.
-_ACTIVATION_KEYS = ("activation", "recurrent_activation")
+# Layer-config keys holding an activation (the attributes the activation hook
+# builds), and those holding a wrapped layer.
+_ACTIVATION_KEYS = swish_activations._ACTIVATION_ATTRIBUTES
 _WRAPPED_KEYS = ("layer", "backward_layer")
 
 
@@ -200,14 +201,17 @@ def _carry_weights(old, new, mapping):
     `new` (its β) are new where that activation was replaced, and carried
     over from the same activation of `old` otherwise.
     """
-    old_activation, new_activation = _activation_weights(old), _activation_weights(new)
+    old_held, new_held = _held_activations(old), _held_activations(new)
+    old_activation = {id(w) for a in old_held for w in a.weights}
+    new_activation = {id(w) for a in new_held for w in a.weights}
     pairs = [
         (
             [w for w in old.weights if id(w) not in old_activation],
             [w for w in new.weights if id(w) not in new_activation],
         )
     ]
-    for old_act, new_act in _kept_activations(old, new, mapping):
+    held = {id(a) for a in old_held + new_held}
+    for old_act, new_act in _kept_activations(old, new, held, mapping):
         pairs.append((old_act.weights, new_act.weights))
     for sources, targets in pairs:
         shapes = [tuple(w.shape) for w in sources]
@@ -222,26 +226,21 @@ def _carry_weights(old, new, mapping):
 
 
 def _held_activations(layer):
-    """[(owner, key, activation layer)] of `layer` and its sublayers, in order."""
-    found = []
+    """The activation layers held by `layer` and its sublayers, in order."""
+    held = []
     for owner in layer._flatten_layers(include_self=True):
         for key in _ACTIVATION_KEYS:
             activation = swish_activations._own_attribute(owner, key)
             if isinstance(activation, keras.layers.Layer):
-                found.append((owner, key, activation))
-    return found
+                held.append(activation)
+    return held
 
 
-def _activation_weights(layer):
-    """ids of the weights of the activation layers held by `layer` and its sublayers."""
-    return {id(w) for _, _, a in _held_activations(layer) for w in a.weights}
+def _kept_activations(old, new, held, mapping):
+    """(old, new) activation layers at the same place that `mapping` left alone.
 
-
-def _kept_activations(old, new, mapping):
-    """(old, new) activation layers at the same place that `mapping` left alone."""
-    held = {id(a) for _, _, a in _held_activations(old)} | {
-        id(a) for _, _, a in _held_activations(new)
-    }
+    `held`: ids of the activation layers of both, left out of the owners paired.
+    """
 
     def owners(layer):
         return [o for o in layer._flatten_layers(include_self=True) if id(o) not in held]

@@ -232,18 +232,14 @@ def _search(args):
 
     if args.retrain is not None:
         return _retrain(args)
-    for name in _RETRAIN_ONLY:
+    budget = "--steps and --validations (a child's budget)"
+    instead = {"seeds": "--seed", "parallel": "--workers N"}
+    for name in (*_RETRAIN_ONLY, *instead):
         if getattr(args, name) is not None:
             flag = "--" + name.replace("_", "-")
             raise UsageError(
-                f"{flag} is for --retrain runs; a search child's budget is --steps and "
-                f"--validations. Received: {flag} {getattr(args, name)}"
-            )
-    for name, instead in (("seeds", "--seed"), ("parallel", "--workers N")):
-        if getattr(args, name) is not None:
-            raise UsageError(
-                f"--{name} is for --retrain runs; a search takes {instead}. "
-                f"Received: --{name} {getattr(args, name)}"
+                f"{flag} is for --retrain runs; a search takes {instead.get(name, budget)}. "
+                f"Received: {flag} {getattr(args, name)}"
             )
     flags = {name: getattr(args, name) for name in _all_flags() if name not in _SEARCH_OWN}
     flags = {name: value for name, value in flags.items() if value is not None}
