@@ -181,6 +181,9 @@ def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers)
     assert "Strategy: multi_worker (CollectiveAllReduceStrategy), 2 replica(s)" in chief
     assert _checksum(logs[0]) == _checksum(logs[1])  # weights and β identical on both
     assert "Worker done; the chief writes the run folder" in other
+    # Each worker decodes its half of every global batch (not all of it).
+    assert "Input: pipeline 1 of 2, reads and decodes 32 of the 64 examples" in chief
+    assert "Input: pipeline 2 of 2, reads and decodes 32 of the 64 examples" in other
     assert sorted(os.listdir(run)) == [
         ".lock",  # the chief's: it alone writes
         "best.keras",

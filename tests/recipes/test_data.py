@@ -326,3 +326,53 @@ def test_tfds_stream_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(
             first_batch(data.train(epoch, 5))[0], batches[5 * epoch][0].numpy()
         )
+
+
+@pytest.mark.parametrize("source", ["embedded", "tfds"])
+@pytest.mark.parametrize("pipelines,replicas", [(2, 2), (2, 4)])
+def test_input_pipelines_read_their_slice_of_each_global_batch_and_decode_nothing_else(
+    source, pipelines, replicas, tmp_path, monkeypatch
+):
+    # A worker of MultiWorkerMirroredStrategy (one input pipeline of several) yields
+    # its replicas' slices of the global batches, and augments only its examples.
+    from keras_swish.recipes.data import images as images_module
+
+    if source == "tfds":
+        _tiny_tfds(tmp_path)
+        spec, data_dir = parse_data_spec("tfds:tiny_digits"), str(tmp_path)
+    else:
+        spec, data_dir = parse_data_spec(None), None
+    data = make_image_data(spec, data_dir, **PIPELINE)
+    assert data.per_pipeline_input
+    share, per_replica = 8 // pipelines, 8 // replicas
+    epoch, steps = 3, 5  # starts mid-pass (tfds: 22 steps a pass) and crosses into the next
+    stream = iter(data.train(epoch, steps))
+    global_batches = [next(stream) for _ in range(25)]
+
+    transform = images_module.train_transform
+
+    def recording(seen):  # the (key, position) seeds of the examples augmented
+        def train_transform(image, seed, *args):
+            record = tf.py_function(
+                lambda s: seen.append(s.numpy().tolist()) or 0, [seed], tf.int64
+            )
+            out = transform(image, seed, *args)
+            return out + tf.cast(record, out.dtype) * 0
+
+        return train_transform
+
+    slices = []
+    for pipeline in range(pipelines):
+        seen = []  # this pipeline's own (its iterator goes on prefetching)
+        monkeypatch.setattr(images_module, "train_transform", recording(seen))
+        context = tf.distribute.InputContext(pipelines, pipeline, replicas)
+        local = iter(data.train(epoch, steps, input_context=context))
+        per_step = replicas // pipelines
+        slices.append([[next(local) for _ in range(per_step)] for _ in range(25)])
+        positions = [position for _, position in seen]
+        assert positions and all((p // share) % pipelines == pipeline for p in positions)
+    for step, (images, labels) in enumerate(global_batches):
+        parts = [batch for pipeline in slices for batch in pipeline[step]]
+        assert all(int(part[0].shape[0]) == per_replica for part in parts)
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images.numpy())
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels.numpy())

@@ -526,7 +526,7 @@ def train(recipe, experiment, config, verbose=1):
                 callbacks += [keras.callbacks.TensorBoard(log_dir), BetaMonitor(log_dir)]
             try:
                 model.fit(
-                    data.train(initial_epoch, steps),
+                    _training_data(data, strategy, strategy_name, initial_epoch, steps),
                     initial_epoch=initial_epoch,
                     epochs=config.train.epochs,
                     steps_per_epoch=steps,
@@ -606,6 +606,29 @@ def _check_restored(model, state):
             f"Restoring {state.checkpoint} left the optimizer at step {got}, not at the "
             f"committed {expected}: its state was not loaded."
         )
+
+
+def _training_data(data, strategy, strategy_name, initial_epoch, steps):
+    """The training dataset `fit` reads: under multi_worker, one input pipeline per worker.
+
+    A worker then reads and decodes only its slice of each global batch (see
+    `make_image_data`); Keras's `fit` takes the distributed dataset as it is.
+    Data whose `train` takes no input context is distributed by Keras
+    (`experimental_distribute_dataset`, tf.data auto-sharding).
+    """
+    if strategy_name == "multi_worker" and getattr(data, "per_pipeline_input", False):
+
+        def pipeline(context):
+            share = data.examples_per_step // context.num_input_pipelines
+            print(
+                f"Input: pipeline {context.input_pipeline_id + 1} of "
+                f"{context.num_input_pipelines}, reads and decodes {share} of the "
+                f"{data.examples_per_step} examples of each global batch."
+            )
+            return data.train(initial_epoch, steps, input_context=context)
+
+        return strategy.distribute_datasets_from_function(pipeline)
+    return data.train(initial_epoch, steps)
 
 
 def _check_workers_agree(strategy, epoch, step, output):

@@ -68,7 +68,8 @@ def parse_data_spec(text):
 class ImageData:
     """A recipe's data, as the runner uses it (see `Recipe.make_data`)."""
 
-    train: object  # (initial_epoch, steps_per_epoch) -> endless batched tf.data.Dataset
+    train: object  # (initial_epoch, steps_per_epoch, input_context=None) -> endless,
+    #                batched tf.data.Dataset (one input pipeline's share with a context)
     validation: object  # finite, batched
     test: object  # finite, batched, or None
     steps_per_pass: int  # one pass over the training set
@@ -78,6 +79,9 @@ class ImageData:
     train_examples: int
     validation_examples: int
     test_examples: int
+    # `train` takes a `tf.distribute.InputContext`: under several input
+    # pipelines (workers) each decodes only its share of every global batch.
+    per_pipeline_input: bool = True
 
 
 def _folder_files(root, classes=None):
@@ -370,13 +374,32 @@ def make_image_data(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
+    own_shards = tf.data.Options()  # a pipeline that reads its share itself
+    own_shards.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    own_shards.deterministic = True
 
     def one_hot(label):
         return tf.one_hot(tf.cast(label, tf.int32), num_classes)
 
-    def train(initial_epoch=0, steps_per_epoch=None):
+    def train(initial_epoch=0, steps_per_epoch=None, input_context=None):
         start_step = initial_epoch * (steps_per_epoch or steps_per_pass)
         first_pass, offset = divmod(start_step, steps_per_pass)
+        # One input pipeline of several (`strategy.distribute_datasets_from_function`,
+        # a worker of MultiWorkerMirroredStrategy): pipeline i reads the i-th of
+        # `pipelines` equal, contiguous slices of every global batch, which is how
+        # tf.distribute splits one global batch among the replicas, so the replicas
+        # see the same examples (and augmentations, drawn by position) as from one
+        # pipeline. The positions are filtered before anything is decoded; with
+        # tf.data's DATA auto-sharding every worker would decode and augment every
+        # global batch and drop the rest. (FILE sharding would read less, but breaks
+        # the order that depends on the seed and pass only.)
+        pipelines, pipeline = 1, 0
+        batch = batch_size
+        if input_context is not None:
+            pipelines = input_context.num_input_pipelines
+            pipeline = input_context.input_pipeline_id
+            batch = input_context.get_per_replica_batch_size(batch_size)
+        share = batch_size // pipelines
 
         def one_pass(pass_index):
             start = tf.where(pass_index == first_pass, offset * batch_size, 0)
@@ -402,16 +425,19 @@ def make_image_data(
                     )
                 return image, one_hot(label)
 
-            return pass_order(train_raw, pass_index, seed, start, per_pass, shuffle_buffer).map(
-                transform, num_parallel_calls=auto
-            )
+            ordered = pass_order(train_raw, pass_index, seed, start, per_pass, shuffle_buffer)
+            if pipelines > 1:
+                ordered = ordered.filter(
+                    lambda position, _: (position // share) % pipelines == pipeline
+                )
+            return ordered.map(transform, num_parallel_calls=auto)
 
         return (
             tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max)
             .flat_map(one_pass)
-            .batch(batch_size, drop_remainder=True)
+            .batch(batch, drop_remainder=True)
             .prefetch(auto)
-            .with_options(options)
+            .with_options(options if input_context is None else own_shards)
         )
 
     def evaluation(raw):

@@ -349,6 +349,10 @@ class TranslationData:
     validation_pairs: list  # (source text, reference text) for BLEU
     test_pairs: list
     train_examples: int
+    # `train` takes no input context: under several workers tf.data's DATA
+    # auto-sharding splits each global batch (of varying size) among them, and
+    # every worker tokenizes every batch (cheap next to decoding images).
+    per_pipeline_input: bool = False
 
 
 def _copy_sentencepiece(model_path, destination):
