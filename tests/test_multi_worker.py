@@ -99,10 +99,11 @@ def test_the_patch_is_idempotent_and_changes_nothing_outside_multi_worker():
     assert len(history.history["loss"]) == 2
 
 
-def _workers(run, extra=(), tmpdir=None, count=2, outputs=None, train=TRAIN):
+def _workers(run, extra=(), tmpdir=None, count=2, outputs=None, train=TRAIN, extras=None):
     """Starts `count` workers of `keras-swish train` directly; returns (processes, logs).
 
-    All write to `run`, or each to its own of `outputs` (a folder not shared).
+    All write to `run`, or each to its own of `outputs` (a folder not shared);
+    `extras`: each worker's own arguments after `extra`.
     """
     ports = free_ports(count)
     processes, logs = [], []
@@ -122,6 +123,7 @@ def _workers(run, extra=(), tmpdir=None, count=2, outputs=None, train=TRAIN):
                     "train",
                     *train,
                     *extra,
+                    *(extras[index] if extras else ()),
                     "--output",
                     str(output),
                 ],
@@ -182,8 +184,8 @@ def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers)
     assert _checksum(logs[0]) == _checksum(logs[1])  # weights and β identical on both
     assert "Worker done; the chief writes the run folder" in other
     # Each worker decodes its half of every global batch (not all of it).
-    assert "Input: pipeline 1 of 2, reads and decodes 32 of the 64 examples" in chief
-    assert "Input: pipeline 2 of 2, reads and decodes 32 of the 64 examples" in other
+    assert "Input: pipeline 1 of 2, decodes and augments 32 of the 64 examples" in chief
+    assert "Input: pipeline 2 of 2, decodes and augments 32 of the 64 examples" in other
     assert sorted(os.listdir(run)) == [
         ".lock",  # the chief's: it alone writes
         "best.keras",
@@ -261,7 +263,9 @@ def test_kill_9_one_worker_then_relaunch_resumes_and_matches(two_workers, tmp_pa
         "--output",
         str(run),
     ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    tmpdir = tmp_path / "tmp"  # the killed worker's scratch folder goes on relaunch
+    tmpdir.mkdir()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmpdir))
     first = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -288,6 +292,8 @@ def test_kill_9_one_worker_then_relaunch_resumes_and_matches(two_workers, tmp_pa
     assert metrics["completed"]
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     assert [s["started_at_epoch"] for s in metrics["sessions"]] == [1, committed + 1]
+    # (TensorFlow's own temporary files of the killed processes stay: autograph's.)
+    assert not [name for name in os.listdir(tmpdir) if name.startswith("keras-swish-worker-")]
     uninterrupted, _, _ = two_workers
     for a, b in zip(_final_weights(run), _final_weights(uninterrupted), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
@@ -311,6 +317,24 @@ def test_workers_that_read_different_run_folders_are_refused(tmp_path):
     metrics = json.loads((outputs[0] / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1]  # nothing trained
     assert not os.listdir(outputs[1])
+
+
+@pytest.mark.slow
+def test_workers_started_with_different_settings_are_refused(tmp_path):
+    # Hand-started workers whose commands differ (or whose `precision: auto`
+    # resolves differently) would all-reduce different computations.
+    run = tmp_path / "run"
+    extras = [(), ("--set", "train.label_smoothing=0.2")]
+    processes, logs = _workers(run, ("--epochs", "1"), extras=extras)
+    assert _wait(processes) == [2, 2], [log.read_text()[-3000:] for log in logs]
+    fingerprints = []
+    for log in logs:
+        text = log.read_text()
+        assert "The workers run different settings: this one's config, precision and data " in text
+        assert "precision float32" in text and "Traceback" not in text
+        fingerprints.append(text.split("(fingerprint ", 1)[1][:16])
+    assert fingerprints[0] != fingerprints[1]
+    assert not run.exists()  # the chief made it for its lock and removed it
 
 
 def test_launch_bad_input_exits_2(capsys):

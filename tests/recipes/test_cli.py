@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_swish.cli import main
@@ -54,6 +55,26 @@ def cli(*args, timeout=900):
         (
             ["train", "mobilenet", "--set", "train.output=runs/${USER}"],
             "Cannot resolve the config: Interpolation key 'USER' not found",
+        ),
+        (
+            [
+                "train",
+                "mobilenet",
+                "--steps-per-epoch",
+                "4",
+                "--set",
+                "train.steps_per_execution=3",
+            ],
+            "'train.steps_per_execution' must be a divisor of train.steps_per_epoch=4",
+        ),
+        (
+            ["train", "mobilenet", "--set", "train.steps_per_execution=0"],
+            "'train.steps_per_execution' must be at least 1",
+        ),
+        # One pass over the embedded digits: 4,000 // 64 = 62 steps (known after the data).
+        (
+            ["train", "mobilenet", "--set", "train.steps_per_execution=4"],
+            "must divide the steps of an epoch (one pass over the data: 62;",
         ),
         (["evaluate", "/no/such/run"], "is not a run folder"),
         (["train", "mobilenet", "--tpu", "grpc://127.0.0.1:1"], "Cannot reach TPU"),
@@ -245,6 +266,49 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["strategy"], metrics["replicas"], metrics["completed"]) == ("mirrored", 2, True)
+
+
+def test_steps_per_execution_trains_the_same_weights_and_may_change_on_resume(tmp_path):
+    # Keras runs that many steps in one call; the steps, data and weights are
+    # the same (a resumed run may change it: another machine, a TPU).
+    import keras
+
+    def train(run, epochs, steps_per_execution):
+        code = main(
+            [
+                "train",
+                "mobilenet",
+                "--epochs",
+                str(epochs),
+                "--steps-per-epoch",
+                "4",
+                "--set",
+                f"train.steps_per_execution={steps_per_execution}",
+                "--output",
+                str(run),
+                "--verbose",
+                "0",
+            ]
+        )
+        assert code == 0
+
+    def weights(run):
+        model = keras.models.load_model(run / "final.keras")
+        return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+    one, four, changed = tmp_path / "one", tmp_path / "four", tmp_path / "changed"
+    train(one, 2, 1)
+    train(four, 2, 4)
+    train(changed, 1, 1)
+    train(changed, 2, 2)  # resumed with another value
+    reference = weights(one)
+    for run in (four, changed):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["completed"] and [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+        state = json.loads((run / "state" / "state.json").read_text())
+        assert state["optimizer_iterations"] == 8
+        for a, b in zip(weights(run), reference, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_a_cloud_tpu_that_is_not_ready_is_a_usage_error(monkeypatch):

@@ -280,6 +280,41 @@ def test_a_run_made_before_a_config_key_existed_resumes_with_its_old_behaviour(t
     assert "optimizer.decay_after_warmup (False → True)" in str(error.value)
 
 
+def test_a_run_resumes_from_a_moved_data_dir_but_not_on_other_data(tmp_path):
+    # --data-dir says where this machine keeps the prepared data (moved, or
+    # another worker's mount point); --data says which data.
+    run = tmp_path / "run"
+    _run_folder(run, "mobilenet/imagenet", {"data_dir": "/old/tfds"})
+    flags = {"data_dir": "/new/tfds", "output": str(run)}
+    _, experiment, config = runner.resolve("mobilenet/imagenet", flags=flags)
+    assert runner.check_output(experiment, config) is not None  # the same run
+    flags = dict(flags, data="folder:/images")
+    _, experiment, config = runner.resolve("mobilenet/imagenet", flags=flags)
+    with pytest.raises(UsageError, match=r"differs in data\.source .*folder:/images"):
+        runner.check_output(experiment, config)
+
+
+def test_the_workers_fingerprint_leaves_out_locations_only(tmp_path):
+    class Data:
+        summary = "4000 training images"
+
+    def fingerprint(flags, precision="float32", data=Data):
+        _, experiment, config = runner.resolve("mobilenet", flags=flags)
+        return runner._run_fingerprint(experiment, config, precision, data)
+
+    base = fingerprint({"output": "/a", "data_dir": "/x"})
+    assert base == fingerprint({"output": "/b", "data_dir": "/y"})
+    assert base != fingerprint({"output": "/a", "data_dir": "/x", "seed": 1})
+    assert base != fingerprint({"output": "/a", "data_dir": "/x"}, precision="mixed_float16")
+
+    class Other:
+        summary = "3999 training images"
+
+    assert base != fingerprint({"output": "/a", "data_dir": "/x"}, data=Other)
+    vocabularies = [type("Text", (Data,), {"vocabulary_digest": d}) for d in ("ab", "cd")]
+    assert len({fingerprint({}, data=v) for v in vocabularies} | {fingerprint({})}) == 3
+
+
 def test_a_finished_run_without_its_checkpoints_is_not_continued(tmp_path):
     # A search prunes a finished child's state/: more epochs would train from
     # epoch 1 again over its history and best.keras.
@@ -610,3 +645,26 @@ def test_importing_keras_swish_registers_every_class_the_recipes_save():
     assert result.returncode == 0, result.stderr[-2000:]
     missing, count = result.stdout.strip().splitlines()[-2:]
     assert missing == "[]" and int(count) >= 7
+
+
+def test_a_worker_removes_the_scratch_folders_of_this_machines_dead_workers(tmp_path, monkeypatch):
+    import socket
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is free (reused only after the whole pid range)
+    host = socket.gethostname().replace("-", "_")
+    kept = [
+        f"keras-swish-worker-{host}-{os.getpid()}-abc",  # alive: this process
+        f"keras-swish-worker-other_host-{dead.pid}-abc",  # another machine's (shared /tmp)
+        "keras-swish-worker-abc123",  # not named by host and pid
+        "unrelated",
+    ]
+    for name in [*kept, f"keras-swish-worker-{host}-{dead.pid}-abc"]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vocab.model").write_text("x")
+    scratch = runner._worker_scratch()
+    assert os.path.dirname(scratch) == str(tmp_path)
+    assert os.path.basename(scratch).startswith(f"keras-swish-worker-{host}-{os.getpid()}-")
+    assert sorted(os.listdir(tmp_path)) == sorted([*kept, os.path.basename(scratch)])

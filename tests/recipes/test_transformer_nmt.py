@@ -373,6 +373,21 @@ def test_a_new_vocabulary_is_on_the_disk_before_it_is_in_place(tmp_path, monkeyp
     assert text_data.load_sentencepiece(str(model)).vocab_size() <= 40
 
 
+def test_vocabularies_that_tokenize_alike_digest_alike_wherever_they_were_written(tmp_path):
+    # Each multi-worker worker builds its own; the workers compare digests.
+    words = ["Haus", "Baum", "Katze", "Hund", "klein", "groß", "rot", "grün"]
+    sentences = [" ".join(words[i:] + words[:i]) for i in range(8)] * 20
+    paths = [tmp_path / "a" / "sentencepiece.model", tmp_path / "worker-b" / "x.model"]
+    for path in paths:
+        text_data.train_sentencepiece(sentences, str(path), vocab_size=40)
+    assert paths[0].read_bytes() != paths[1].read_bytes()  # the spec names its folder
+    digests = {text_data.vocabulary_digest(str(path)) for path in paths}
+    assert len(digests) == 1
+    other = tmp_path / "other.model"
+    text_data.train_sentencepiece(sentences, str(other), vocab_size=36)
+    assert text_data.vocabulary_digest(str(other)) not in digests
+
+
 def test_po_catalog_reader(tmp_path):
     path = tmp_path / "django.po"
     path.write_text(PO_TEXT, encoding="utf-8")

@@ -35,6 +35,10 @@ class TrainConfig:
     tpu: str | None = None
     precision: str = "auto"
     cpu_devices: int = 1  # >1 splits the CPU into logical devices (mirrored on a CPU)
+    # Training steps run in one call to the device (Keras's `steps_per_execution`):
+    # more keep a TPU (or a fast GPU on a small model) from waiting on Python. It
+    # must divide the steps of an epoch; the weights are the same for every value.
+    steps_per_execution: int = 1
     output: str | None = None  # default: runs/<experiment>-<activation> ('/' as '-')
 
 
@@ -89,6 +93,19 @@ def validate_train(train):
         f"one of {', '.join(PRECISIONS)}",
     )
     check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+    check(
+        train.steps_per_execution >= 1,
+        "train.steps_per_execution",
+        train.steps_per_execution,
+        "at least 1",
+    )
+    check(
+        train.steps_per_epoch is None or train.steps_per_epoch % train.steps_per_execution == 0,
+        "train.steps_per_execution",
+        train.steps_per_execution,
+        f"a divisor of train.steps_per_epoch={train.steps_per_epoch} (Keras would run "
+        "past the end of each epoch)",
+    )
     check_local_folder(train.output, "train.output")
     check(
         not train.tpu or train.strategy in ("auto", "tpu"),

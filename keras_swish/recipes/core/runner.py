@@ -55,6 +55,11 @@ from keras_swish.recipes.core.run_state import (
 
 # Keys that may differ between a run folder's config.yaml and a re-run of it.
 _OUTPUT_KEY = "train.output"  # the same folder spelled another way
+# Where this machine keeps the run and the prepared data: a resumed run, or
+# another worker, may name them otherwise (a moved TFDS folder, a mount point).
+_LOCATION_KEYS = (_OUTPUT_KEY, "data.data_dir")
+# How the same steps are run: a resumed run may change it (not other workers).
+_RESUMABLE_KEYS = (*_LOCATION_KEYS, "train.steps_per_execution")
 _EPOCHS_KEY = "train.epochs"  # more epochs continue the run
 # Config keys added after runs were made, with the behaviour those runs had
 # (what a config.yaml without the key means): such a run resumes where the
@@ -267,7 +272,7 @@ def _check_config(experiment, config):
         if key in new and key not in old:
             old[key] = before
     changed = sorted(
-        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != _OUTPUT_KEY
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _RESUMABLE_KEYS
     )
     # Epochs the run trained: committed in its state, or (a search prunes its
     # finished children's state) recorded in metrics.json.
@@ -444,7 +449,7 @@ def train(recipe, experiment, config, verbose=1):
         rolled = state.recover()
         keras.utils.set_random_seed(config.train.seed)
         if not chief:  # files a recipe's data writes (a vocabulary) go to a private folder
-            scratch = tempfile.mkdtemp(prefix="keras-swish-worker-")
+            scratch = _worker_scratch()
             data = recipe.make_data(
                 dataclasses.replace(config, train=dataclasses.replace(config.train, output=scratch))
             )
@@ -452,12 +457,23 @@ def train(recipe, experiment, config, verbose=1):
             data = recipe.make_data(config)
         steps = config.train.steps_per_epoch or data.steps_per_pass
         print(f"Data: {data.summary}")
+        if steps % config.train.steps_per_execution:
+            raise ConfigError(
+                "'train.steps_per_execution' must divide the steps of an epoch (one pass "
+                f"over the data: {steps}; Keras would run past each epoch's end). Received: "
+                f"train.steps_per_execution={config.train.steps_per_execution}"
+            )
         for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
             print(line)
 
         if strategy_name == "multi_worker":  # before the first variable is made
             _check_workers_agree(
-                strategy, state.epoch, state.record.get("optimizer_iterations") or 0, output
+                strategy,
+                state.epoch,
+                state.record.get("optimizer_iterations") or 0,
+                output,
+                _run_fingerprint(experiment, config, precision, data),
+                precision,
             )
 
         # Everything is checked: from here on the run's folder is written.
@@ -476,6 +492,7 @@ def train(recipe, experiment, config, verbose=1):
                     ),
                     loss=recipe.make_loss(config),
                     metrics=recipe.make_metrics(config),
+                    steps_per_execution=config.train.steps_per_execution,
                 )
                 if state.checkpoint:
                     model.optimizer.build(model.trainable_variables)
@@ -572,6 +589,38 @@ def train(recipe, experiment, config, verbose=1):
             lock.release()
 
 
+_SCRATCH = "keras-swish-worker-"
+
+
+def _worker_scratch():
+    """A new private folder for a non-chief worker's files (a vocabulary), in TMPDIR.
+
+    A worker removes its own when it ends; one killed with SIGKILL cannot, so
+    the folders of this machine's dead workers (named by host and pid) are
+    removed here, when a worker starts again.
+    """
+    import socket
+
+    base = tempfile.gettempdir()
+    host = socket.gethostname().replace("-", "_")
+    for name in os.listdir(base):
+        owner = name.removeprefix(_SCRATCH).split("-")
+        if name.startswith(_SCRATCH) and len(owner) == 3 and owner[0] == host:
+            if owner[1].isdigit() and not _process_exists(int(owner[1])):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{_SCRATCH}{host}-{os.getpid()}-")
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def _check_precision(output, previous, asked, precision):
     """Refuses to resume a run across a change of loss scaling.
 
@@ -611,7 +660,7 @@ def _check_restored(model, state):
 def _training_data(data, strategy, strategy_name, initial_epoch, steps):
     """The training dataset `fit` reads: under multi_worker, one input pipeline per worker.
 
-    A worker then reads and decodes only its slice of each global batch (see
+    A worker then decodes and augments only its slice of each global batch (see
     `make_image_data`); Keras's `fit` takes the distributed dataset as it is.
     Data whose `train` takes no input context is distributed by Keras
     (`experimental_distribute_dataset`, tf.data auto-sharding).
@@ -622,7 +671,7 @@ def _training_data(data, strategy, strategy_name, initial_epoch, steps):
             share = data.examples_per_step // context.num_input_pipelines
             print(
                 f"Input: pipeline {context.input_pipeline_id + 1} of "
-                f"{context.num_input_pipelines}, reads and decodes {share} of the "
+                f"{context.num_input_pipelines}, decodes and augments {share} of the "
                 f"{data.examples_per_step} examples of each global batch."
             )
             return data.train(initial_epoch, steps, input_context=context)
@@ -631,26 +680,62 @@ def _training_data(data, strategy, strategy_name, initial_epoch, steps):
     return data.train(initial_epoch, steps)
 
 
-def _check_workers_agree(strategy, epoch, step, output):
-    """Every worker must resume from the same committed epoch (one shared run
-    folder): a worker that read another folder (its own local `runs/...`)
-    would average its gradients with a different model's.
+def _run_fingerprint(experiment, config, precision, data):
+    """16 hex digits of the run's config (its locations aside), precision and data.
 
-    tf.distribute reduces by SUM or MEAN only: the values agree on every
-    worker iff n·Σv² = (Σv)², which each worker computes alike.
+    The data as this worker found it: its summary (the splits' sizes) and
+    the vocabulary it built, if any (each worker builds its own: its
+    `vocabulary_digest`).
     """
+    import hashlib
+
+    values = _flatten(load_yaml_text(config_text(experiment, config)))
+    digest = hashlib.sha256()
+    for key in sorted(set(values) - set(_LOCATION_KEYS)):
+        digest.update(f"{key}={values[key]!r}\n".encode())
+    digest.update(f"precision={precision}\ndata={data.summary}\n".encode())
+    digest.update(getattr(data, "vocabulary_digest", "").encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_workers_agree(strategy, epoch, step, output, fingerprint, precision):
+    """Every worker must run the same config and resume from the same committed epoch.
+
+    A worker that read another folder (its own local `runs/...`) would
+    average its gradients with a different model's; one started with other
+    settings, or whose `precision: auto` resolved otherwise on its machine
+    (float32 beside mixed_float16), with a different computation.
+
+    tf.distribute reduces by SUM or MEAN only: values agree on every worker
+    iff n·Σv² = (Σv)², which each worker computes alike (exactly in float64:
+    the fingerprint goes in 16-bit parts).
+    """
+    import numpy as np
     import tensorflow as tf
 
-    local = tf.constant([epoch, step, epoch * epoch, step * step, 1.0], tf.float64)
+    values = [epoch, step] + [int(fingerprint[i : i + 4], 16) for i in range(0, 16, 4)]
+    values = np.array(values, np.float64)
+    local = tf.constant(np.concatenate([values, values**2, [1.0]]), tf.float64)
     total = strategy.reduce(
         tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None
     ).numpy()
-    n = total[4]
-    if n * total[2] != total[0] ** 2 or n * total[3] != total[1] ** 2:
+    count = len(values)
+    sums, squares, n = total[:count], total[count : 2 * count], total[-1]
+    agree = n * squares == sums**2
+    if not agree[2:].all():
+        raise UsageError(
+            "The workers run different settings: this one's config, precision and data "
+            f"(fingerprint {fingerprint}, precision {precision}) differ from another "
+            "worker's. Start every worker with the same command and config (only --output "
+            "and --data-dir may differ, naming the same folders), on the same prepared "
+            "data, and give --precision where `auto` resolves differently on different "
+            "machines (each worker prints its own data summary and precision above)."
+        )
+    if not agree[:2].all():
         raise UsageError(
             f"The workers resume from different points: this one from epoch {epoch} "
             f"(optimizer step {step}) of {output}, the workers' mean is epoch "
-            f"{total[0] / n:g} (step {total[1] / n:g}). Every worker must read and the chief "
+            f"{sums[0] / n:g} (step {sums[1] / n:g}). Every worker must read and the chief "
             "write one run folder: give --output a folder that all machines share."
         )
 

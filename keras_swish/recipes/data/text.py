@@ -305,6 +305,22 @@ def load_sentencepiece(model_path):
     return spm.SentencePieceProcessor(model_file=model_path)
 
 
+def vocabulary_digest(model_path):
+    """A SHA-256 of a SentencePiece model's pieces, scores and types.
+
+    Two models that tokenize alike digest alike: the file's bytes also hold
+    its training spec, with the folder it was written to.
+    """
+    import hashlib
+
+    processor = load_sentencepiece(model_path)
+    digest = hashlib.sha256()
+    for i in range(processor.get_piece_size()):
+        kind = (processor.is_unknown(i), processor.is_control(i), processor.is_byte(i))
+        digest.update(f"{processor.id_to_piece(i)}\t{processor.get_score(i)!r}\t{kind}\n".encode())
+    return digest.hexdigest()
+
+
 # --- Batching -----------------------------------------------------------------
 
 
@@ -346,6 +362,7 @@ class TranslationData:
     summary: str
     vocab_size: int  # of the SentencePiece model, ≤ the configured size
     sentencepiece_model: str  # path
+    vocabulary_digest: str  # `vocabulary_digest(sentencepiece_model)`
     validation_pairs: list  # (source text, reference text) for BLEU
     test_pairs: list
     train_examples: int
@@ -639,6 +656,7 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
         ),
         vocab_size=vocab_size,
         sentencepiece_model=model_path,
+        vocabulary_digest=vocabulary_digest(model_path),
         validation_pairs=corpus.validation_pairs,
         test_pairs=corpus.test_pairs,
         train_examples=corpus.train_size,
