@@ -88,7 +88,7 @@ def _recipes(args):
         return 0
     from keras_swish.recipes.core import runner
 
-    recipe, experiment, config = runner.resolve(args.name)
+    recipe, experiment, config = runner.resolve(args.name, require_data=False)
     print(f"{experiment.name}: {experiment.summary}")
     print(f"  recipe {recipe.name}: {recipe.summary}")
     if experiment.reference:
@@ -97,7 +97,10 @@ def _recipes(args):
     for section, values in to_dict(config).items():
         print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     steps_per_pass = recipe_steps_per_pass(recipe, experiment, config)
-    if steps_per_pass is None:
+    known = steps_per_pass is not None or (
+        not recipe.schedule_needs_data and config.train.steps_per_epoch
+    )
+    if not known:
         print(
             "  Learning rate: needs the data's size; `keras-swish train` prints it "
             "before the first step."

@@ -216,6 +216,25 @@ def test_recipes_lists_recipes_and_experiments(capsys):
     assert out.startswith("mobilenet/embedded: ") and "learning_rate=0.008" in out
 
 
+def test_recipes_prints_a_schedule_in_steps_without_the_data(capsys):
+    # Vaswani et al.'s rate is a formula of the step: d^-0.5 · min(s^-0.5, s · w^-1.5),
+    # here d = 512, w = 4,000 over 300 epochs of 1,000 steps.
+    assert main(["recipes", "transformer_nmt/wmt14"]) == 0
+    out = capsys.readouterr().out
+    peak = 512**-0.5 * 4000**-0.5
+    assert f"Learning rate over 300,000 steps, peak {peak:.4g}:" in out
+    last = 512**-0.5 * 299_999**-0.5
+    assert f"100%  step   299,999  lr {last:.4g}  ({last / peak:.2%} of peak)" in out
+    # An experiment that reads only --data text:...: its settings, with no data.
+    assert main(["recipes", "transformer_nmt/text"]) == 0
+    out = capsys.readouterr().out
+    assert "reads --data text:*" in out and "data: source=None" in out
+    assert "Learning rate over 300,000 steps" in out
+    # Image recipes' schedules count passes: their size must be known.
+    assert main(["recipes", "mobilenet/imagenet"]) == 0
+    assert "(500.0 passes over the training data of 312 steps)" in capsys.readouterr().out
+
+
 def test_evaluate_reports_best_keras_on_validation_and_test(tmp_path):
     run = tmp_path / "run"
     trained = cli(

@@ -36,10 +36,16 @@ class Recipe:
             order depends only on the seed and the epoch), `validation`
             (finite, batched), `test` (finite, batched, or None),
             `steps_per_pass` (steps of one pass over the training set),
-            `examples_per_step` and `summary` (one line for the log).
+            `examples_per_step` and `summary` (one line for the log); with
+            `per_pipeline_input` true, `train` also takes `input_context=`
+            (a `tf.distribute.InputContext`: that pipeline's share of each
+            global batch, batched per replica).
         make_model: `(config, data) -> keras.Model` (called in strategy scope).
         make_schedule: `(config, steps_per_pass) -> learning rate` (a float
             or a `LearningRateSchedule` counting optimizer steps).
+        schedule_needs_data: False where `make_schedule` does not use
+            `steps_per_pass` (a formula of the step alone): `keras-swish
+            recipes` then prints it without reading the data.
         make_optimizer: `(config, schedule) -> keras.optimizers.Optimizer`.
         make_loss: `config -> loss`.
         make_metrics: `config -> list of metrics`.
@@ -72,6 +78,7 @@ class Recipe:
     final_metrics: Callable | None = None
     docs: str = ""
     learning_rate_key: str = "optimizer.learning_rate"
+    schedule_needs_data: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,7 +89,7 @@ def _explicit_source(layers):
     return source
 
 
-def resolve(name, config_file=None, flags=None, overrides=None):
+def resolve(name, config_file=None, flags=None, overrides=None, require_data=True):
     """Defaults ← experiment ← YAML file ← flags ← `--set`.
 
     Args:
@@ -98,6 +98,8 @@ def resolve(name, config_file=None, flags=None, overrides=None):
         config_file: Path of a YAML file of config sections, or None.
         flags: {flag name: value} of the flags given on the command line.
         overrides: Nested {section: {key: value}} from `--set`.
+        require_data: Whether an experiment that reads only data given with
+            `--data` (`transformer_nmt/text`) needs it (False: to show it).
 
     Returns:
         `(recipe, experiment, config)`, the config validated.
@@ -124,7 +126,7 @@ def resolve(name, config_file=None, flags=None, overrides=None):
         recipe.default_config(),
         [(experiment.overrides, f"experiment '{experiment.name}'"), *layers],
     )
-    if not experiment.reads(config.data.source):
+    if require_data and not experiment.reads(config.data.source):
         raise ConfigError(
             f"Experiment '{experiment.name}' needs --data {' or '.join(experiment.data)}. "
             f"Received: data.source={config.data.source!r}"

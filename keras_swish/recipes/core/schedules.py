@@ -84,22 +84,29 @@ def describe_schedule(schedule, total_steps, steps_per_pass):
     Args:
         schedule: A float or a `LearningRateSchedule`.
         total_steps: Optimizer steps the run takes (epochs × steps per epoch).
-        steps_per_pass: Steps of one pass over the training data.
+        steps_per_pass: Steps of one pass over the training data (None:
+            not known before the data is read; the passes are left out).
     """
     points = schedule_points(schedule, total_steps)
     peak = max(rate for _, _, rate in points) or 1.0
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         # The true peak can fall between the printed points (end of warm-up).
-        probe = range(0, max(total_steps, 1), max(1, total_steps // 2000))
-        peak = max(peak, max(float(ops.convert_to_numpy(schedule(s))) for s in probe))
-    lines = [
-        f"Learning rate over {total_steps:,} steps "
-        f"({total_steps / max(steps_per_pass, 1):,.1f} passes over the training data "
-        f"of {steps_per_pass:,} steps), peak {peak:.4g}:"
-    ]
+        stride = max(1, total_steps // 2000)
+        rates = {s: float(ops.convert_to_numpy(schedule(s))) for s in range(0, total_steps, stride)}
+        top = max(rates, key=rates.get, default=0)
+        near = range(max(0, top - stride), min(total_steps, top + stride), max(1, stride // 100))
+        rates.update({s: float(ops.convert_to_numpy(schedule(s))) for s in near})
+        peak = max([peak, *rates.values()])
+    if steps_per_pass is None:
+        lines = [f"Learning rate over {total_steps:,} steps, peak {peak:.4g}:"]
+    else:
+        lines = [
+            f"Learning rate over {total_steps:,} steps "
+            f"({total_steps / max(steps_per_pass, 1):,.1f} passes over the training data "
+            f"of {steps_per_pass:,} steps), peak {peak:.4g}:"
+        ]
     for fraction, step, rate in points:
-        lines.append(
-            f"  {fraction:>4.0%}  step {step:>9,}  pass {step / max(steps_per_pass, 1):>7.1f}"
-            f"  lr {rate:.4g}  ({rate / peak:.2%} of peak)"
-        )
+        passes = "" if steps_per_pass is None else f"  pass {step / max(steps_per_pass, 1):>7.1f}"
+        share = f"({rate / peak:.2%} of peak)"
+        lines.append(f"  {fraction:>4.0%}  step {step:>9,}{passes}  lr {rate:.4g}  {share}")
     return lines

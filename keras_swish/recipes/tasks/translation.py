@@ -317,4 +317,5 @@ def translation_recipe(name, summary, default_config, docs):
         docs=docs,
         # Vaswani's rate is a formula of d_model and the step: compare scales it.
         learning_rate_key="optimizer.scale",
+        schedule_needs_data=False,  # Vaswani's: a formula of the step
     )
