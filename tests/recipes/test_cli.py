@@ -218,12 +218,12 @@ def test_recipes_lists_recipes_and_experiments(capsys):
 
 def test_recipes_prints_a_schedule_in_steps_without_the_data(capsys):
     # Vaswani et al.'s rate is a formula of the step: d^-0.5 · min(s^-0.5, s · w^-1.5),
-    # here d = 512, w = 4,000 over 300 epochs of 1,000 steps.
+    # here d = 512, w = 4,000 over 300 epochs of 1,000 steps (optimizer step i is s = i + 1).
     assert main(["recipes", "transformer_nmt/wmt14"]) == 0
     out = capsys.readouterr().out
     peak = 512**-0.5 * 4000**-0.5
     assert f"Learning rate over 300,000 steps, peak {peak:.4g}:" in out
-    last = 512**-0.5 * 299_999**-0.5
+    last = 512**-0.5 * 300_000**-0.5
     assert f"100%  step   299,999  lr {last:.4g}  ({last / peak:.2%} of peak)" in out
     # An experiment that reads only --data text:...: its settings, with no data.
     assert main(["recipes", "transformer_nmt/text"]) == 0
@@ -321,6 +321,7 @@ def test_steps_per_execution_trains_the_same_weights_and_may_change_on_resume(tm
     train(changed, 1, 1)
     train(changed, 2, 2)  # resumed with another value
     reference = weights(one)
+    assert keras.models.load_model(four / "final.keras").steps_per_execution == 4  # compiled so
     for run in (four, changed):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["completed"] and [e["epoch"] for e in metrics["epochs"]] == [1, 2]

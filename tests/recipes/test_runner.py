@@ -294,6 +294,42 @@ def test_a_run_resumes_from_a_moved_data_dir_but_not_on_other_data(tmp_path):
         runner.check_output(experiment, config)
 
 
+def test_a_resumed_run_with_a_new_data_dir_names_it_and_checks_the_data(tmp_path, monkeypatch):
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_1(name, epoch=None):
+        if (name, epoch) == ("epoch_committed", 1):
+            raise Stop
+
+    run = tmp_path / "run"
+    command = ["train", "mobilenet", "--epochs", "2", "--steps-per-epoch", "2", "--verbose", "0"]
+    command += ["--output", str(run)]
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.faults, "point", stop_after_epoch_1)
+        with pytest.raises(Stop):
+            main([*command, "--data-dir", str(tmp_path / "a")])
+    assert f"data_dir: {tmp_path / 'a'}" in (run / "config.yaml").read_text()
+    assert main([*command, "--data-dir", str(tmp_path / "b")]) == 0
+    # config.yaml names the new folder (what `evaluate RUN` reads).
+    assert f"data_dir: {tmp_path / 'b'}" in (run / "config.yaml").read_text()
+    assert json.loads((run / "metrics.json").read_text())["completed"]
+
+    # Data of another size under the new folder: refused before anything is written.
+    class State:
+        record = {"steps_per_pass": 62}
+
+    class Data:
+        steps_per_pass = 61
+
+    _, _, config = runner.resolve("mobilenet", flags={"data_dir": "/new", "output": "x"})
+    old = {"data.data_dir": "/old"}
+    with pytest.raises(UsageError, match="a pass over it is 61 steps, the run's was 62"):
+        runner._check_same_data(old, config, State, {}, Data)
+    Data.steps_per_pass = 62
+    runner._check_same_data(old, config, State, {}, Data)  # the same size: resumes
+
+
 def test_the_workers_fingerprint_leaves_out_locations_only(tmp_path):
     class Data:
         summary = "4000 training images"
@@ -306,6 +342,8 @@ def test_the_workers_fingerprint_leaves_out_locations_only(tmp_path):
     assert base == fingerprint({"output": "/b", "data_dir": "/y"})
     assert base != fingerprint({"output": "/a", "data_dir": "/x", "seed": 1})
     assert base != fingerprint({"output": "/a", "data_dir": "/x"}, precision="mixed_float16")
+    # Asked otherwise, resolved alike: `auto` beside the strategy or precision it picks.
+    assert base == fingerprint({"strategy": "multi_worker", "precision": "float32"})
 
     class Other:
         summary = "3999 training images"
@@ -647,24 +685,36 @@ def test_importing_keras_swish_registers_every_class_the_recipes_save():
     assert missing == "[]" and int(count) >= 7
 
 
-def test_a_worker_removes_the_scratch_folders_of_this_machines_dead_workers(tmp_path, monkeypatch):
-    import socket
+def test_a_worker_removes_the_scratch_folders_whose_lock_nobody_holds(tmp_path, monkeypatch):
     import tempfile
 
+    from keras_swish.recipes.core.run_state import RunLock
+
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()  # its pid is free (reused only after the whole pid range)
-    host = socket.gethostname().replace("-", "_")
-    kept = [
-        f"keras-swish-worker-{host}-{os.getpid()}-abc",  # alive: this process
-        f"keras-swish-worker-other_host-{dead.pid}-abc",  # another machine's (shared /tmp)
-        "keras-swish-worker-abc123",  # not named by host and pid
-        "unrelated",
-    ]
-    for name in [*kept, f"keras-swish-worker-{host}-{dead.pid}-abc"]:
+    for name in ("keras-swish-worker-1-dead", "keras-swish-worker-2-live", "keras-swish-worker-3"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "vocab.model").write_text("x")
-    scratch = runner._worker_scratch()
-    assert os.path.dirname(scratch) == str(tmp_path)
-    assert os.path.basename(scratch).startswith(f"keras-swish-worker-{host}-{os.getpid()}-")
-    assert sorted(os.listdir(tmp_path)) == sorted([*kept, os.path.basename(scratch)])
+    (tmp_path / "keras-swish-worker-1-dead" / ".lock").write_text("1")  # its process is gone
+    live = RunLock(str(tmp_path / "keras-swish-worker-2-live"))  # another open file: held
+    (tmp_path / "unrelated").mkdir()
+    try:
+        scratch, lock = runner._worker_scratch()
+        try:
+            name = os.path.basename(scratch)
+            assert name.startswith(f"keras-swish-worker-{os.getpid()}-")
+            assert sorted(os.listdir(tmp_path)) == sorted(
+                ["keras-swish-worker-2-live", "keras-swish-worker-3", "unrelated", name]
+            )  # the held one, and one without a lock file (not judged), stay
+            # A second worker starting now leaves the first's folder alone.
+            other, other_lock = runner._worker_scratch()
+            assert os.path.isdir(scratch) and os.path.isdir(other)
+            other_lock.release()
+        finally:
+            lock.release()
+        # Released (its worker ended without removing it): the next worker removes it.
+        again, again_lock = runner._worker_scratch()
+        again_lock.release()
+        assert not os.path.exists(scratch) and not os.path.exists(other)
+        assert os.path.isdir(tmp_path / "keras-swish-worker-2-live")
+    finally:
+        live.release()

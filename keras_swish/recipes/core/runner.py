@@ -47,6 +47,7 @@ from keras_swish.recipes.core.config import (
 )
 from keras_swish.recipes.core.registry import find_experiment, get_recipe
 from keras_swish.recipes.core.run_state import (
+    LOCK_NAME,
     RunLock,
     RunState,
     optimizer_iterations,
@@ -394,6 +395,11 @@ def train(recipe, experiment, config, verbose=1):
     # More epochs than config.yaml says (or fewer, back to what a longer run
     # that was stopped had trained): config.yaml is rewritten.
     resized = old is not None and old[_EPOCHS_KEY] != config.train.epochs
+    # Another --data-dir or steps_per_execution: config.yaml says the new one
+    # (what `evaluate RUN` reads).
+    relocated = old is not None and any(
+        old.get(key) != _config_value(config, key) for key in _RESUMABLE_KEYS[1:]
+    )
     # Complete means complete for *these* epochs: a longer run killed after it
     # rewrote config.yaml, before metrics.json, must still train the rest.
     if previous and previous.get("completed") and trained_epochs(previous) >= config.train.epochs:
@@ -451,7 +457,7 @@ def train(recipe, experiment, config, verbose=1):
         rolled = state.recover()
         keras.utils.set_random_seed(config.train.seed)
         if not chief:  # files a recipe's data writes (a vocabulary) go to a private folder
-            scratch = _worker_scratch()
+            scratch, scratch_lock = _worker_scratch()
             data = recipe.make_data(
                 dataclasses.replace(config, train=dataclasses.replace(config.train, output=scratch))
             )
@@ -465,6 +471,7 @@ def train(recipe, experiment, config, verbose=1):
                 f"over the data: {steps}; Keras would run past each epoch's end). Received: "
                 f"train.steps_per_execution={config.train.steps_per_execution}"
             )
+        _check_same_data(old, config, state, previous, data)
         for line in schedule_lines(recipe, config, data.steps_per_pass, steps):
             print(line)
 
@@ -480,7 +487,7 @@ def train(recipe, experiment, config, verbose=1):
 
         # Everything is checked: from here on the run's folder is written.
         os.makedirs(output, exist_ok=True)
-        if chief and (old is None or resized):
+        if chief and (old is None or resized or relocated):
             write_atomic(os.path.join(output, "config.yaml"), config_text(experiment, config))
         faults.point("configured")
 
@@ -587,6 +594,7 @@ def train(recipe, experiment, config, verbose=1):
     finally:
         if scratch:  # a worker's private folder, whatever exception ended the run
             shutil.rmtree(scratch, ignore_errors=True)
+            scratch_lock.release()
         if lock is not None:
             lock.release()
 
@@ -597,30 +605,40 @@ _SCRATCH = "keras-swish-worker-"
 def _worker_scratch():
     """A new private folder for a non-chief worker's files (a vocabulary), in TMPDIR.
 
-    A worker removes its own when it ends; one killed with SIGKILL cannot, so
-    the folders of this machine's dead workers (named by host and pid) are
-    removed here, when a worker starts again.
+    Returns `(path, lock)`: the worker holds the folder's `RunLock` while it
+    runs. A worker removes its folder when it ends; one killed with SIGKILL
+    cannot, so a worker starting removes the folders whose lock nobody holds
+    (the operating system drops a lock with its process). A folder is named
+    as a worker's only once it is locked: a worker starting beside this one
+    cannot take it for abandoned.
     """
-    import socket
-
     base = tempfile.gettempdir()
-    host = socket.gethostname().replace("-", "_")
     for name in os.listdir(base):
-        owner = name.removeprefix(_SCRATCH).split("-")
-        if name.startswith(_SCRATCH) and len(owner) == 3 and owner[0] == host:
-            if owner[1].isdigit() and not _process_exists(int(owner[1])):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"{_SCRATCH}{host}-{os.getpid()}-")
+        if name.startswith(_SCRATCH):
+            _remove_if_abandoned(os.path.join(base, name))
+    starting = tempfile.mkdtemp(prefix=f".{_SCRATCH}starting-{os.getpid()}-")
+    lock = RunLock(starting)
+    suffix = os.path.basename(starting).rsplit("-", 1)[1]  # mkdtemp's, without "-"
+    path = os.path.join(base, f"{_SCRATCH}{os.getpid()}-{suffix}")
+    os.rename(starting, path)
+    return path, lock
 
 
-def _process_exists(pid):
+def _remove_if_abandoned(path):
+    """Removes a worker's scratch folder if no process holds its lock."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
+        import fcntl
+
+        fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR)
+    except (ImportError, OSError):  # no locks here, or no lock file: not judged
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held (its worker runs), or a file system without locks
+        return
+    finally:
+        os.close(fd)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_precision(output, previous, asked, precision):
@@ -682,18 +700,43 @@ def _training_data(data, strategy, strategy_name, initial_epoch, steps):
     return data.train(initial_epoch, steps)
 
 
+def _config_value(config, dotted):
+    section, _, key = dotted.partition(".")
+    return getattr(getattr(config, section), key, None)
+
+
+def _check_same_data(old, config, state, previous, data):
+    """A run resumed from another --data-dir must find the data it trained on.
+
+    Its size, in steps of a pass: the order of the data and the RMSProp
+    schedules depend on it.
+    """
+    if old is None or old.get("data.data_dir") == config.data.data_dir:
+        return
+    recorded = state.record.get("steps_per_pass") or (previous or {}).get("steps_per_pass")
+    if recorded and recorded != data.steps_per_pass:
+        raise ConfigError(
+            f"The data under --data-dir {config.data.data_dir} is not the data this run "
+            f"trained on (from {old.get('data.data_dir')}): a pass over it is "
+            f"{data.steps_per_pass} steps, the run's was {recorded}. Give the --data-dir "
+            "that holds the run's data, or choose another --output."
+        )
+
+
 def _run_fingerprint(experiment, config, precision, data):
     """16 hex digits of the run's config (its locations aside), precision and data.
 
-    The data as this worker found it: its summary (the splits' sizes) and
-    the vocabulary it built, if any (each worker builds its own: its
-    `vocabulary_digest`).
+    The strategy and precision as resolved, not as asked (`auto` beside
+    `multi_worker` is the same run); the data as this worker found it: its
+    summary (the splits' sizes) and the vocabulary it built, if any (each
+    worker builds its own: its `vocabulary_digest`).
     """
     import hashlib
 
     values = _flatten(load_yaml_text(config_text(experiment, config)))
+    asked = {"train.strategy", "train.precision", "train.tpu"}
     digest = hashlib.sha256()
-    for key in sorted(set(values) - set(_LOCATION_KEYS)):
+    for key in sorted(set(values) - set(_LOCATION_KEYS) - asked):
         digest.update(f"{key}={values[key]!r}\n".encode())
     digest.update(f"precision={precision}\ndata={data.summary}\n".encode())
     digest.update(getattr(data, "vocabulary_digest", "").encode())
