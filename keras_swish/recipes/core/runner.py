@@ -270,7 +270,7 @@ def _check_config(experiment, config):
     if not os.path.exists(path):
         return None
     old = _flatten(load_yaml(path))
-    new = _flatten(load_yaml_text(config_text(experiment, config)))
+    new = _flat_config(experiment, config)
     for key, before in ADDED_KEYS.items():
         if key in new and key not in old:
             old[key] = before
@@ -310,6 +310,11 @@ def _check_config(experiment, config):
             "--epochs continues it), or choose another --output."
         )
     return old
+
+
+def _flat_config(experiment, config):
+    """`config` as config.yaml writes it, flat: {"train.epochs": 3, ...}."""
+    return _flatten(load_yaml_text(config_text(experiment, config)))
 
 
 def load_yaml_text(text):
@@ -397,9 +402,8 @@ def train(recipe, experiment, config, verbose=1):
     resized = old is not None and old[_EPOCHS_KEY] != config.train.epochs
     # Another --data-dir or steps_per_execution: config.yaml says the new one
     # (what `evaluate RUN` reads).
-    relocated = old is not None and any(
-        old.get(key) != _config_value(config, key) for key in _RESUMABLE_KEYS[1:]
-    )
+    new = _flat_config(experiment, config) if old is not None else {}
+    relocated = old is not None and any(old.get(k) != new.get(k) for k in _RESUMABLE_KEYS[1:])
     # Complete means complete for *these* epochs: a longer run killed after it
     # rewrote config.yaml, before metrics.json, must still train the rest.
     if previous and previous.get("completed") and trained_epochs(previous) >= config.train.epochs:
@@ -700,11 +704,6 @@ def _training_data(data, strategy, strategy_name, initial_epoch, steps):
     return data.train(initial_epoch, steps)
 
 
-def _config_value(config, dotted):
-    section, _, key = dotted.partition(".")
-    return getattr(getattr(config, section), key, None)
-
-
 def _check_same_data(old, config, state, previous, data):
     """A run resumed from another --data-dir must find the data it trained on.
 
@@ -733,7 +732,7 @@ def _run_fingerprint(experiment, config, precision, data):
     """
     import hashlib
 
-    values = _flatten(load_yaml_text(config_text(experiment, config)))
+    values = _flat_config(experiment, config)
     asked = {"train.strategy", "train.precision", "train.tpu"}
     digest = hashlib.sha256()
     for key in sorted(set(values) - set(_LOCATION_KEYS) - asked):
