@@ -294,26 +294,25 @@ def test_a_run_resumes_from_a_moved_data_dir_but_not_on_other_data(tmp_path):
         runner.check_output(experiment, config)
 
 
-def test_a_resumed_run_with_a_new_data_dir_names_it_and_checks_the_data(tmp_path, monkeypatch):
-    class Stop(Exception):
-        pass
-
-    def stop_after_epoch_1(name, epoch=None):
-        if (name, epoch) == ("epoch_committed", 1):
-            raise Stop
-
+def test_a_resumed_run_with_a_new_data_dir_names_it_and_checks_the_data(tmp_path):
     run = tmp_path / "run"
     command = ["train", "mobilenet", "--epochs", "2", "--steps-per-epoch", "2", "--verbose", "0"]
     command += ["--output", str(run)]
-    with monkeypatch.context() as patch:
-        patch.setattr(runner.faults, "point", stop_after_epoch_1)
-        with pytest.raises(Stop):
-            main([*command, "--data-dir", str(tmp_path / "a")])
+    killed = subprocess.run(  # killed once epoch 1 is committed
+        [sys.executable, "-m", "keras_swish.recipes", *command, "--data-dir", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, **{faults.KILL_ENV: "epoch_committed:1"}),
+        timeout=900,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert f"data_dir: {tmp_path / 'a'}" in (run / "config.yaml").read_text()
     assert main([*command, "--data-dir", str(tmp_path / "b")]) == 0
     # config.yaml names the new folder (what `evaluate RUN` reads).
     assert f"data_dir: {tmp_path / 'b'}" in (run / "config.yaml").read_text()
     assert json.loads((run / "metrics.json").read_text())["completed"]
+    assert_loads_anywhere(run)  # a fresh process, on the data config.yaml now names
 
     # Data of another size under the new folder: refused before anything is written.
     class State:
