@@ -16,6 +16,7 @@ Also runnable as `python -m keras_swish.recipes ...`.
 
 import argparse
 import json
+import sys
 
 from keras_swish.recipes.core.config import parse_set, to_dict
 from keras_swish.recipes.core.strategy import PRECISIONS, STRATEGIES
@@ -127,8 +128,20 @@ def _train(args):
     recipe, experiment, config = runner.resolve(
         args.recipe, config_file=args.config, flags=flags, overrides=parse_set(args.set)
     )
-    runner.train(recipe, experiment, config, verbose=args.verbose)
+    runner.train(recipe, experiment, config, verbose=_progress_verbosity(args.verbose))
     return 0
+
+
+def _progress_verbosity(flag):
+    """`--verbose` as Keras's `fit(verbose=...)`: "auto" is 1 on a terminal, else 2.
+
+    Keras's own "auto" is 1 everywhere; a progress bar redrawn with carriage
+    returns makes a log file (a `launch` worker's, a batch job's, `| tee`) one
+    line per step, so output that is not a terminal gets a line per epoch.
+    """
+    if flag == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(flag)
 
 
 def _evaluate(args):
@@ -389,7 +402,13 @@ def add_subcommands(subparsers):
         help="override one config key, e.g. optimizer.learning_rate=0.2 (repeatable)",
     )
     train.add_argument(
-        "--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output"
+        "--verbose",
+        default="auto",
+        choices=("auto", "0", "1", "2"),
+        help=(
+            "Keras progress output: 1 a progress bar, 2 one line per epoch, 0 none; "
+            "auto (default) is 1 on a terminal and 2 when the output goes to a file or pipe"
+        ),
     )
     train.set_defaults(handler=_train)
 

@@ -246,10 +246,12 @@ def test_evaluate_reports_best_keras_on_validation_and_test(tmp_path):
         "3",
         "--output",
         str(run),
-        "--verbose",
-        "0",
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
+    # No --verbose and the output a pipe: one line for the epoch, no progress
+    # bar redrawn with carriage returns (a log file's line per step).
+    assert "\r" not in trained.stdout and "\x1b[" not in trained.stdout
+    assert len([line for line in trained.stdout.splitlines() if line.startswith("3/3 ")]) == 1
     metrics = json.loads((run / "metrics.json").read_text())
     evaluated = cli("evaluate", str(run))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
@@ -258,6 +260,16 @@ def test_evaluate_reports_best_keras_on_validation_and_test(tmp_path):
     for split in ("validation", "test"):
         for key, value in metrics["best"][split].items():
             assert report[split][key] == pytest.approx(value, abs=1e-5), (split, key)
+
+
+@pytest.mark.parametrize(
+    "tty, flag, expected", [(True, "auto", 1), (False, "auto", 2), (False, "1", 1)]
+)
+def test_verbose_auto_is_a_progress_bar_only_on_a_terminal(monkeypatch, tty, flag, expected):
+    from keras_swish.recipes import cli as recipes_cli
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    assert recipes_cli._progress_verbosity(flag) == expected
 
 
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
