@@ -329,6 +329,43 @@ def test_a_resumed_run_with_a_new_data_dir_names_it_and_checks_the_data(tmp_path
     runner._check_same_data(old, config, State, {}, Data)  # the same size: resumes
 
 
+def test_a_run_resumed_on_changed_files_under_the_same_source_is_refused(tmp_path, capsys):
+    # The files of a folder: source changed between a stop and the rerun (an
+    # image added): the order of a pass and where a resumed pass starts would
+    # silently mix two datasets. Refused, exit 2, the run left as it was.
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    def add_images(split, count, start=0):
+        for name in ("cat", "dog"):
+            folder = tmp_path / "images" / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(start, start + count):
+                image = rng.integers(0, 255, size=(36, 36, 3), dtype=np.uint8)
+                tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image))
+
+    add_images("train", 4)
+    add_images("validation", 2)
+    run = tmp_path / "run"
+    command = ["train", "mobilenet/imagenet", "--data", f"folder:{tmp_path / 'images'}"]
+    command += ["--batch-size", "4", "--image-size", "32", "--verbose", "0"]
+    command += ["--output", str(run)]
+    assert main([*command, "--epochs", "1"]) == 0
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.json")}
+    state = (run / "state" / "state.json").read_bytes()
+    capsys.readouterr()
+
+    add_images("train", 1, start=4)  # 10 training images: still 2 steps of 4
+    assert main([*command, "--epochs", "2"]) == 2
+    message = capsys.readouterr().err
+    assert "is not the data this run trained on" in message, message
+    assert "found: folder:" in message and "10 training" in message and "8 training" in message
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert (run / "state" / "state.json").read_bytes() == state
+
+
 def test_the_workers_fingerprint_leaves_out_locations_only(tmp_path):
     class Data:
         summary = "4000 training images"

@@ -705,21 +705,45 @@ def _training_data(data, strategy, strategy_name, initial_epoch, steps):
 
 
 def _check_same_data(old, config, state, previous, data):
-    """A run resumed from another --data-dir must find the data it trained on.
+    """A resumed run must find the data it trained on.
 
-    Its size, in steps of a pass: the order of the data and the RMSProp
-    schedules depend on it.
+    Checked on every resume, not only from another `--data-dir`: the files
+    under a `folder:` or `text:` source (or a TFDS folder) can change between
+    a kill and the rerun. The data's sizes (the numbers of its summary in
+    metrics.json: examples per split, classes, vocabulary) and its steps per
+    pass must be those the run recorded: the order of the data, the position
+    a resumed pass starts from and the schedules depend on them.
     """
-    if old is None or old.get("data.data_dir") == config.data.data_dir:
+    import re
+
+    if old is None:
         return
-    recorded = state.record.get("steps_per_pass") or (previous or {}).get("steps_per_pass")
-    if recorded and recorded != data.steps_per_pass:
-        raise ConfigError(
-            f"The data under --data-dir {config.data.data_dir} is not the data this run "
-            f"trained on (from {old.get('data.data_dir')}): a pass over it is "
-            f"{data.steps_per_pass} steps, the run's was {recorded}. Give the --data-dir "
-            "that holds the run's data, or choose another --output."
-        )
+    previous = previous or {}
+    recorded = state.record.get("steps_per_pass") or previous.get("steps_per_pass")
+    summary = previous.get("data")
+
+    def sizes(text):
+        return re.findall(r"\d+", text)
+
+    same_size = not recorded or recorded == data.steps_per_pass
+    same_summary = not summary or sizes(summary) == sizes(data.summary)
+    if same_size and same_summary:
+        return
+    moved = old.get("data.data_dir") != config.data.data_dir
+    where = (
+        f"under --data-dir {config.data.data_dir} (the run's was {old.get('data.data_dir')})"
+        if moved
+        else f"of --data {config.data.source}"
+    )
+    found = (
+        f"a pass over it is {data.steps_per_pass} steps, the run's was {recorded}"
+        if not same_size
+        else f"found: {data.summary}; the run trained on: {summary}"
+    )
+    raise ConfigError(
+        f"The data {where} is not the data this run trained on ({found}). Resume it on "
+        "that data, or choose another --output for the data as it is now."
+    )
 
 
 def _run_fingerprint(experiment, config, precision, data):
