@@ -44,6 +44,15 @@ def cli(*args, timeout=900):
         (["train", "transformer_nmt/text"], "needs --data text:*"),
         (["train", "mobilenet", "--set", "train.steps_per_epoch=x"], "'train.steps_per_epoch'"),
         (["train", "mobilenet", "--data", "folder:/no/such/dir"], "is not a directory"),
+        # Never trained on the splits that choose the model and report the result.
+        (
+            ["train", "mobilenet/imagenet", "--data", "tfds:imagenet2012:validation[:50%]"],
+            "trains on the validation split, which the run also uses to choose its best model",
+        ),
+        (
+            ["train", "transformer_nmt/wmt14", "--data", "tfds:wmt14_translate/de-en:test"],
+            "trains on the test split, which the run also uses to report its test metrics",
+        ),
         (["train", "mobilenet", "--epochs", "0"], "'train.epochs' must be at least 1"),
         # NumPy's seed is 32 bits: these failed after the run folder was made.
         (["train", "mobilenet", "--seed", "-1"], "'train.seed' must be in [0, 2**32)"),
@@ -77,6 +86,12 @@ def cli(*args, timeout=900):
             "must divide the steps of an epoch (one pass over the data: 62;",
         ),
         (["evaluate", "/no/such/run"], "is not a run folder"),
+        # TensorFlow started, the data read, then a traceback from makedirs (exit 1).
+        (["train", "mobilenet", "--output", __file__], f"--output {__file__} is a file"),
+        (
+            ["train", "mobilenet", "--output", f"{__file__}/run"],
+            f"--output {__file__}/run is in {__file__}, a file, not a folder",
+        ),
         (["train", "mobilenet", "--tpu", "grpc://127.0.0.1:1"], "Cannot reach TPU"),
         (["train", "mobilenet", "--tpu", "no-such-tpu.invalid"], "Cannot reach TPU"),
         (
@@ -87,7 +102,7 @@ def cli(*args, timeout=900):
 )
 def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):
     output = tmp_path / "run"
-    if args[0] == "train":
+    if args[0] == "train" and "--output" not in args:
         args = [*args, "--output", str(output)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -264,8 +264,28 @@ def _rates(schedule, steps):
     return keras.ops.convert_to_numpy(schedule(steps)).astype(np.float64)
 
 
+def _check_writable(output):
+    """`--output` must be a folder this process can make or write in (exit 2, not a traceback).
+
+    Checked before TensorFlow starts: the folder is made much later, after
+    the data is read.
+    """
+    existing = os.path.abspath(output)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        named = "is a file" if existing == os.path.abspath(output) else f"is in {existing}, a file"
+        raise ConfigError(f"--output {output} {named}, not a folder: give a folder's path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--output {output}: this process may not write in {existing}; give a folder "
+            "it can write."
+        )
+
+
 def _check_config(experiment, config):
     """`check_output` without the schedule: the old config's values, or None."""
+    _check_writable(config.train.output)
     path = os.path.join(config.train.output, "config.yaml")
     if not os.path.exists(path):
         return None

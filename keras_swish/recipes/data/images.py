@@ -35,7 +35,7 @@ import numpy as np
 
 from keras_swish.recipes.data.embedded import load_mnist_5k
 from keras_swish.recipes.data.order import SEED_STRIDE, Raw, pass_order
-from keras_swish.recipes.data.sources import DataError, tfds_builder
+from keras_swish.recipes.data.sources import DataError, tfds_builder, training_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -132,12 +132,12 @@ def tfds_splits(spec, splits, validation_fraction):
         `(train_split, validation_split, test_split, note)`: TFDS split
         strings, and a note saying where validation comes from.
     """
-    train = spec.split or "train"
+    train = training_split(spec)
     if train.split("[")[0] not in splits and splits:
         raise DataError(
             f"TFDS dataset '{spec.name}' has no split '{train}'. Splits: {', '.join(splits)}."
         )
-    test = "test" if "test" in splits and train != "test" else None
+    test = "test" if "test" in splits else None
     if "validation" in splits or not splits:
         return train, "validation", test, "validation split"
     if "[" in train:
@@ -166,6 +166,7 @@ def _raw_datasets(spec, data_dir, validation_fraction):
     if spec.kind == "tfds":
         import tensorflow_datasets as tfds
 
+        training_split(spec)  # a held-out split is refused before the data is looked for
         builder = tfds_builder(spec.name, data_dir)
         splits = builder.info.splits
         train_split, val_split, test_split, note = tfds_splits(

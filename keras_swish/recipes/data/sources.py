@@ -7,6 +7,30 @@ class DataError(UsageError):
     """A data spec that cannot be read; the message says what to do."""
 
 
+# The splits a run chooses its model on and reports at the end: never trained on.
+HELD_OUT_SPLITS = ("validation", "test")
+
+
+def training_split(spec):
+    """The TFDS split `spec` trains on (`train` unless `tfds:NAME:SPLIT` names one).
+
+    Raises:
+        DataError: the split is (a slice of) `validation` or `test`, which the
+            run also uses to choose its best model and to report its result:
+            both would be measured on the data it trained on.
+    """
+    split = spec.split or "train"
+    base = split.split("[")[0].strip()
+    if base in HELD_OUT_SPLITS:
+        use = "choose its best model" if base == "validation" else "report its test metrics"
+        raise DataError(
+            f"--data tfds:{spec.name}:{split} trains on the {base} split, which the run "
+            f"also uses to {use}: train on another split (train, or a slice such as "
+            "train[:50%])."
+        )
+    return split
+
+
 def tfds_builder(name, data_dir):
     """The TFDS builder of a prepared dataset; fails fast when not prepared.
 

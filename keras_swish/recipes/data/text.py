@@ -52,7 +52,7 @@ import tempfile
 import numpy as np
 
 from keras_swish.recipes.data.order import Raw, pass_order
-from keras_swish.recipes.data.sources import DataError, tfds_builder
+from keras_swish.recipes.data.sources import DataError, tfds_builder, training_split
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # Packages whose German message catalogs make the embedded corpus, and where.
@@ -466,10 +466,10 @@ class _Corpus:
 
 
 def _tfds_corpus(spec, config):
+    train_split = training_split(spec)  # refused before the data is looked for
     builder = tfds_builder(spec.name, config.data_dir)
     languages = (config.source_language, config.target_language)
     splits = builder.info.splits
-    train_split = spec.split or "train"
     # Without metadata (mocked data) the splits are not known: use the usual names.
     if splits and "validation" not in splits:
         raise DataError(
