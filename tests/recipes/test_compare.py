@@ -44,6 +44,19 @@ def test_sign_test_exact_values():
         2 * (math.comb(4, 0) + math.comb(4, 1)) / 16
     )
     assert stats.sign_test([0.0, 0.0]) == 1.0
+    # A diverged seed's NaN difference is no sign: 4 of 4 better, not 4 of 5.
+    assert stats.sign_test([0.1] * 4 + [math.nan]) == pytest.approx(2 / 16)
+
+
+def test_paired_leaves_out_seeds_whose_metric_is_not_finite():
+    values = {0: 0.9, 1: 0.8, 2: math.nan, 3: 0.7}
+    baseline = {0: 0.8, 1: 0.7, 2: 0.6, 3: 0.8, 4: 0.5}
+    p = stats.paired(values, baseline)
+    assert p["seeds"] == [0, 1, 3] and p["not_finite"] == [2]
+    assert p["differences"] == pytest.approx([0.1, 0.1, -0.1])
+    assert p["mean_difference"] == pytest.approx(0.1 / 3)
+    assert (p["better"], p["equal"], p["worse"]) == (2, 0, 1)
+    assert p["sign_test_p"] == 1.0 and None not in p["ci95"]
 
 
 def test_t_quantiles_match_the_tables():
@@ -150,6 +163,16 @@ def test_table3_counts_experiments_where_swish_beats_each_baseline(tmp_path):
     }
     md = results_markdown(results)
     assert "(the paper's Table 3)" in md and "| relu | 1 | 1 | 1 |" in md
+    # A diverged activation (NaN median) is below every number, Swish's too.
+    nan_cells = []
+    for activation, value in (("relu", None), ("gelu", 0.85), ("swish_beta", 0.8)):
+        folder = str(tmp_path / "d-x" / activation)
+        _fake_run(folder, value if value is not None else 0.8, value)
+        nan_cells.append(Cell("d/x", activation, 0, None, folder))
+    assert collect(cells + nan_cells, "relu")["table3"] == {
+        "relu": {"better": 2, "equal": 1, "worse": 1},
+        "gelu": {"better": 1, "equal": 0, "worse": 3},
+    }
     # Without swish_beta there is nothing to count.
     assert collect([c for c in cells if c.activation != "swish_beta"], "relu")["table3"] == {}
 
@@ -357,6 +380,14 @@ def test_finished_runs_count_only_with_the_epochs_and_settings_asked_for(tmp_pat
     assert "would shorten it" in capsys.readouterr().err
 
 
+def test_an_experiment_named_twice_is_one_set_of_runs(tmp_path):
+    # `mobilenet` is `mobilenet/embedded`: its runs were planned (and counted) twice.
+    cells = plan(
+        ["mobilenet", "mobilenet/embedded"], ("relu", "swish"), 2, (None,), str(tmp_path), {}, {}
+    )
+    assert len(cells) == 4 and len({cell.output for cell in cells}) == 4
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -367,6 +398,10 @@ def test_finished_runs_count_only_with_the_epochs_and_settings_asked_for(tmp_pat
             "(expr:x*sigmoid(x) and expr:sigmoid(x) * x are the same activation)",
         ),
         (["--activations", "relu", "--seeds", "0"], "--seeds must be at least 1"),
+        (  # rates whose folder names (lr{:g}) are the same: one folder, two runs
+            ["--activations", "relu", "--learning-rates", "0.1234567,0.1234568"],
+            "at learning rate 0.1234568 would share the run folder",
+        ),
         (["--activations", "gelu,swish"], "--baseline relu is not among --activations"),
         (["--activations", "relu", "--learning-rates", "0.1,x"], "--learning-rates takes"),
         (["--activations", "relu", "--parallel", "0"], "--parallel must be at least 1"),

@@ -144,7 +144,7 @@ def plan(
     check_local_folder(output, "--output")
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1. Received: --seeds {seeds}")
-    cells = []
+    cells, planned = [], {}
     for experiment in experiments:
         # The recipe names the config key a learning rate sets.
         recipe = runner.resolve(experiment, config_file, train_flags, overrides)[0]
@@ -165,6 +165,18 @@ def plan(
                         activation_slug(activation),
                         f"seed{seed}{lr_part}",
                     )
+                    same = (resolved.name, activation, lr)
+                    if folder in planned:
+                        # An experiment named twice (`resnet20,resnet20/embedded`), an
+                        # activation or rate given twice: one run, counted once.
+                        if planned[folder] == same:
+                            continue
+                        raise UsageError(
+                            f"{_describe(planned[folder])} and {_describe(same)} would share "
+                            f"the run folder {folder}: give activations and learning rates "
+                            "that differ in their folder names."
+                        )
+                    planned[folder] = same
                     # A folder holding a run with other settings is refused here, as
                     # `train` would refuse it, before any cell runs; fewer epochs
                     # than asked for is a run to continue, not a finished one.
@@ -186,6 +198,11 @@ def plan(
                         )
                     )
     return cells
+
+
+def _describe(cell_key):
+    experiment, activation, lr = cell_key
+    return f"{experiment} {activation}" + ("" if lr is None else f" at learning rate {lr!r}")
 
 
 def _merge(a, b):
@@ -467,7 +484,10 @@ def table3(results):
             continue
 
         def printed(row, metric=metric):
-            return round(row[metric]["median"] * _scale(metric), 1)
+            median = row[metric]["median"]
+            if median is None or math.isnan(median):  # diverged: below every number
+                return -math.inf
+            return round(median * _scale(metric), 1)
 
         subject = printed(rows[TABLE3_SUBJECT])
         for activation, row in rows.items():
@@ -524,8 +544,10 @@ def results_markdown(results):
                 low, high = vs["ci95"]
                 diff = vs["mean_difference"] * scale
                 interval = "" if low is None else f" [{low * scale:+.2f}, {high * scale:+.2f}]"
+                left_out = vs.get("not_finite")
+                note = f" ({len(left_out)} diverged seed(s) left out)" if left_out else ""
                 cells += [
-                    f"{diff:+.2f}{interval}",
+                    f"{diff:+.2f}{interval}{note}",
                     f"{vs['sign_test_p']:.3g}",
                 ]
             else:

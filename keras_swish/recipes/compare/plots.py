@@ -1,5 +1,6 @@
 """A comparison's pictures and its TensorBoard HParams dashboard."""
 
+import io
 import os
 
 import numpy as np
@@ -12,6 +13,17 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig, path):
+    """Saves a figure as a PNG, whole or not at all (a comparison or search may be killed)."""
+    from keras_swish.recipes.core.config import write_atomic
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(fig)
+    write_atomic(path, buffer.getvalue())
 
 
 def _scale(metric):
@@ -41,9 +53,7 @@ def final_metric_plot(results, path):
         ax.set_ylabel(f"{metric} ({'BLEU' if scale == 1 else '%'})")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("every seed (dots), median (bar), the paper's median (red x)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def curves_plot(results, path):
@@ -68,9 +78,7 @@ def curves_plot(results, path):
         ax.set_ylabel("validation metric (median, range over seeds)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def betas_plot(results, path):
@@ -103,9 +111,7 @@ def betas_plot(results, path):
     ax.set_ylabel("channels")
     ax.set_title("learned β of every run's best model")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
     return True
 
 

@@ -81,8 +81,8 @@ def t_interval(differences, level=0.95):
 
 
 def sign_test(differences):
-    """Exact two-sided sign test p-value of `differences` (zeros dropped)."""
-    d = [x for x in differences if x != 0]
+    """Exact two-sided sign test p-value of `differences` (zeros and NaN dropped)."""
+    d = [x for x in differences if x != 0 and not math.isnan(x)]
     n = len(d)
     if n == 0:
         return 1.0
@@ -96,9 +96,13 @@ def paired(values, baseline):
 
     Returns:
         `{"seeds", "differences", "mean_difference", "ci95", "sign_test_p",
-        "better", "equal", "worse"}` over the seeds both have.
+        "better", "equal", "worse", "not_finite"}` over the seeds both have
+        with finite metrics; `not_finite` lists the seeds left out because
+        either run's metric is NaN (a diverged run: no difference to measure).
     """
-    seeds = sorted(set(values) & set(baseline))
+    common = sorted(set(values) & set(baseline))
+    finite = [s for s in common if math.isfinite(values[s]) and math.isfinite(baseline[s])]
+    seeds = finite
     differences = [float(values[s]) - float(baseline[s]) for s in seeds]
     low, high = t_interval(differences)
     return {
@@ -110,4 +114,5 @@ def paired(values, baseline):
         "better": sum(d > 0 for d in differences),
         "equal": sum(d == 0 for d in differences),
         "worse": sum(d < 0 for d in differences),
+        "not_finite": [s for s in common if s not in finite],
     }

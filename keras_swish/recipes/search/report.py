@@ -171,21 +171,10 @@ def _markdown(header, rows, rejected, oracle):
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path):
-    """Saves a figure as a PNG, whole or not at all (the search may be killed any time)."""
-    from keras_swish.recipes.compare.plots import _pyplot
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    _pyplot().close(fig)
-    write_atomic(path, buffer.getvalue())
-
-
 def write_plots(oracle, output, top=8):
     """curves.png (the top functions on [−6, 6], β = 1) and rewards.png."""
     from keras_swish.expressions import parse
-    from keras_swish.recipes.compare.plots import _pyplot
+    from keras_swish.recipes.compare.plots import _pyplot, save_png
 
     plt = _pyplot()
     rows = [r for r in entries(oracle) if not r["error"]][:top]
@@ -201,7 +190,7 @@ def write_plots(oracle, output, top=8):
     ax.set_title(f"top {len(rows)} functions (β = 1), reward = validation accuracy")
     if rows:
         ax.legend(fontsize=7, loc="upper left")
-    _save(fig, os.path.join(output, "curves.png"))
+    save_png(fig, os.path.join(output, "curves.png"))
 
     rewards = [reward_of(oracle.trials[t]) for t in oracle.reward_order]
     history = getattr(oracle, "history", None)
@@ -224,4 +213,4 @@ def write_plots(oracle, output, top=8):
     ax.grid(alpha=0.3)
     if rewards or history:
         ax.legend()
-    _save(fig, os.path.join(output, "rewards.png"))
+    save_png(fig, os.path.join(output, "rewards.png"))
