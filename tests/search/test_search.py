@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from keras_swish.errors import UsageError
 from keras_swish.expressions import SearchSpace
 from keras_swish.recipes.search import oracles, report
 
@@ -312,6 +313,34 @@ def test_child_settings_that_fail_every_child_stop_the_search(tmp_path, monkeypa
     assert main([*args, *data]) == 2
     err = capsys.readouterr().err
     assert "holds another search (different " in err and "child_flags" in err, err
+
+
+def test_an_edited_config_file_is_another_search(tmp_path):
+    # The file's contents are the search's settings, not its path: a search
+    # resumed after its --config was edited would train new children under
+    # other settings beside the old ones, on one leaderboard.
+    from keras_swish.recipes import search
+
+    config_file = tmp_path / "child.yaml"
+    config_file.write_text("model:\n  weight_decay: 0.0001\n")
+
+    def settings():
+        return search.plan("resnet20", unary=["x"], binary=["mul"], config_file=str(config_file))[1]
+
+    output = tmp_path / "s"
+    (output / "trial_0").mkdir(parents=True)
+    (output / "trial_0" / "trial.json").write_text(json.dumps({"status": "COMPLETED"}))
+    mine, changed = search._check_settings(str(output), settings())
+    assert changed == []
+    (output / "search.json").write_text(json.dumps(mine))
+    assert search._check_settings(str(output), settings())[1] == []  # the same: resumes
+    config_file.write_text("model:\n  weight_decay: 0.0002\n")
+    with pytest.raises(UsageError, match=r"holds another search \(different config_file_values\)"):
+        search._check_settings(str(output), settings())
+    # A search.json of an earlier version (no contents recorded) still resumes.
+    del mine["config_file_values"]
+    (output / "search.json").write_text(json.dumps(mine))
+    assert search._check_settings(str(output), settings())[1] == []
 
 
 def test_search_children_train_in_float32_unless_asked_otherwise():

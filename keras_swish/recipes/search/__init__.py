@@ -60,6 +60,9 @@ class Settings:
     child_flags: dict
     overrides: dict
     config_file: str | None
+    # Its contents: an edited --config file is another search (the path alone
+    # let a resumed search train new children under other settings).
+    config_file_values: dict | None = None
 
 
 def _space(units, unary, binary):
@@ -118,6 +121,7 @@ def plan(
     _, probe, probe_config = runner.resolve(
         experiment, config_file=config_file, flags=flags, overrides=overrides
     )
+    from keras_swish.recipes.core.config import load_yaml
     from keras_swish.recipes.core.strategy import tf_config_workers
 
     if probe_config.train.strategy == "multi_worker" or tf_config_workers() > 1:
@@ -172,6 +176,7 @@ def plan(
         child_flags=flags,
         overrides=overrides or {},
         config_file=config_file,
+        config_file_values=None if config_file is None else load_yaml(config_file),
     )
     return space, settings
 
@@ -204,9 +209,12 @@ def _check_settings(output, settings):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             theirs = json.load(f)
-        # A larger (or smaller) --max-trials continues the same search.
+        # A larger (or smaller) --max-trials continues the same search; a key
+        # its search.json lacks (written by an earlier version) is not compared.
         changed = sorted(
-            k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k != "max_trials"
+            k
+            for k in set(mine) | set(theirs)
+            if mine.get(k) != theirs.get(k) and k != "max_trials" and k in theirs
         )
         # A search that never finished a child (stopped by bad child settings) may
         # be rerun with corrected ones in the same folder.
