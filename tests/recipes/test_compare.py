@@ -429,11 +429,21 @@ def test_parallel_slots_get_their_own_devices(monkeypatch):
     from keras_swish.recipes import compare
 
     assert compare._pinning(0, 1, gpus=["0", "1", "2", "3"]) == ({}, None)  # all of them
-    assert [compare._pinning(s, 3, gpus=["0", "1"])[0] for s in range(3)] == [
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    assert [compare._pinning(s, 2, gpus=["0", "1"])[0] for s in range(2)] == [
         {"CUDA_VISIBLE_DEVICES": "0"},
         {"CUDA_VISIBLE_DEVICES": "1"},
-        {"CUDA_VISIBLE_DEVICES": "0"},
     ]
+    # More slots than GPUs: they share, and each takes only the memory it uses.
+    grow = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    assert [compare._pinning(s, 3, gpus=["0", "1"])[0] for s in range(3)] == [
+        {"CUDA_VISIBLE_DEVICES": "0", **grow},
+        {"CUDA_VISIBLE_DEVICES": "1", **grow},
+        {"CUDA_VISIBLE_DEVICES": "0", **grow},
+    ]
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")  # the user's choice stays
+    assert "TF_FORCE_GPU_ALLOW_GROWTH" not in compare._pinning(0, 3, gpus=["0"])[0]
     monkeypatch.setattr(compare.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
     cores = [compare._pinning(s, 2, gpus=[])[1] for s in range(2)]
     assert cores == [{0, 1}, {2, 3}]  # disjoint shares of the CPU

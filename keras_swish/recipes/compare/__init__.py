@@ -275,6 +275,9 @@ def _gpus():
     return [str(index) for index in range(count)]
 
 
+_SHARED_GPU_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
 def _pinning(slot, parallel, gpus):
     """(env changes, CPU cores) that give worker slot `slot` its own devices.
 
@@ -283,7 +286,15 @@ def _pinning(slot, parallel, gpus):
     if parallel <= 1:
         return {}, None
     if gpus:
-        return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}, None
+        env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
+        if parallel > len(gpus):
+            # Slots share a GPU: TensorFlow reserves nearly all of a GPU's memory
+            # at start and JAX 75 % of it, so the second process on it would fail
+            # out of memory. Each takes what it uses (a user's own setting wins).
+            for name, value in _SHARED_GPU_ENV.items():
+                if name not in os.environ:
+                    env[name] = value
+        return env, None
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cores) < parallel:
         return {}, None
