@@ -36,9 +36,10 @@ tensor) is built by tracing the layer's call on its build shapes, or from its
 output shape when that trace cannot run (`_trace_call`).
 
 This is the only module of keras_swish that touches Keras internals
-(`keras.src.activations`, `Layer._post_build`, and — only when a recipe runs
+(`keras.src.activations`, `Layer._post_build`, — only when a recipe runs
 under MultiWorkerMirroredStrategy — two functions of Keras's TensorFlow
-trainer, see `patch_multi_worker_fit`). Serialization needs no hook: Keras
+trainer, see `patch_multi_worker_fit`, and the attention dropout of a built
+MultiHeadAttention, see `set_attention_dropout`). Serialization needs no hook: Keras
 serializes a Layer-valued activation as a full config and deserializes it
 through the registered name `keras_swish>SwishBeta`.
 """
@@ -377,3 +378,32 @@ def patch_multi_worker_fit():
     tf_trainer.reduce_per_replica = reduce_per_replica
     setattr(tf_trainer, _MULTI_WORKER_PATCHED, True)
     return tf_trainer
+
+
+# --- Attention-probability dropout of a built MultiHeadAttention ---------------------
+#
+# keras-hub's TransformerEncoder/Decoder pass their one `dropout` to the residual
+# dropouts and to their MultiHeadAttention's dropout on the attention
+# probabilities; Vaswani et al.'s base model (the translation recipe's
+# reference, section 5.4) drops out the residuals and embeddings only. Keras's
+# MultiHeadAttention keeps its rate in `_dropout` (which also picks its fused
+# `dot_product_attention` path when 0) and applies it with `_dropout_layer`, both
+# set in `__init__`/`build` with no setter. tests/recipes/test_transformer_nmt.py
+# checks the attention of a layer changed here draws no mask in training, so a
+# Keras that renames them fails that test.
+
+
+def set_attention_dropout(attention, rate):
+    """Sets the attention-probability dropout of a built `keras.layers.MultiHeadAttention`.
+
+    Only the training-time computation changes (a saved model keeps its
+    owner's configured rate: `get_config` is the owner's).
+
+    Args:
+        attention: A built `keras.layers.MultiHeadAttention`.
+        rate: The new dropout rate, in [0, 1).
+    """
+    if not isinstance(attention, keras.layers.MultiHeadAttention) or not attention.built:
+        raise TypeError(f"Expected a built MultiHeadAttention. Received: {attention!r}")
+    attention._dropout = float(rate)
+    attention._dropout_layer.rate = float(rate)

@@ -278,6 +278,18 @@ def test_a_run_made_before_a_config_key_existed_resumes_with_its_old_behaviour(t
         runner.check_output(experiment, config)
     assert "data.color_distortion (False → True)" in str(error.value)
     assert "optimizer.decay_after_warmup (False → True)" in str(error.value)
+    # A Transformer run from before model.attention_dropout used model.dropout
+    # there: it resumes with that rate, and is another run with the new default.
+    run = tmp_path / "transformer"
+    _run_folder(run, "transformer_nmt", {"epochs": 2}, drop=("attention_dropout",))
+    flags = {"epochs": 2, "output": str(run)}
+    with_rate = runner.resolve(
+        "transformer_nmt", flags=flags, overrides={"model": {"attention_dropout": 0.1}}
+    )
+    assert runner.check_output(*with_rate[1:]) is not None
+    _, experiment, config = runner.resolve("transformer_nmt", flags=flags)
+    with pytest.raises(UsageError, match=r"model\.attention_dropout \(0\.1 → 0\.0\)"):
+        runner.check_output(experiment, config)
 
 
 def test_a_run_resumes_from_a_moved_data_dir_but_not_on_other_data(tmp_path):

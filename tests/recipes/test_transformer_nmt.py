@@ -66,6 +66,7 @@ def test_reference_defaults_are_transformer_base():
         6,
     )
     assert (m.dropout, m.beam_size, m.length_penalty, t.label_smoothing) == (0.1, 4, 0.6, 0.1)
+    assert m.attention_dropout == 0.0  # Vaswani et al. 5.4: residuals and embeddings only
     assert (o.beta_1, o.beta_2, o.epsilon, o.warmup_steps, o.scale) == (0.9, 0.98, 1e-9, 4000, 1.0)
     assert (d.vocab_size, d.tokens_per_batch) == (32000, 25000)
     assert t.epochs * t.steps_per_epoch == 300_000  # the paper's steps
@@ -179,6 +180,41 @@ def test_transformer_base_size():
     assert len(feedforward_activations(relu)) == 12
     tied = [w for w in relu.weights if "embeddings" in w.path]
     assert len(tied) == 1 and tuple(tied[0].shape) == (32000, 512)
+
+
+@pytest.mark.parametrize("attention_dropout", [0.0, 0.5])
+def test_attention_dropout_is_its_own_rate_beside_the_residual_dropout(attention_dropout):
+    # keras-hub's layers use their one `dropout` on the attention probabilities
+    # too; the recipe sets those to `attention_dropout` (Vaswani: none). This
+    # also guards `set_attention_dropout` against a Keras that renames what it sets.
+    import keras_hub
+
+    from keras_swish.recipes.models.transformer import attention_layers
+
+    model = build_transformer(
+        tiny(dropout=0.5, attention_dropout=attention_dropout), vocab_size=30, max_length=32
+    )
+    blocks = [
+        layer
+        for layer in model.layers
+        if isinstance(
+            layer, (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
+        )
+    ]
+    attentions = [a for block in blocks for a in attention_layers(block)]
+    assert len(attentions) == 2 + 3 * 2  # encoder self; decoder self and cross
+    x = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
+    for attention in attentions:
+        first, second = (to_numpy(attention(x, x, training=True)) for _ in range(2))
+        assert np.array_equal(first, second) == (attention_dropout == 0.0)
+        np.testing.assert_array_equal(  # inference: never dropped
+            to_numpy(attention(x, x, training=False)), to_numpy(attention(x, x))
+        )
+    # The residual dropout of every block is still the model's `dropout`.
+    encoder = blocks[0]
+    first, second = (to_numpy(encoder(x, training=True)) for _ in range(2))
+    assert not np.array_equal(first, second)
+    assert {block.dropout for block in blocks} == {0.5}
 
 
 def test_padding_changes_nothing():

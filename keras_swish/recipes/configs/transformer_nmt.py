@@ -12,7 +12,9 @@ Run:
 
 `transformer_nmt/wmt14` takes its constants from Vaswani et al. (2017),
 "Attention Is All You Need", section 5 and Table 3 (base): d_model 512, 8
-heads, FFN 2048, 6 encoder + 6 decoder layers, dropout 0.1, one shared BPE
+heads, FFN 2048, 6 encoder + 6 decoder layers, dropout 0.1 on the residuals and
+the embeddings and none on the attention probabilities (section 5.4; keras-hub's
+layers would use it there too: `model.attention_dropout` 0), one shared BPE
 vocabulary (32k here; the paper's ~37k) tied with the output projection,
 sinusoidal positions, post-layer-norm; Adam (β1 0.9, β2 0.98, ε 1e-9) with
 lr = d_model^−0.5 · min(step^−0.5, step · 4000^−1.5); label smoothing 0.1;

@@ -63,11 +63,14 @@ _LOCATION_KEYS = (_OUTPUT_KEY, "data.data_dir")
 _RESUMABLE_KEYS = (*_LOCATION_KEYS, "train.steps_per_execution")
 _EPOCHS_KEY = "train.epochs"  # more epochs continue the run
 # Config keys added after runs were made, with the behaviour those runs had
-# (what a config.yaml without the key means): such a run resumes where the
-# key still has that value, and is another run where it does not.
+# (what a config.yaml without the key means; a function of the old config's
+# values where it depends on them): such a run resumes where the key still has
+# that value, and is another run where it does not.
 ADDED_KEYS = {
     "data.color_distortion": False,
     "optimizer.decay_after_warmup": False,
+    # keras-hub's layers used `dropout` on the attention probabilities too.
+    "model.attention_dropout": lambda old: old.get("model.dropout"),
 }
 
 
@@ -293,7 +296,7 @@ def _check_config(experiment, config):
     new = _flat_config(experiment, config)
     for key, before in ADDED_KEYS.items():
         if key in new and key not in old:
-            old[key] = before
+            old[key] = before(old) if callable(before) else before
     changed = sorted(
         k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _RESUMABLE_KEYS
     )

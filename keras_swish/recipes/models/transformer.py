@@ -14,6 +14,7 @@ import math
 import keras
 from keras import ops
 
+from keras_swish.activations import set_attention_dropout
 from keras_swish.recipes.models.activations import activation_layer, activation_slug
 
 
@@ -136,18 +137,22 @@ def build_transformer(config, vocab_size, max_length):
     )
     source_mask = PaddingMask(name="source_mask")(source)
 
+    blocks = []
     x = keras.layers.Dropout(c.dropout, name="encoder_dropout")(embedding(source))
     for i in range(c.encoder_layers):
-        x = keras_hub.layers.TransformerEncoder(
-            intermediate_dim=c.ffn_dim,
-            num_heads=c.num_heads,
-            dropout=c.dropout,
-            activation=activation_layer(
-                c.activation, rank=3, layer_name=activation_slug(c.activation)
-            ),
-            normalize_first=c.normalize_first,
-            name=f"encoder_{i}",
-        )(x, padding_mask=source_mask)
+        blocks.append(
+            keras_hub.layers.TransformerEncoder(
+                intermediate_dim=c.ffn_dim,
+                num_heads=c.num_heads,
+                dropout=c.dropout,
+                activation=activation_layer(
+                    c.activation, rank=3, layer_name=activation_slug(c.activation)
+                ),
+                normalize_first=c.normalize_first,
+                name=f"encoder_{i}",
+            )
+        )
+        x = blocks[-1](x, padding_mask=source_mask)
     if c.normalize_first:
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_norm")(x)
 
@@ -155,18 +160,24 @@ def build_transformer(config, vocab_size, max_length):
     for i in range(c.decoder_layers):
         # Causal self-attention: a real target position never sees later
         # padding, so only the source needs a padding mask.
-        y = keras_hub.layers.TransformerDecoder(
-            intermediate_dim=c.ffn_dim,
-            num_heads=c.num_heads,
-            dropout=c.dropout,
-            activation=activation_layer(
-                c.activation, rank=3, layer_name=activation_slug(c.activation)
-            ),
-            normalize_first=c.normalize_first,
-            name=f"decoder_{i}",
-        )(y, x, encoder_padding_mask=source_mask)
+        blocks.append(
+            keras_hub.layers.TransformerDecoder(
+                intermediate_dim=c.ffn_dim,
+                num_heads=c.num_heads,
+                dropout=c.dropout,
+                activation=activation_layer(
+                    c.activation, rank=3, layer_name=activation_slug(c.activation)
+                ),
+                normalize_first=c.normalize_first,
+                name=f"decoder_{i}",
+            )
+        )
+        y = blocks[-1](y, x, encoder_padding_mask=source_mask)
     if c.normalize_first:
         y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(y)
+    for block in blocks:  # built by their calls above
+        for attention in attention_layers(block):
+            set_attention_dropout(attention, c.attention_dropout)
     logits = embedding(y, reverse=True)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return keras.Model(
@@ -174,6 +185,12 @@ def build_transformer(config, vocab_size, max_length):
         logits,
         name=f"transformer_{activation_slug(c.activation)}",
     )
+
+
+def attention_layers(block):
+    """The MultiHeadAttention layers of a built keras-hub Transformer encoder or decoder."""
+    names = ("_self_attention_layer", "_cross_attention_layer")  # keras-hub's, as below
+    return [getattr(block, n) for n in names if getattr(block, n, None) is not None]
 
 
 def feedforward_activations(model):

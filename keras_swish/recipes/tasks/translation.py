@@ -30,7 +30,12 @@ class TransformerConfig:
     ffn_dim: int = 2048
     encoder_layers: int = 6
     decoder_layers: int = 6
-    dropout: float = 0.1
+    dropout: float = 0.1  # residual and embedding dropout (Vaswani et al., section 5.4)
+    # On the attention probabilities: none in Vaswani et al. (tensor2tensor's
+    # transformer_base_v1: attention_dropout 0.0). keras-hub's layers would use
+    # `dropout` there too; the recipe sets this rate in training (a saved model's
+    # layers keep keras-hub's config: loaded and trained further, they use `dropout`).
+    attention_dropout: float = 0.0
     positions: str = "sinusoidal"  # or "learned"
     normalize_first: bool = False  # False: post-layer-norm, as in the paper
     beam_size: int = 4  # decoding for BLEU and `translate`
@@ -115,6 +120,12 @@ def validate(config):
         f"a multiple of model.num_heads ({model.num_heads})",
     )
     check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
+    check(
+        0 <= model.attention_dropout < 1,
+        "model.attention_dropout",
+        model.attention_dropout,
+        "in [0, 1)",
+    )
     check(
         model.positions in ("sinusoidal", "learned"),
         "model.positions",
