@@ -1,5 +1,6 @@
 """The CIFAR family: sizes from their papers, activation everywhere, references, training."""
 
+import dataclasses
 import json
 
 import keras
@@ -80,6 +81,50 @@ def test_weight_decay_is_half_the_sum_of_squares_on_every_kernel():
     assert len(model.losses) == len(kernels) and total == pytest.approx(expected, rel=1e-5)
 
 
+def test_torch_references_decay_every_parameter_but_the_activations():
+    # optim.sgd's weightDecay is on every parameter: BatchNorm's γ and β and the
+    # classifier's bias too; SwishBeta's β (which the references do not have) not.
+    config = CifarNetConfig(
+        architecture="wide_resnet", depth=10, weight_decay=1e-3, decay_all_parameters=True
+    )
+    model = build_cifar_network(config, (16, 16, 3), 10)
+    rng = np.random.default_rng(0)
+    for weight in model.weights:  # γ = 1, β = 0 and bias = 0 would hide a missing term
+        weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    decayed = [
+        w
+        for layer in model.layers
+        if not isinstance(layer, SwishBeta)
+        for w in layer.trainable_weights
+    ]
+    assert {w.name for w in decayed} >= {"kernel", "gamma", "beta", "bias"}
+    expected = sum(
+        1e-3 * float(np.sum(np.square(keras.ops.convert_to_numpy(w)))) / 2 for w in decayed
+    )
+    total = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+    assert len(model.losses) == len(decayed) and total == pytest.approx(expected, rel=1e-5)
+    betas = [layer for layer in model.layers if isinstance(layer, SwishBeta)]
+    assert betas and all(layer.losses == [] for layer in betas)
+
+
+def test_torch_initialization_is_msra_fan_out_untruncated_and_linear_uniform():
+    config = CifarNetConfig(architecture="wide_resnet", depth=10, widen_factor=4)
+    torch_model = build_cifar_network(
+        dataclasses.replace(config, kernel_initializer="torch"), (16, 16, 3), 10
+    )
+    conv = torch_model.get_layer("stage3_block1_conv2").kernel  # 3×3, 256 → 256
+    w = keras.ops.convert_to_numpy(conv).ravel()
+    std = np.sqrt(2 / (3 * 3 * 256))  # Torch: normal(0, sqrt(2 / (kW·kH·nOutputPlane)))
+    assert np.std(w) == pytest.approx(std, rel=0.02) and np.abs(w).max() > 3.5 * std
+    dense = keras.ops.convert_to_numpy(torch_model.get_layer("predictions").kernel)
+    bound = 1 / np.sqrt(256)  # nn.Linear: U(-1/√fan_in, 1/√fan_in)
+    assert np.abs(dense).max() <= bound and np.abs(dense).max() > 0.9 * bound
+    # The default: Keras's he_normal, fan-in, truncated at 2 standard deviations of
+    # the normal it cuts (its std / 0.8796, so the kept values have the std).
+    he = build_cifar_network(config, (16, 16, 3), 10).get_layer("stage3_block1_conv2").kernel
+    assert np.abs(keras.ops.convert_to_numpy(he)).max() <= 2 * std / 0.87962566 + 1e-6
+
+
 @pytest.mark.parametrize(
     "name, lr, batch, epochs, nesterov, decay_at, factor, weight_decay",
     [
@@ -110,6 +155,12 @@ def test_each_recipe_is_its_papers(
         32,
     )
     assert data.normalize == name.split("/")[1]
+    # Wide ResNet's code pads by reflection (randomcrop_type=reflection), the others zeros.
+    assert data.pad_mode == ("reflect" if name.startswith("wide") else "zeros")
+    # The Torch references decay every parameter and initialize as Torch's MSR init.
+    torch = not name.startswith("resnet20")
+    assert config.model.decay_all_parameters == torch
+    assert config.model.kernel_initializer == ("torch" if torch else "he_normal")
     # The learning rate, stepped down at the paper's points of the run.
     steps_per_pass = 45_000 // batch
     total = epochs * steps_per_pass
@@ -161,6 +212,32 @@ def test_pad_crop_augmentation_shifts_and_flips_by_the_seed():
     val, _ = next(iter(data.validation))
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     np.testing.assert_allclose(val.numpy()[..., 0].min(), (0 - mean[0]) / std[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("pad_mode, numpy_mode", [("reflect", "reflect"), ("zeros", "constant")])
+def test_pad_crop_pads_as_numpy_does(pad_mode, numpy_mode):
+    # Wide ResNet's Torch code mirrors the image (SpatialReflectionPadding, the
+    # edge pixel not repeated: NumPy's "reflect"); the others pad zeros.
+    import tensorflow as tf
+
+    from keras_swish.recipes.data.images import pad_crop_transform
+
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    padded = np.pad(image / 127.5 - 1.0, ((3, 3), (3, 3), (0, 0)), mode=numpy_mode)
+    offsets = set()
+    for seed in range(12):
+        out = pad_crop_transform(
+            tf.constant(image), tf.constant([seed, 7]), 8, 3, False, pad_mode=pad_mode
+        ).numpy()
+        found = [
+            (i, j)
+            for i in range(7)
+            for j in range(7)
+            if np.allclose(out, padded[i : i + 8, j : j + 8], atol=1e-6)
+        ]
+        assert found, seed
+        offsets.add(found[0])
+    assert len(offsets) > 3  # shifted by the seed
 
 
 def test_resnet20_trains_on_the_embedded_digits_and_loads_anywhere(tmp_path):

@@ -6,8 +6,13 @@ Run:
     keras-swish train wide_resnet_28_10/cifar100 --data-dir ~/tensorflow_datasets
 
 Each recipe takes its training constants from its network's own paper, with
-that paper's augmentation (4 pixels of zero padding, a random 32×32 crop and
-a horizontal flip) and per-channel normalization. CIFAR-10 and CIFAR-100
+that paper's augmentation (4 pixels of padding — zeros, or for Wide ResNet
+the image mirrored, as its code pads — a random 32×32 crop and a horizontal
+flip) and per-channel normalization. The three networks whose reference code
+is Torch's (ResNet-164, WRN, DenseNet; `TORCH_REFERENCE`) also decay every
+parameter, as Torch's `optim.sgd` does (BatchNorm's γ and β and the
+classifier's bias; not the activation's own β), and initialize as that code
+does (convolutions N(0, 2 / (k·k·filters)), the classifier U(±1/√fan_in)). CIFAR-10 and CIFAR-100
 have no validation split: 5,000 training images (the last 10 % of TFDS's
 train split, fixed) validate and pick the best model, as He et al. (2016)
 held out 5k; the 10,000 test images only report it. The paper's numbers
@@ -45,9 +50,13 @@ from keras_swish.recipes.models import cifar
 from keras_swish.recipes.tasks import image_classification as ic
 
 CIFAR_TRAIN_EXAMPLES = 45_000  # 50,000 less the 10 % held out for validation
+# The code of ResNet-164 (KaimingHe/resnet-1k-layers), WRN (szagoruyko/wide-residual-networks)
+# and DenseNet (liuzhuang13/DenseNet), all on fb.resnet.torch's pattern: optim.sgd's
+# weightDecay on every parameter, convolutions initialized N(0, 2 / (k·k·filters)).
+TORCH_REFERENCE = {"decay_all_parameters": True, "kernel_initializer": "torch"}
 
 
-def _config_class(name, doc, model, optimizer, epochs, batch_size):
+def _config_class(name, doc, model, optimizer, epochs, batch_size, pad_mode="zeros"):
     """A config dataclass with this network's reference constants as defaults."""
 
     def train():
@@ -58,6 +67,7 @@ def _config_class(name, doc, model, optimizer, epochs, batch_size):
             image_size=32,
             augmentation="pad_crop",
             pad=4,
+            pad_mode=pad_mode,
             random_flip=True,
             eval_crop=1.0,
             normalize="cifar10",
@@ -97,7 +107,9 @@ NETWORKS = {
     "preact_resnet164": dict(
         summary="pre-activation ResNet-164, He et al. 2016 (1.7 M; C10: 93.8 ReLU / 94.5 Swish)",
         reference="He et al. (2016), Identity Mappings in Deep Residual Networks",
-        model=cifar.CifarNetConfig(architecture="preact_resnet", depth=164, weight_decay=1e-4),
+        model=cifar.CifarNetConfig(
+            architecture="preact_resnet", depth=164, weight_decay=1e-4, **TORCH_REFERENCE
+        ),
         optimizer=ic.SGDConfig(
             learning_rate=0.1, base_batch_size=128, momentum=0.9, warmup_steps=400
         ),
@@ -112,7 +124,11 @@ NETWORKS = {
         summary="Wide ResNet 28-10, Zagoruyko, Komodakis 2016 (36.5 M; C10 95.3 ReLU / 95.5 Swish)",
         reference="Zagoruyko and Komodakis (2016), Wide Residual Networks, section 4",
         model=cifar.CifarNetConfig(
-            architecture="wide_resnet", depth=28, widen_factor=10, weight_decay=5e-4
+            architecture="wide_resnet",
+            depth=28,
+            widen_factor=10,
+            weight_decay=5e-4,
+            **TORCH_REFERENCE,
         ),
         optimizer=ic.SGDConfig(
             learning_rate=0.1,
@@ -124,13 +140,14 @@ NETWORKS = {
         ),
         epochs=200,
         batch_size=128,
+        pad_mode="reflect",  # scripts/train_cifar.sh: randomcrop_type=reflection
         embedded={"train": {"epochs": 2, "steps_per_epoch": 10, "batch_size": 32}},
     ),
     "densenet_100_12": dict(
         summary="DenseNet-100-12 (L = 100, k = 12, no BC), Huang et al. 2017 (7.0 M)",
         reference="Huang et al. (2017), Densely Connected Convolutional Networks, section 4.2",
         model=cifar.CifarNetConfig(
-            architecture="densenet", depth=100, growth_rate=12, weight_decay=1e-4
+            architecture="densenet", depth=100, growth_rate=12, weight_decay=1e-4, **TORCH_REFERENCE
         ),
         optimizer=ic.SGDConfig(learning_rate=0.1, base_batch_size=64, momentum=0.9, nesterov=True),
         epochs=300,
@@ -148,6 +165,7 @@ def _register(name, spec):
         spec["optimizer"],
         spec["epochs"],
         spec["batch_size"],
+        spec.get("pad_mode", "zeros"),
     )
     recipe = register_recipe(
         ic.image_recipe(

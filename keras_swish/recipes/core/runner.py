@@ -69,6 +69,9 @@ _EPOCHS_KEY = "train.epochs"  # more epochs continue the run
 ADDED_KEYS = {
     "data.color_distortion": False,
     "optimizer.decay_after_warmup": False,
+    "data.pad_mode": "zeros",
+    "model.decay_all_parameters": False,
+    "model.kernel_initializer": "he_normal",
     # keras-hub's layers used `dropout` on the attention probabilities too.
     "model.attention_dropout": lambda old: old.get("model.dropout"),
 }

@@ -240,6 +240,7 @@ CHANNEL_STATS = {
 }
 NORMALIZATIONS = ("symmetric", *CHANNEL_STATS)
 AUGMENTATIONS = ("inception", "pad_crop")
+PAD_MODES = ("zeros", "reflect")
 
 
 def _to_float(image, normalize="symmetric"):
@@ -253,12 +254,18 @@ def _to_float(image, normalize="symmetric"):
     return (tf.cast(image, tf.float32) / 255.0 - mean) / std
 
 
-def pad_crop_transform(image, seed, size, pad, flip, normalize="symmetric"):
-    """He et al. (2016)'s CIFAR augmentation: pad `pad` zeros, random `size` crop, flip."""
+def pad_crop_transform(image, seed, size, pad, flip, normalize="symmetric", pad_mode="zeros"):
+    """He et al. (2016)'s CIFAR augmentation: pad `pad` pixels, random `size` crop, flip.
+
+    `pad_mode`: "zeros" (after normalization: the mean pixel) or "reflect"
+    (the image mirrored at its edges, without repeating them: Torch's
+    `SpatialReflectionPadding`, which Wide ResNet's code uses).
+    """
     import tensorflow as tf
 
     image = tf.image.resize(_to_float(image, normalize), (size, size))
-    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])  # zeros after normalization
+    mode = "REFLECT" if pad_mode == "reflect" else "CONSTANT"
+    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode=mode)
     image = tf.image.stateless_random_crop(image, (size, size, 3), seed=seed)
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
@@ -336,6 +343,7 @@ def make_image_data(
     pad=4,
     normalize="symmetric",
     color_distortion=False,
+    pad_mode="zeros",
 ):
     """Builds the training, validation and test pipelines.
 
@@ -353,11 +361,12 @@ def make_image_data(
             validation when the dataset has no validation split.
         augmentation: "inception" (random resized crop and flip, ImageNet's)
             or "pad_crop" (pad, random crop of the input size and flip, CIFAR's).
-        pad: Pixels of zero padding on each side for "pad_crop".
+        pad: Pixels of padding on each side for "pad_crop".
         normalize: "symmetric" (pixels to [-1, 1]) or "cifar10"/"cifar100"
             (per-channel mean and standard deviation of that dataset).
         color_distortion: TF-Slim's random brightness and saturation after the
             "inception" crop and flip (see `train_transform`).
+        pad_mode: "zeros" or "reflect", for "pad_crop" (see `pad_crop_transform`).
     """
     import tensorflow as tf
 
@@ -412,7 +421,13 @@ def make_image_data(
                 seeds = tf.stack([key, position])  # stateless ops use both full words
                 if augmentation == "pad_crop":
                     image = pad_crop_transform(
-                        _rgb(decode(image)), seeds, image_size, pad, random_flip, normalize
+                        _rgb(decode(image)),
+                        seeds,
+                        image_size,
+                        pad,
+                        random_flip,
+                        normalize,
+                        pad_mode,
                     )
                 else:
                     image = train_transform(

@@ -21,7 +21,10 @@
 
 Every convolution's kernel gets weight decay in the references' convention
 (their wd is added to the gradient: a penalty wd·Σw²/2, Keras `L2(wd / 2)`);
-BatchNorm keeps its scale γ for activations that are not piecewise linear.
+with `decay_all_parameters` (the Torch references: ResNet-164, WRN, DenseNet)
+also BatchNorm's γ and β and the classifier's bias. `kernel_initializer`
+"torch" is those references' initialization (see `CifarNetConfig`). BatchNorm
+keeps its scale γ for activations that are not piecewise linear.
 """
 
 import dataclasses
@@ -37,6 +40,7 @@ from keras_swish.recipes.models.activations import (
 from keras_swish.recipes.models.common import reference_l2, validate_regularization
 
 ARCHITECTURES = ("resnet", "preact_resnet", "wide_resnet", "densenet")
+KERNEL_INITIALIZERS = ("he_normal", "torch")
 
 
 @keras.saving.register_keras_serializable(package="keras_swish")
@@ -74,6 +78,13 @@ class CifarNetConfig:
     bottleneck_compression: bool = False  # densenet: DenseNet-BC
     dropout: float = 0.0  # wide_resnet: between the two convolutions of a block
     weight_decay: float = 1e-4  # the references' wd (penalty wd·Σw²/2)
+    # Also on BatchNorm's γ and β and the classifier's bias: Torch's optim.sgd adds
+    # weightDecay to every parameter's gradient (the activations' own β or α aside:
+    # the references have none).
+    decay_all_parameters: bool = False
+    # "he_normal" (fan-in, truncated), or "torch": the Torch references' MSR init,
+    # N(0, 2 / (k·k·filters)) untruncated (fan-out), and nn.Linear's U(±1/√fan_in).
+    kernel_initializer: str = "he_normal"
     batchnorm_momentum: float = 0.9  # Torch's 0.1 update
     batchnorm_epsilon: float = 1e-5
     batchnorm_scale: bool = True  # forced on for activations that are not piecewise linear
@@ -106,6 +117,12 @@ def validate(config):
         f"one of {', '.join(ARCHITECTURES)}",
     )
     _blocks(model)
+    check(
+        model.kernel_initializer in KERNEL_INITIALIZERS,
+        "model.kernel_initializer",
+        model.kernel_initializer,
+        f"one of {', '.join(KERNEL_INITIALIZERS)}",
+    )
     check(model.widen_factor >= 1, "model.widen_factor", model.widen_factor, "at least 1")
     check(model.growth_rate >= 1, "model.growth_rate", model.growth_rate, "at least 1")
     validate_regularization(model)
@@ -125,9 +142,11 @@ def build_cifar_network(model_config, input_shape, num_classes):
     """
     c = model_config
     regularizer = reference_l2(c.weight_decay)
+    other_regularizer = regularizer if c.decay_all_parameters else None
     scale = c.batchnorm_scale or not is_piecewise_linear(c.activation)
     n = _blocks(c)
     counter = {"act": 0}
+    torch_init = c.kernel_initializer == "torch"
 
     def conv(x, filters, kernel, stride=1, name=None):
         return keras.layers.Conv2D(
@@ -136,14 +155,23 @@ def build_cifar_network(model_config, input_shape, num_classes):
             strides=stride,
             padding="same",
             use_bias=False,
-            kernel_initializer="he_normal",
+            kernel_initializer=(
+                keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+                if torch_init
+                else "he_normal"
+            ),
             kernel_regularizer=regularizer,
             name=name,
         )(x)
 
     def bn(x, name):
         return keras.layers.BatchNormalization(
-            momentum=c.batchnorm_momentum, epsilon=c.batchnorm_epsilon, scale=scale, name=name
+            momentum=c.batchnorm_momentum,
+            epsilon=c.batchnorm_epsilon,
+            scale=scale,
+            gamma_regularizer=other_regularizer,
+            beta_regularizer=other_regularizer,
+            name=name,
         )(x)
 
     def act(x):
@@ -213,7 +241,14 @@ def build_cifar_network(model_config, input_shape, num_classes):
     outputs = keras.layers.Dense(
         num_classes,
         activation="softmax",
+        # Torch's nn.Linear: U(±1/√fan_in) (a variance of 1/(3·fan_in)); the bias 0.
+        kernel_initializer=(
+            keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
+            if torch_init
+            else "glorot_uniform"
+        ),
         kernel_regularizer=regularizer,
+        bias_regularizer=other_regularizer,
         dtype="float32",
         name="predictions",
     )(x)

@@ -19,6 +19,7 @@ from keras_swish.recipes.core.schedules import WarmupExponentialDecay
 from keras_swish.recipes.data.images import (
     AUGMENTATIONS,
     NORMALIZATIONS,
+    PAD_MODES,
     DataError,
     make_image_data,
     parse_data_spec,
@@ -38,6 +39,7 @@ class ImageDataConfig:
     validation_fraction: float = 0.1  # carved from train when a dataset has no validation split
     augmentation: str = "inception"  # or "pad_crop" (CIFAR: pad, random crop, flip)
     pad: int = 4  # pixels of padding for "pad_crop"
+    pad_mode: str = "zeros"  # or "reflect" (Wide ResNet's Torch code: the image mirrored)
     normalize: str = "symmetric"  # pixels to [-1, 1]; or "cifar10"/"cifar100" per channel
     # TF-Slim's random brightness (± 32/255) and saturation (× 0.5–1.5) after the
     # "inception" crop and flip (inception_preprocessing.distort_color, fast mode).
@@ -149,6 +151,13 @@ def validate_common(config):
         f"one of {', '.join(AUGMENTATIONS)}",
     )
     check(data.pad >= 0, "data.pad", data.pad, ">= 0")
+    check(data.pad_mode in PAD_MODES, "data.pad_mode", data.pad_mode, "zeros or reflect")
+    check(
+        data.pad_mode == "zeros" or data.pad < data.image_size,
+        "data.pad",
+        data.pad,
+        f"less than data.image_size ({data.image_size}) to reflect the image",
+    )
     check(
         not data.color_distortion or data.augmentation == "inception",
         "data.color_distortion",
@@ -194,6 +203,7 @@ def make_data(config):
         validation_fraction=data.validation_fraction,
         augmentation=data.augmentation,
         pad=data.pad,
+        pad_mode=data.pad_mode,
         normalize=data.normalize,
         color_distortion=data.color_distortion,
     )
