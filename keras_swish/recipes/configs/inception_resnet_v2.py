@@ -23,8 +23,10 @@ then saturation × 0.5–1.5), and label smoothing
 0.1 from Inception-v3 (TF-Slim's flag defaults to 0). BatchNorm keeps its
 scale γ, which TF-Slim turns off: the paper points out that Swish needs it.
 
-The papers trained asynchronously, 32 images on each of 20 (Inception-v4)
-or 50 (Inception-v3) replicas, at 0.045 per replica. The learning rate here
+The papers trained asynchronously at 0.045: Inception-v4 on 20 replicas
+(its batch size is not stated), Inception-v3 on 50 replicas of 32 images
+for 100 epochs, with gradients clipped at 2.0 (its section 8; TF-Slim's
+`clip_gradient_norm` defaults to none, as here). The learning rate here
 is the one of the public synchronous version of that recipe,
 tensorflow/tpu models/experimental/inception/inception_v4.py (same RMSProp,
 decay and weight decay): 0.15 per 256 images, after 3 epochs of warm-up
@@ -35,7 +37,11 @@ every 2 epochs, 0.387 after the warm-up (epoch 4) — the same rates as that
 script from then on. Scaling the papers' asynchronous 0.045 per 32 images
 linearly would give 0.9. That script
 also keeps an exponential moving average of the weights (0.995) for
-evaluation, which this recipe does not. 100 epochs. The paper tried 3
+evaluation, which this recipe does not, and BatchNorm decay 0.995
+(`BATCH_NORM_DECAY`; TF-Slim's 0.9997 is kept here). 100 epochs, Inception-v3's
+(the TPU script's default is 80,000 steps of 256 images, about 16 epochs;
+the Swish paper trains "a fixed number of steps" without saying how many).
+The paper tried 3
 learning rates per activation (`--set optimizer.learning_rate=...`, per
 256 images).
 
