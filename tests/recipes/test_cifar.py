@@ -163,7 +163,12 @@ def test_each_recipe_is_its_papers(
     assert config.model.kernel_initializer == ("torch" if torch else "he_normal")
     # The learning rate, stepped down at the paper's points of the run.
     steps_per_pass = 45_000 // batch
-    total = epochs * steps_per_pass
+    # The references' optimizer steps: 64k iterations for ResNet-20/164 (182
+    # passes over the 45k); for WRN and DenseNet their epochs over all 50k.
+    reference_steps = {"wide": 391, "dense": 782}.get(name[:5].rstrip("_"))
+    assert config.train.steps_per_epoch == reference_steps
+    total = epochs * (reference_steps or steps_per_pass)
+    assert total == {"r": 63882, "p": 63882, "w": 78200, "d": 234600}[name[0]]
     schedule = recipe.make_schedule(config, steps_per_pass)
     for fraction in [0.0, *decay_at, 0.999]:
         step = int(fraction * total) + 1
