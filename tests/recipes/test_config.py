@@ -3,6 +3,7 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from keras_swish.recipes.core import runner
@@ -55,6 +56,15 @@ def test_mobilenet_imagenet_is_model_gardens_mobilenet_imagenet():
     assert (model.weight_decay, model.regularize_depthwise, model.dropout) == (1e-5, False, 0.2)
     assert (model.batchnorm_momentum, model.batchnorm_epsilon) == (0.997, 1e-3)
     assert (config.data.image_size, config.data.source) == (224, "tfds:imagenet2012")
+    # classification_input.py: normalize_image(offset=MEAN_RGB, scale=STDDEV_RGB).
+    assert config.data.normalize == "imagenet"
+    from keras_swish.recipes.data.images import _to_float
+
+    pixel = np.array([[[255, 128, 0]]], dtype=np.uint8)
+    mean_rgb, stddev_rgb = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    np.testing.assert_allclose(
+        _to_float(pixel, "imagenet").numpy(), (pixel - mean_rgb) / stddev_rgb, rtol=1e-5
+    )
 
 
 def test_inception_resnet_v2_imagenet_is_tf_slims():

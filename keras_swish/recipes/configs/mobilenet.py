@@ -16,7 +16,8 @@ momentum 0.9, ε 0.002), lr 0.008 · (batch // 128) = 0.256, 5 epochs of
 linear warm-up from 0 that override the start of a decay counted from step
 0, ×0.98 every 2.5 epochs (staircase), label smoothing 0.1, l2_weight_decay
 1e-5 (a penalty wd·Σw²/2, not on depthwise kernels), BatchNorm momentum
-0.997 and ε 1e-3, dropout 0.2, 224×224 Inception crops. Over 500 epochs
+0.997 and ε 1e-3, dropout 0.2, 224×224 Inception crops normalized with
+ImageNet's per-channel mean and standard deviation (its classification_input.py). Over 500 epochs
 that schedule ends at 0.98^200 ≈ 1.8 % of its peak. (Model Garden's
 MobileNet-v1 YAML, imagenet_mobilenetv1_tpu.yaml, swaps in ×0.94 —
 0.94^200 ≈ 4e-6 of the peak at the end, below 1 % from epoch ~190 on;
@@ -88,7 +89,8 @@ register_experiment(
         recipe="mobilenet",
         summary="ImageNet, Model Garden's 500-epoch mobilenet_imagenet config",
         data=ic.IMAGENET_DATA,
-        overrides={"data": {"source": "tfds:imagenet2012"}},
+        # classification_input.py normalizes with ImageNet's per-channel mean and std.
+        overrides={"data": {"source": "tfds:imagenet2012", "normalize": "imagenet"}},
         reference=REFERENCE,
         train_examples=ic.IMAGENET_TRAIN_EXAMPLES,
     )

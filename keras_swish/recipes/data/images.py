@@ -233,10 +233,13 @@ def _rgb(image):
 
 
 # Per-channel (mean, std) of the training images, on a 0–1 scale, for
-# `normalize="cifar10"` / `"cifar100"` (the standard values of both datasets).
+# `normalize="cifar10"` / `"cifar100"` / `"imagenet"` (the standard values).
 CHANNEL_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    # Model Garden's MEAN_RGB / STDDEV_RGB (official/vision/ops/preprocess_ops.py,
+    # applied by its classification_input.py), ImageNet's.
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 NORMALIZATIONS = ("symmetric", *CHANNEL_STATS)
 AUGMENTATIONS = ("inception", "pad_crop")

@@ -40,7 +40,9 @@ class ImageDataConfig:
     augmentation: str = "inception"  # or "pad_crop" (CIFAR: pad, random crop, flip)
     pad: int = 4  # pixels of padding for "pad_crop"
     pad_mode: str = "zeros"  # or "reflect" (Wide ResNet's Torch code: the image mirrored)
-    normalize: str = "symmetric"  # pixels to [-1, 1]; or "cifar10"/"cifar100" per channel
+    normalize: str = (
+        "symmetric"  # pixels to [-1, 1]; or "cifar10"/"cifar100"/"imagenet" per channel
+    )
     # TF-Slim's random brightness (± 32/255) and saturation (× 0.5–1.5) after the
     # "inception" crop and flip (inception_preprocessing.distort_color, fast mode).
     color_distortion: bool = False
