@@ -255,6 +255,10 @@ def _tfds_pairs(dataset):
 # --- SentencePiece ------------------------------------------------------------
 
 
+# The sample of sentences a vocabulary is trained on: fixed, whatever the run's seed.
+VOCABULARY_SEED = 0
+
+
 def train_sentencepiece(sentences, model_path, vocab_size, max_sentences=0, seed=0):
     """Trains a BPE model on `sentences` and writes `model_path` (+ .vocab).
 
@@ -385,7 +389,7 @@ def _copy_sentencepiece(model_path, destination):
             write_atomic(target, f.read())
 
 
-def ensure_sentencepiece(spec, data_config, output, train_sentences, seed):
+def ensure_sentencepiece(spec, data_config, output, train_sentences):
     """The run's SentencePiece model: trained on first use, then reused.
 
     Kept as `<output>/sentencepiece.model`, and reused from there only by the
@@ -395,7 +399,10 @@ def ensure_sentencepiece(spec, data_config, output, train_sentences, seed):
     after the vocabulary was built, or a kill — may be for other settings, so
     it is built again. For TFDS data with `--data-dir` it is also cached as
     `<data_dir>/keras_swish_sentencepiece/<key>.model`, so that other runs on
-    the same data skip the training.
+    the same data skip the training. The vocabulary is part of the data, like
+    its splits: the sentences it samples do not depend on the run's `--seed`,
+    so a run gets the same vocabulary whether it built it or found it cached
+    by a run of another seed (and every seed of a comparison shares it).
     """
     path = os.path.join(output, "sentencepiece.model")
     if os.path.exists(os.path.join(output, "config.yaml")):
@@ -425,7 +432,7 @@ def ensure_sentencepiece(spec, data_config, output, train_sentences, seed):
             target,
             data_config.vocab_size,
             max_sentences=data_config.sentencepiece_sentences,
-            seed=seed,
+            seed=VOCABULARY_SEED,
         )
     if target != path:
         _copy_sentencepiece(target, path)
@@ -560,7 +567,7 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
     import tensorflow_text as tf_text
 
     corpus = _tfds_corpus(spec, config) if spec.kind == "tfds" else _split_corpus(spec, config)
-    model_path = ensure_sentencepiece(spec, config, output, corpus.sentences, seed)
+    model_path = ensure_sentencepiece(spec, config, output, corpus.sentences)
     with open(model_path, "rb") as f:
         tokenizer = tf_text.SentencepieceTokenizer(model=f.read(), add_eos=True)
     vocab_size = int(tokenizer.vocab_size())
