@@ -101,14 +101,14 @@ def cli(*args, timeout=900):
     ],
 )
 def test_bad_input_exits_2_with_one_message(args, message, tmp_path, capsys):
-    output = tmp_path / "run"
+    output = tmp_path / "runs" / "run"  # runs/ made by the run too, as the default output's
     if args[0] == "train" and "--output" not in args:
         args = [*args, "--output", str(output)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1, err
-    assert not output.exists(), "nothing may be written on bad input"
+    assert not (tmp_path / "runs").exists(), "nothing may be written on bad input"
 
 
 def test_tfds_data_that_is_not_prepared(tmp_path, capsys):

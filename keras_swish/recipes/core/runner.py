@@ -270,6 +270,16 @@ def _rates(schedule, steps):
     return keras.ops.convert_to_numpy(schedule(steps)).astype(np.float64)
 
 
+def _missing_folders(path):
+    """The folders of `path` that do not exist yet, `path` first, then its parents."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def _check_writable(output):
     """`--output` must be a folder this process can make or write in (exit 2, not a traceback).
 
@@ -479,7 +489,8 @@ def train(recipe, experiment, config, verbose=1):
 
     # One writer per run folder: a second process (a command started twice, an
     # orphaned child of a killed `compare`) would delete the first's files.
-    created = not os.path.exists(output)
+    missing = _missing_folders(output)  # what this run makes (runs/ of runs/x too)
+    created = bool(missing)
     lock = RunLock(output) if chief else None
     scratch = None
     try:
@@ -620,6 +631,11 @@ def train(recipe, experiment, config, verbose=1):
         # built): a folder this run made and never configured is removed whole.
         if created and chief and not os.path.exists(os.path.join(output, "config.yaml")):
             shutil.rmtree(output, ignore_errors=True)
+            for parent in missing[1:]:  # and the parents it made, while empty
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break
         raise
     finally:
         if scratch:  # a worker's private folder, whatever exception ended the run
