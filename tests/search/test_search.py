@@ -343,6 +343,31 @@ def test_an_edited_config_file_is_another_search(tmp_path):
     assert search._check_settings(str(output), settings())[1] == []
 
 
+def test_pruning_a_child_never_leaves_a_state_naming_a_deleted_checkpoint(tmp_path, monkeypatch):
+    # state/ is renamed away before its files are deleted: a kill mid-delete
+    # (here: rmtree failing at once) leaves no state.json without its checkpoint.
+    from keras_swish.recipes.search import tuner
+
+    child = tmp_path / "child"
+    (child / "state").mkdir(parents=True)
+    (child / "state" / "state.json").write_text('{"epoch": 1, "checkpoint": "epoch-1.weights.h5"}')
+    (child / "state" / "epoch-1.weights.h5").write_bytes(b"w")
+    (child / "final.keras").write_bytes(b"m")
+    (child / "best.keras").write_bytes(b"m")
+
+    def killed(path, ignore_errors=False):
+        if os.path.basename(path) == ".tmp-pruned-state" and os.path.exists(path):
+            raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(tuner.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tuner._prune(str(child))
+    assert not (child / "state").exists()
+    monkeypatch.undo()
+    tuner._prune(str(child))  # pruned again (or a recovery): the leftover goes
+    assert sorted(os.listdir(child)) == ["best.keras"]
+
+
 def test_search_children_train_in_float32_unless_asked_otherwise():
     from keras_swish.recipes import search
 

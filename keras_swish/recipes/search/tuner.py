@@ -148,8 +148,17 @@ def _prune(output):
 
     A child is never resumed once complete, and a paper-scale search trains
     thousands: ResNet-20's run folder shrinks from about 7 MB to 2.5 MB.
+    `state/` goes in one rename first: a kill while its files are deleted must
+    not leave a `state.json` naming a checkpoint that is gone (a continuation
+    with more epochs would fail loading it instead of saying the checkpoints
+    were pruned); a run's recovery removes the renamed `.tmp-` folder.
     """
-    shutil.rmtree(os.path.join(output, "state"), ignore_errors=True)
+    state = os.path.join(output, "state")
+    pruned = os.path.join(output, ".tmp-pruned-state")
+    shutil.rmtree(pruned, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(state, pruned)
+    shutil.rmtree(pruned, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(output, "final.keras"))
 
