@@ -368,6 +368,51 @@ def test_pruning_a_child_never_leaves_a_state_naming_a_deleted_checkpoint(tmp_pa
     assert sorted(os.listdir(child)) == ["best.keras"]
 
 
+@pytest.mark.parametrize(
+    "failure, stops",
+    [
+        ("tf_oom", True),  # TensorFlow's ResourceExhaustedError
+        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4GiB"), True),  # JAX/XLA
+        (MemoryError(), True),
+        (FloatingPointError("overflow in the candidate"), False),  # the candidate's: a 0
+    ],
+)
+def test_a_child_out_of_memory_stops_the_search_instead_of_scoring_0(
+    failure, stops, tmp_path, monkeypatch
+):
+    # Every child would run out of memory alike (a batch too large, GPUs shared):
+    # scored 0, each would count as a finished child for good.
+    import types
+
+    import tensorflow as tf
+
+    from keras_swish.recipes.core import runner
+    from keras_swish.recipes.search import tuner
+
+    if failure == "tf_oom":
+        failure = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    def train(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(runner, "train", train)
+    fake = types.SimpleNamespace(
+        child_config=lambda formula, output: (None, None, None),
+        get_trial_dir=lambda trial_id: str(tmp_path / trial_id),
+        tuner_id="tuner0",
+    )
+    trial = types.SimpleNamespace(
+        trial_id="trial_0", hyperparameters=types.SimpleNamespace(values={"formula": "x"})
+    )
+    if stops:
+        with pytest.raises(tuner.ChildSettingsError, match="out of memory training a child"):
+            tuner.ChildTuner.run_trial(fake, trial)
+    else:
+        result = tuner.ChildTuner.run_trial(fake, trial)
+        assert result[oracles.OBJECTIVE] == oracles.LOWEST_REWARD
+        assert "FloatingPointError" in trial.hyperparameters.values["error"]
+
+
 def test_search_children_train_in_float32_unless_asked_otherwise():
     from keras_swish.recipes import search
 

@@ -104,7 +104,15 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
             # Bad child settings (data not prepared, no pair fits, a bad flag) fail
             # every child alike: the search stops instead of scoring all of them 0.
             raise ChildSettingsError(str(error)) from None
-        except Exception:  # a failed child is a result of the search, never its end
+        except Exception as failure:  # a failed child is a result of the search, never its end
+            if _out_of_memory(failure):
+                # Not the candidate's doing (an activation barely changes the memory a
+                # child needs): every child would fail alike, each scored 0 for good.
+                first_line = (str(failure).strip().splitlines() or [""])[0][:200]
+                raise ChildSettingsError(
+                    f"out of memory training a child ({type(failure).__name__}: {first_line}); "
+                    "lower --batch-size, or run fewer --workers per GPU."
+                ) from None
             reward = LOWEST_REWARD
             details = traceback.format_exc()
             write_atomic(os.path.join(output, "error.txt"), details)
@@ -141,6 +149,16 @@ def _reload_where_the_oracle_is(directory, project_name):
     mine = os.path.join(project, f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json")
     if os.path.exists(os.path.join(project, "oracle.json")) and not os.path.exists(mine):
         write_atomic(mine, json.dumps({}))
+
+
+def _out_of_memory(error):
+    """Whether `error` is a device or host out-of-memory error, on any backend."""
+    if isinstance(error, MemoryError):
+        return True
+    if type(error).__name__ in ("ResourceExhaustedError", "OutOfMemoryError"):  # TF, torch
+        return True
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "CUDA out of memory" in text  # JAX/XLA, torch
 
 
 def _prune(output):
