@@ -87,10 +87,13 @@ def cli(*args, timeout=900):
         ),
         (["evaluate", "/no/such/run"], "is not a run folder"),
         # TensorFlow started, the data read, then a traceback from makedirs (exit 1).
-        (["train", "mobilenet", "--output", __file__], f"--output {__file__} is a file"),
+        (
+            ["train", "mobilenet", "--output", __file__],
+            f"'train.output' must be a folder: {__file__} is a file.",
+        ),
         (
             ["train", "mobilenet", "--output", f"{__file__}/run"],
-            f"--output {__file__}/run is in {__file__}, a file, not a folder",
+            f"'train.output' must be a folder: {__file__}/run is in {__file__}, a file.",
         ),
         (["train", "mobilenet", "--tpu", "grpc://127.0.0.1:1"], "Cannot reach TPU"),
         (["train", "mobilenet", "--tpu", "no-such-tpu.invalid"], "Cannot reach TPU"),

@@ -417,6 +417,20 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(args, message, tm
     assert not output.exists()
 
 
+def test_an_output_that_is_a_file_is_refused(tmp_path, capsys):
+    # compare and search write folders too: one message, exit 2, not a traceback.
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    for command in (
+        ["compare", "mobilenet", "--activations", "relu"],
+        ["search", "--unary", "x", "--binary", "mul", "--max-trials", "1"],
+    ):
+        assert main([*command, "--output", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"'--output' must be a folder: {path} is a file." in err, err
+        assert len(err.splitlines()) == 1 and path.read_text() == "mine"
+
+
 def test_an_output_url_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["compare", "mobilenet", "--activations", "relu", "--output", "gs://b/c"]) == 2

@@ -369,19 +369,20 @@ def test_pruning_a_child_never_leaves_a_state_naming_a_deleted_checkpoint(tmp_pa
 
 
 @pytest.mark.parametrize(
-    "failure, stops",
+    "failure, finished, stops",
     [
-        ("tf_oom", True),  # TensorFlow's ResourceExhaustedError
-        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4GiB"), True),  # JAX/XLA
-        (MemoryError(), True),
-        (FloatingPointError("overflow in the candidate"), False),  # the candidate's: a 0
+        ("tf_oom", 0, True),  # TensorFlow's ResourceExhaustedError
+        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4GiB"), 0, True),  # XLA
+        (MemoryError(), 0, True),
+        ("tf_oom", 1, False),  # after a child trained: this candidate's need, its 0
+        (FloatingPointError("overflow in the candidate"), 0, False),  # the candidate's: a 0
     ],
 )
-def test_a_child_out_of_memory_stops_the_search_instead_of_scoring_0(
-    failure, stops, tmp_path, monkeypatch
+def test_the_first_child_out_of_memory_stops_the_search_instead_of_scoring_0(
+    failure, finished, stops, tmp_path, monkeypatch
 ):
-    # Every child would run out of memory alike (a batch too large, GPUs shared):
-    # scored 0, each would count as a finished child for good.
+    # Before any child trained, every child would run out of memory alike (a batch
+    # too large, GPUs shared): scored 0, each would count as a finished child.
     import types
 
     import tensorflow as tf
@@ -400,17 +401,21 @@ def test_a_child_out_of_memory_stops_the_search_instead_of_scoring_0(
         child_config=lambda formula, output: (None, None, None),
         get_trial_dir=lambda trial_id: str(tmp_path / trial_id),
         tuner_id="tuner0",
+        project_dir=str(tmp_path),
     )
+    if finished:
+        (tmp_path / "trial_9").mkdir()
+        (tmp_path / "trial_9" / "trial.json").write_text(json.dumps({"status": "COMPLETED"}))
     trial = types.SimpleNamespace(
         trial_id="trial_0", hyperparameters=types.SimpleNamespace(values={"formula": "x"})
     )
     if stops:
-        with pytest.raises(tuner.ChildSettingsError, match="out of memory training a child"):
+        with pytest.raises(tuner.ChildSettingsError, match="out of memory training the first"):
             tuner.ChildTuner.run_trial(fake, trial)
     else:
         result = tuner.ChildTuner.run_trial(fake, trial)
         assert result[oracles.OBJECTIVE] == oracles.LOWEST_REWARD
-        assert "FloatingPointError" in trial.hyperparameters.values["error"]
+        assert type(failure).__name__ in trial.hyperparameters.values["error"]
 
 
 def test_search_children_train_in_float32_unless_asked_otherwise():

@@ -53,7 +53,13 @@ def check(condition, key, value, allowed):
 
 
 def check_local_folder(path, key):
-    """Refuses a URL (gs://...) for a folder the project writes with local file calls."""
+    """Refuses a URL (gs://...) or a file for a folder the project writes with local file calls.
+
+    A file (or a path under one) is found here, before TensorFlow starts: the
+    folder is made much later, and `makedirs` would fail there with a traceback.
+    """
+    import os
+
     check(
         path is None or "://" not in path,
         key,
@@ -61,6 +67,14 @@ def check_local_folder(path, key):
         "a local or mounted folder: runs are written with local file calls "
         "(a lock, atomic renames, fsync), which gs:// and other URLs do not offer",
     )
+    if path is None:
+        return
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        named = "is a file" if existing == os.path.abspath(path) else f"is in {existing}, a file"
+        raise ConfigError(f"'{key}' must be a folder: {path} {named}.")
 
 
 def validate_train(train):

@@ -281,22 +281,21 @@ def _missing_folders(path):
 
 
 def _check_writable(output):
-    """`--output` must be a folder this process can make or write in (exit 2, not a traceback).
+    """A new `--output` must be a folder this process can make (exit 2, not a traceback).
 
     Checked before TensorFlow starts: the folder is made much later, after
-    the data is read.
+    the data is read. (A file is refused by `check_local_folder`; an existing
+    run folder is not checked here: a finished run in a read-only archive
+    still reports itself.)
     """
-    existing = os.path.abspath(output)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        named = "is a file" if existing == os.path.abspath(output) else f"is in {existing}, a file"
-        raise ConfigError(f"--output {output} {named}, not a folder: give a folder's path.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"--output {output}: this process may not write in {existing}; give a folder "
-            "it can write."
-        )
+    missing = _missing_folders(output)
+    if missing:
+        parent = os.path.dirname(missing[-1])
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"--output {output}: this process may not make folders in {parent}; give "
+                "a folder it can write."
+            )
 
 
 def _check_config(experiment, config):

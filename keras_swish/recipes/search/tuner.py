@@ -105,13 +105,16 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
             # every child alike: the search stops instead of scoring all of them 0.
             raise ChildSettingsError(str(error)) from None
         except Exception as failure:  # a failed child is a result of the search, never its end
-            if _out_of_memory(failure):
-                # Not the candidate's doing (an activation barely changes the memory a
-                # child needs): every child would fail alike, each scored 0 for good.
+            if _out_of_memory(failure) and not _finished_children(self.project_dir):
+                # Before any child finished, the settings' doing (a batch too large, GPUs
+                # shared): every child would fail alike, each scored 0 for good. Once a
+                # child has trained, a candidate that keeps more tensors for its backward
+                # pass may need more memory than the others: its failure, its 0.
                 first_line = (str(failure).strip().splitlines() or [""])[0][:200]
                 raise ChildSettingsError(
-                    f"out of memory training a child ({type(failure).__name__}: {first_line}); "
-                    "lower --batch-size, or run fewer --workers per GPU."
+                    f"out of memory training the first child ({type(failure).__name__}: "
+                    f"{first_line}); lower --batch-size (the same command with it changed "
+                    "starts the search again in this folder), or run fewer --workers per GPU."
                 ) from None
             reward = LOWEST_REWARD
             details = traceback.format_exc()
@@ -151,6 +154,12 @@ def _reload_where_the_oracle_is(directory, project_name):
         write_atomic(mine, json.dumps({}))
 
 
+def _finished_children(project_dir):
+    from keras_swish.recipes.search import _finished_children as finished  # a cycle at import
+
+    return finished(project_dir)
+
+
 def _out_of_memory(error):
     """Whether `error` is a device or host out-of-memory error, on any backend."""
     if isinstance(error, MemoryError):
@@ -158,7 +167,10 @@ def _out_of_memory(error):
     if type(error).__name__ in ("ResourceExhaustedError", "OutOfMemoryError"):  # TF, torch
         return True
     text = str(error)
-    return "RESOURCE_EXHAUSTED" in text or "CUDA out of memory" in text  # JAX/XLA, torch
+    return any(  # JAX/XLA, torch, the CUDA driver
+        sign in text
+        for sign in ("RESOURCE_EXHAUSTED", "CUDA out of memory", "CUDA_ERROR_OUT_OF_MEMORY")
+    )
 
 
 def _prune(output):
