@@ -48,15 +48,17 @@ def test_sign_test_exact_values():
     assert stats.sign_test([0.1] * 4 + [math.nan]) == pytest.approx(2 / 16)
 
 
-def test_paired_leaves_out_seeds_whose_metric_is_not_finite():
-    values = {0: 0.9, 1: 0.8, 2: math.nan, 3: 0.7}
-    baseline = {0: 0.8, 1: 0.7, 2: 0.6, 3: 0.8, 4: 0.5}
+def test_paired_differences_leave_out_a_diverged_seed_and_its_sign_counts_it_worse():
+    values = {0: 0.9, 1: 0.8, 2: math.nan, 3: 0.7, 5: math.nan}
+    baseline = {0: 0.8, 1: 0.7, 2: 0.6, 3: 0.8, 4: 0.5, 5: math.nan}
     p = stats.paired(values, baseline)
-    assert p["seeds"] == [0, 1, 3] and p["not_finite"] == [2]
+    assert p["seeds"] == [0, 1, 3] and p["not_finite"] == [2, 5]
     assert p["differences"] == pytest.approx([0.1, 0.1, -0.1])
     assert p["mean_difference"] == pytest.approx(0.1 / 3)
-    assert (p["better"], p["equal"], p["worse"]) == (2, 0, 1)
-    assert p["sign_test_p"] == 1.0 and None not in p["ci95"]
+    assert None not in p["ci95"]
+    # Seed 2 diverged where the baseline did not: worse. Seed 5: both, equal.
+    assert (p["better"], p["equal"], p["worse"]) == (2, 1, 2)
+    assert p["sign_test_p"] == 1.0  # 2 better, 2 worse
 
 
 def test_t_quantiles_match_the_tables():
@@ -163,15 +165,22 @@ def test_table3_counts_experiments_where_swish_beats_each_baseline(tmp_path):
     }
     md = results_markdown(results)
     assert "(the paper's Table 3)" in md and "| relu | 1 | 1 | 1 |" in md
-    # A diverged activation (NaN median) is below every number, Swish's too.
+    # A diverged run (NaN) is the lowest value: relu's 2 of 3 seeds diverged in d
+    # (median below every number); one of Swish's 3 in e only lowers its median.
     nan_cells = []
-    for activation, value in (("relu", None), ("gelu", 0.85), ("swish_beta", 0.8)):
-        folder = str(tmp_path / "d-x" / activation)
-        _fake_run(folder, value if value is not None else 0.8, value)
-        nan_cells.append(Cell("d/x", activation, 0, None, folder))
+    runs = {
+        "d/x": {"relu": [None, None, 0.9], "gelu": [0.85] * 3, "swish_beta": [0.8] * 3},
+        "e/x": {"relu": [0.7] * 3, "gelu": [0.8] * 3, "swish_beta": [None, 0.75, 0.9]},
+    }
+    for experiment, by_activation in runs.items():
+        for activation, tests in by_activation.items():
+            for seed, test in enumerate(tests):
+                folder = str(tmp_path / experiment.replace("/", "-") / activation / str(seed))
+                _fake_run(folder, 0.8, test)
+                nan_cells.append(Cell(experiment, activation, seed, None, folder))
     assert collect(cells + nan_cells, "relu")["table3"] == {
-        "relu": {"better": 2, "equal": 1, "worse": 1},
-        "gelu": {"better": 1, "equal": 0, "worse": 3},
+        "relu": {"better": 3, "equal": 1, "worse": 1},  # e: Swish's median 0.75 > 0.7
+        "gelu": {"better": 1, "equal": 0, "worse": 4},  # e: 0.75 < 0.8
     }
     # Without swish_beta there is nothing to count.
     assert collect([c for c in cells if c.activation != "swish_beta"], "relu")["table3"] == {}

@@ -96,23 +96,31 @@ def paired(values, baseline):
 
     Returns:
         `{"seeds", "differences", "mean_difference", "ci95", "sign_test_p",
-        "better", "equal", "worse", "not_finite"}` over the seeds both have
-        with finite metrics; `not_finite` lists the seeds left out because
-        either run's metric is NaN (a diverged run: no difference to measure).
+        "better", "equal", "worse", "not_finite"}`. The differences, their
+        mean and interval are over the seeds both have with finite metrics;
+        `not_finite` lists the others (a diverged run, NaN: no difference to
+        measure). The signs — better / equal / worse and the sign test — are
+        over every seed both have: a diverged run is worse than a finite one,
+        and two diverged runs are equal.
     """
     common = sorted(set(values) & set(baseline))
     finite = [s for s in common if math.isfinite(values[s]) and math.isfinite(baseline[s])]
-    seeds = finite
-    differences = [float(values[s]) - float(baseline[s]) for s in seeds]
+    differences = [float(values[s]) - float(baseline[s]) for s in finite]
+
+    def sign(seed):
+        a, b = (-math.inf if math.isnan(v) else float(v) for v in (values[seed], baseline[seed]))
+        return (a > b) - (a < b)
+
+    signs = [sign(s) for s in common]
     low, high = t_interval(differences)
     return {
-        "seeds": seeds,
+        "seeds": finite,
         "differences": differences,
         "mean_difference": float(np.mean(differences)) if differences else None,
         "ci95": [low, high],
-        "sign_test_p": sign_test(differences),
-        "better": sum(d > 0 for d in differences),
-        "equal": sum(d == 0 for d in differences),
-        "worse": sum(d < 0 for d in differences),
+        "sign_test_p": sign_test(signs),
+        "better": signs.count(1),
+        "equal": signs.count(0),
+        "worse": signs.count(-1),
         "not_finite": [s for s in common if s not in finite],
     }
