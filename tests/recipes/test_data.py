@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from keras_swish.recipes.data.embedded import load_mnist_5k
-from keras_swish.recipes.data.images import DataError, make_image_data, parse_data_spec
+from keras_swish.recipes.data.images import (
+    DataError,
+    make_image_data,
+    parse_data_spec,
+    tfds_splits,
+)
 
 tf = pytest.importorskip("tensorflow")
 
@@ -315,6 +320,24 @@ def test_tfds_without_validation_carves_it_from_train_never_from_test(tmp_path):
     assert not train_images & validation and not train_images & test
     other = make_image_data(parse_data_spec("tfds:tiny_digits"), str(tmp_path), **dict(kw, seed=9))
     assert _all_images(other.validation) == validation
+
+
+@pytest.mark.parametrize("split", ["test", "test[:80%]"])
+def test_a_run_trained_on_test_reports_no_test_split(split, tmp_path):
+    # A dataset whose labelled split is `test` may still train; nothing is then
+    # left to report: no test metrics from the images the model trained on.
+    _tiny_tfds(tmp_path)
+    kw = dict(PIPELINE, image_size=28, crop_area_min=1.0, random_flip=False, eval_crop=1.0)
+    if "[" in split:  # tiny_digits has no validation split to go with a slice
+        with pytest.raises(DataError, match="no validation split to go with"):
+            make_image_data(parse_data_spec(f"tfds:tiny_digits:{split}"), str(tmp_path), **kw)
+        assert (
+            tfds_splits(parse_data_spec(f"tfds:x:{split}"), ["test", "validation"], 0.1)[2] is None
+        )
+        return
+    data = make_image_data(parse_data_spec(f"tfds:tiny_digits:{split}"), str(tmp_path), **kw)
+    assert data.test is None and data.test_examples == 0 and "no test split" in data.summary
+    assert (data.train_examples, data.validation_examples) == (45, 5)  # carved from test
 
 
 def test_tfds_stream_resumes_exactly(tmp_path):

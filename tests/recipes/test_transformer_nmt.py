@@ -729,6 +729,21 @@ def test_tfds_data_without_a_validation_split_is_refused(splits, monkeypatch, tm
     assert not (tmp_path / "run").exists()
 
 
+def test_tfds_text_trained_on_test_reports_no_test_bleu(monkeypatch, tmp_path):
+    # It reported test BLEU on the pairs it trained on.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    meta = tmp_path / "metadata"
+    _write_tfds_metadata(tfds, meta, ("train", "validation", "test"), num_examples=8)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    config = _data_config(data_dir=str(tmp_path / "data"), max_length=64, tokens_per_batch=256)
+    with tfds.testing.mock_data(num_examples=8, data_dir=str(meta)):
+        for split, tested in (("train", True), ("test", False), ("test[:50%]", False)):
+            spec = text_data.parse_data_spec(f"tfds:wmt14_translate/de-en:{split}")
+            corpus = text_data._tfds_corpus(spec, config)
+            assert bool(corpus.test_pairs) == tested, split
+            assert ("no test split" in corpus.description) != tested, corpus.description
+
+
 # --- Command line ----------------------------------------------------------------------
 
 

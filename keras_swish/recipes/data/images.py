@@ -35,7 +35,12 @@ import numpy as np
 
 from keras_swish.recipes.data.embedded import load_mnist_5k
 from keras_swish.recipes.data.order import SEED_STRIDE, Raw, pass_order
-from keras_swish.recipes.data.sources import DataError, tfds_builder, training_split
+from keras_swish.recipes.data.sources import (
+    DataError,
+    split_base,
+    tfds_builder,
+    training_split,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -137,7 +142,7 @@ def tfds_splits(spec, splits, validation_fraction):
         raise DataError(
             f"TFDS dataset '{spec.name}' has no split '{train}'. Splits: {', '.join(splits)}."
         )
-    test = "test" if "test" in splits else None
+    test = "test" if "test" in splits and split_base(train) != "test" else None
     if "validation" in splits or not splits:
         return train, "validation", test, "validation split"
     if "[" in train:

@@ -7,28 +7,29 @@ class DataError(UsageError):
     """A data spec that cannot be read; the message says what to do."""
 
 
-# The splits a run chooses its model on and reports at the end: never trained on.
-HELD_OUT_SPLITS = ("validation", "test")
-
-
 def training_split(spec):
     """The TFDS split `spec` trains on (`train` unless `tfds:NAME:SPLIT` names one).
 
+    A run trained on (a slice of) `test` reports no test metrics (the callers
+    drop the test split: a dataset with only a test split is still usable).
+
     Raises:
-        DataError: the split is (a slice of) `validation` or `test`, which the
-            run also uses to choose its best model and to report its result:
-            both would be measured on the data it trained on.
+        DataError: the split is (a slice of) `validation`, which the run also
+            uses to choose its best model: it would choose on its training data.
     """
     split = spec.split or "train"
-    base = split.split("[")[0].strip()
-    if base in HELD_OUT_SPLITS:
-        use = "choose its best model" if base == "validation" else "report its test metrics"
+    if split_base(split) == "validation":
         raise DataError(
-            f"--data tfds:{spec.name}:{split} trains on the {base} split, which the run "
-            f"also uses to {use}: train on another split (train, or a slice such as "
-            "train[:50%])."
+            f"--data tfds:{spec.name}:{split} trains on the validation split, which the run "
+            "also uses to choose its best model: train on another split (train, or a slice "
+            "such as train[:50%])."
         )
     return split
+
+
+def split_base(split):
+    """`test` of `test[:50%]`: the TFDS split a split string reads from."""
+    return split.split("[")[0].strip()
 
 
 def tfds_builder(name, data_dir):

@@ -52,7 +52,12 @@ import tempfile
 import numpy as np
 
 from keras_swish.recipes.data.order import Raw, pass_order
-from keras_swish.recipes.data.sources import DataError, tfds_builder, training_split
+from keras_swish.recipes.data.sources import (
+    DataError,
+    split_base,
+    tfds_builder,
+    training_split,
+)
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # Packages whose German message catalogs make the embedded corpus, and where.
@@ -485,7 +490,10 @@ def _tfds_corpus(spec, config):
             "Use text:SRC,TGT files to have one carved from the training pairs."
         )
     val_split = "validation"
-    test_split = "test" if "test" in splits or not splits else None
+    # Trained on (a slice of) test: nothing is left to report a test BLEU on.
+    test_split = (
+        "test" if ("test" in splits or not splits) and split_base(train_split) != "test" else None
+    )
     if splits and train_split.split("[")[0] not in splits:
         raise DataError(
             f"TFDS dataset '{spec.name}' has no split '{train_split}'. Splits: {', '.join(splits)}."
