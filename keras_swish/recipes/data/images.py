@@ -370,7 +370,7 @@ def make_image_data(
         augmentation: "inception" (random resized crop and flip, ImageNet's)
             or "pad_crop" (pad, random crop of the input size and flip, CIFAR's).
         pad: Pixels of padding on each side for "pad_crop".
-        normalize: "symmetric" (pixels to [-1, 1]) or "cifar10"/"cifar100"
+        normalize: "symmetric" (pixels to [-1, 1]) or "cifar10"/"cifar100"/"imagenet"
             (per-channel mean and standard deviation of that dataset).
         color_distortion: TF-Slim's random brightness and saturation after the
             "inception" crop and flip (see `train_transform`).

@@ -566,7 +566,7 @@ def make_translation_data(spec, config, output, *, batch_size, seed):
         config: The recipe's data config (`TranslationDataConfig`).
         output: The run folder (the SentencePiece model is kept there).
         batch_size: Most sentence pairs in one batch.
-        seed: Seed of shuffling (and of SentencePiece's sampling).
+        seed: Seed of the order of the training pairs (not of the vocabulary: part of the data).
 
     Returns:
         A `TranslationData`.
