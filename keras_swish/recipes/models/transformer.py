@@ -190,7 +190,13 @@ def build_transformer(config, vocab_size, max_length):
 def attention_layers(block):
     """The MultiHeadAttention layers of a built keras-hub Transformer encoder or decoder."""
     names = ("_self_attention_layer", "_cross_attention_layer")  # keras-hub's, as below
-    return [getattr(block, n) for n in names if getattr(block, n, None) is not None]
+    found = [getattr(block, n) for n in names if getattr(block, n, None) is not None]
+    if not found:  # never silently: the recipe would train with keras-hub's rate there
+        raise RuntimeError(
+            f"{type(block).__name__} has no `_self_attention_layer`: this keras-hub "
+            "version builds its attention otherwise, and its attention dropout cannot be set."
+        )
+    return found
 
 
 def feedforward_activations(model):
