@@ -341,6 +341,21 @@ def test_an_edited_config_file_is_another_search(tmp_path):
     del mine["config_file_values"]
     (output / "search.json").write_text(json.dumps(mine))
     assert search._check_settings(str(output), settings())[1] == []
+    # Another machine of the same search: its data and config file elsewhere.
+    config_file.write_text("model:\n  weight_decay: 0.0001\n")
+    mine, _ = search._check_settings(str(output), settings())
+    (output / "search.json").write_text(json.dumps(mine))
+    elsewhere = tmp_path / "worker2" / "child.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(config_file.read_text())
+    worker = search.plan(
+        "resnet20",
+        unary=["x"],
+        binary=["mul"],
+        config_file=str(elsewhere),
+        train_flags={"data_dir": "/mnt/tfds"},
+    )[1]
+    assert search._check_settings(str(output), worker)[1] == []
 
 
 def test_pruning_a_child_never_leaves_a_state_naming_a_deleted_checkpoint(tmp_path, monkeypatch):

@@ -210,11 +210,11 @@ def _check_settings(output, settings):
         with open(path, encoding="utf-8") as f:
             theirs = json.load(f)
         # A larger (or smaller) --max-trials continues the same search; a key
-        # its search.json lacks (written by an earlier version) is not compared.
+        # its search.json lacks (written by an earlier version) is not compared;
+        # nor are locations, which differ between machines of one search.
+        a, b = _without_locations(mine, theirs), _without_locations(theirs, mine)
         changed = sorted(
-            k
-            for k in set(mine) | set(theirs)
-            if mine.get(k) != theirs.get(k) and k != "max_trials" and k in theirs
+            k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "max_trials" and k in b
         )
         # A search that never finished a child (stopped by bad child settings) may
         # be rerun with corrected ones in the same folder.
@@ -224,6 +224,19 @@ def _check_settings(output, settings):
                 "use another --output or the same settings to resume it."
             )
     return mine, changed
+
+
+def _without_locations(settings, other):
+    """Search settings less where things are on this machine: `--data-dir` (each
+    worker's mount of the same data) and the `--config` file's path (its
+    contents are compared instead, where both settings record them)."""
+    out = dict(settings)
+    out["child_flags"] = {
+        k: v for k, v in (settings.get("child_flags") or {}).items() if k != "data_dir"
+    }
+    if "config_file_values" in settings and "config_file_values" in other:
+        out.pop("config_file", None)
+    return out
 
 
 def _drop_search(output):
