@@ -226,20 +226,28 @@ def test_more_epochs_are_refused_where_they_would_change_the_trained_schedule(tm
     assert "already complete" in capsys.readouterr().out
 
 
+def _killed_at(point, args):
+    """`keras-swish ARGS` in a fresh process that SIGKILLs itself at fault point `point`."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_swish.recipes", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, **{faults.KILL_ENV: point}),
+        timeout=900,
+    )
+
+
 def test_the_schedule_check_holds_before_the_first_metrics_json(tmp_path):
     # Killed right after its first commit, a run has no metrics.json yet (it
     # notes the steps of a pass there): state.json must be enough to refuse
     # more epochs of an SGD step schedule (a 1-epoch run drops its rate at
     # 50 % and 75 % of its pass; a 4-epoch one keeps the peak there).
     run = tmp_path / "run"
-    killed = subprocess.run(
-        [sys.executable, "-m", "keras_swish.recipes", "train", "resnet20", "--activation"]
-        + ["relu", "--epochs", "1", "--verbose", "0", "--output", str(run)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ, **{faults.KILL_ENV: "epoch_committed:1"}),
-        timeout=900,
+    killed = _killed_at(
+        "epoch_committed:1",
+        ["train", "resnet20", "--activation", "relu", "--epochs", "1", "--verbose", "0"]
+        + ["--output", str(run)],
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (run / "metrics.json").exists() and _state(run)["epoch"] == 1
@@ -310,14 +318,7 @@ def test_a_resumed_run_with_a_new_data_dir_names_it_and_checks_the_data(tmp_path
     run = tmp_path / "run"
     command = ["train", "mobilenet", "--epochs", "2", "--steps-per-epoch", "2", "--verbose", "0"]
     command += ["--output", str(run)]
-    killed = subprocess.run(  # killed once epoch 1 is committed
-        [sys.executable, "-m", "keras_swish.recipes", *command, "--data-dir", str(tmp_path / "a")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ, **{faults.KILL_ENV: "epoch_committed:1"}),
-        timeout=900,
-    )
+    killed = _killed_at("epoch_committed:1", [*command, "--data-dir", str(tmp_path / "a")])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert f"data_dir: {tmp_path / 'a'}" in (run / "config.yaml").read_text()
     assert main([*command, "--data-dir", str(tmp_path / "b")]) == 0
