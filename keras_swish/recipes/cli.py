@@ -414,10 +414,11 @@ def add_subcommands(subparsers):
 
     evaluate = subparsers.add_parser(
         "evaluate",
-        help="evaluate a run's best model",
+        help="evaluate the model a run reports",
         description=(
-            "Evaluates RUN_DIR's best.keras (the model its metrics.json reports; "
-            "final.keras if there is none) on validation and test data."
+            "Evaluates the model RUN_DIR's metrics.json reports (averaged.keras for a run "
+            "with train.average_last, else best.keras; final.keras if there is none) on "
+            "validation and test data."
         ),
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -590,8 +591,8 @@ def add_subcommands(subparsers):
         help="translate stdin with a transformer_nmt run",
         description=(
             "Reads one sentence a line on stdin and prints one translation a line, "
-            "with RUN_DIR's best.keras (the model its metrics.json reports) and its "
-            "SentencePiece model."
+            "with the model RUN_DIR's metrics.json reports (averaged.keras, else "
+            "best.keras) and its SentencePiece model."
         ),
     )
     translate.add_argument("run_dir", metavar="RUN_DIR")

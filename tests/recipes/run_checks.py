@@ -19,7 +19,8 @@ recipe_modules = [m for m in sys.modules if m.startswith(("keras_swish.recipes.t
                   "keras_swish.recipes.configs", "keras_swish.recipes.data", "keras_hub"))]
 assert not recipe_modules, recipe_modules
 models = {name: keras.models.load_model(f"{run}/{name}", safe_mode=True)
-          for name in ("best.keras", "final.keras") if os.path.exists(f"{run}/{name}")}
+          for name in ("best.keras", "final.keras", "averaged.keras")
+          if os.path.exists(f"{run}/{name}")}
 assert "best.keras" in models
 
 from keras_swish.recipes.core import runner
@@ -34,11 +35,11 @@ print("RESULT " + json.dumps(out))
 
 
 def assert_loads_anywhere(run, tolerance=1e-4):
-    """best.keras (and final.keras if kept) load in safe mode in a fresh process, predict the same.
+    """best.keras (final.keras, averaged.keras if kept) load in safe mode in a fresh process.
 
-    "The same": evaluated on the run's validation data there, they give the
-    numbers metrics.json reports for them (best: its final evaluation; last:
-    the validation of its epoch during training).
+    And predict the same: evaluated on the run's validation data there, they
+    give the numbers metrics.json reports for them (best, averaged: their final
+    evaluation; last: the validation of its epoch during training).
     """
     result = subprocess.run(
         [sys.executable, "-c", _LOADER, str(run)],
@@ -51,7 +52,9 @@ def assert_loads_anywhere(run, tolerance=1e-4):
     line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
     measured = json.loads(line[len("RESULT ") :])
     metrics = json.loads((run / "metrics.json").read_text())
-    for name, key in (("best.keras", "best"), ("final.keras", "last")):
+    assert ("averaged.keras" in measured) == ("averaged" in metrics)
+    names = {"best.keras": "best", "final.keras": "last", "averaged.keras": "averaged"}
+    for name, key in names.items():
         if name not in measured:  # a search child keeps only best.keras
             continue
         reported = metrics[key]["validation"]

@@ -113,6 +113,23 @@ def test_killed_run_resumes_and_records_bleu(run):
     assert f"best.keras (epoch {best_epoch}): " in stdout
     assert f"val_bleu {best['validation']['val_bleu']:.4f}" in stdout
     assert f"test_bleu {best['test']['test_bleu']:.4f}" in stdout
+    # Vaswani's checkpoint averaging: the last 5 epochs' weights, evaluated the same way.
+    averaged = metrics["averaged"]
+    assert averaged["model"] == "averaged.keras" and (run / "averaged.keras").is_file()
+    assert averaged["epochs"] == list(range(EPOCHS - 4, EPOCHS + 1))
+    assert {"val_bleu", "val_bleu_intl"} <= set(averaged["validation"])
+    assert {"test_bleu", "test_bleu_intl"} <= set(averaged["test"])
+    assert averaged["signatures"] == signatures
+    lines = stdout.splitlines()
+    line = next(x for x in lines if x.startswith("averaged.keras"))
+    assert line.startswith(f"averaged.keras (the mean of epochs {EPOCHS - 4}-{EPOCHS}): ")
+    assert f"test_bleu {averaged['test']['test_bleu']:.4f}" in line
+    # The weights kept for it stay beside the last checkpoint (a rerun of the final stage).
+    assert sorted(os.listdir(run / "state")) == [
+        *[f"average-{e}.h5" for e in range(EPOCHS - 4, EPOCHS + 1)],
+        f"epoch-{EPOCHS}.weights.h5",
+        "state.json",
+    ]
 
 
 def test_bleu_rises_clearly_above_an_untrained_model(run):
@@ -143,14 +160,15 @@ def test_translate_reads_stdin_and_prints_one_line_each(run):
     lines = result.stdout.splitlines()
     assert len(lines) == len(sentences) and lines[2] == ""
     assert all(line.strip() for i, line in enumerate(lines) if i != 2)
-    # The same as translating in this process with the run's best model and beam.
-    assert runner.model_path(str(run)) == str(run / "best.keras")
+    # The same as translating in this process with the model the run reports
+    # (the average of its last checkpoints) and its beam.
+    assert runner.model_path(str(run)) == str(run / "averaged.keras")
     assert lines == translator(str(run))(sentences)
     _, config = runner.load_run_config(str(run))
     processor = load_sentencepiece(str(run / "sentencepiece.model"))
-    best = keras.models.load_model(run / "best.keras")
+    averaged = keras.models.load_model(run / "averaged.keras")
     texts = [s for s in sentences if s]
-    expected, _ = translate_pairs(config, best, processor, [(s, "") for s in texts])
+    expected, _ = translate_pairs(config, averaged, processor, [(s, "") for s in texts])
     assert [line for line in lines if line] == expected
 
     greedy = subprocess.run(
@@ -166,7 +184,7 @@ def test_translate_reads_stdin_and_prints_one_line_each(run):
 
 
 def test_translate_uses_best_keras_not_final_keras(run, tmp_path):
-    """A copy of the run whose best.keras is an untrained model: translate follows it."""
+    """A copy of the run (without averaging) whose best.keras is untrained: translate follows it."""
     run, _ = run
     copy = tmp_path / "run"
     copy.mkdir()

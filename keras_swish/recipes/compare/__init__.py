@@ -388,7 +388,13 @@ def execute(cells, train_args, parallel=1, poll_s=1.0, stream=sys.stdout):
 
 
 def _metrics_of(cell):
-    """A run's metrics.json, its metrics' nulls (NaN written as JSON) NaN again."""
+    """A run's metrics.json, its metrics' nulls (NaN written as JSON) NaN again.
+
+    `reported` is the part for the model the run reports (`runner.reported`):
+    averaged.keras where the run averages its last epochs, else best.keras.
+    """
+    from keras_swish.recipes.core.runner import reported
+
     with open(os.path.join(cell.output, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
 
@@ -396,19 +402,20 @@ def _metrics_of(cell):
         return {k: math.nan if v is None else v for k, v in values.items()}
 
     metrics["epochs"] = [numbers(e) for e in metrics.get("epochs") or ()]
-    for model in ("best", "last"):
+    for model in ("best", "averaged", "last"):
         for split in ("validation", "test"):
             if (metrics.get(model) or {}).get(split) is not None:
                 metrics[model][split] = numbers(metrics[model][split])
+    metrics["reported"] = reported(metrics)
     return metrics
 
 
 def metric_names(metrics):
     """(headline metric, second metric or None, split) that a run reports."""
-    best = metrics["best"]
-    split = "test" if best.get("test") else "validation"
+    model = metrics["reported"]
+    split = "test" if model.get("test") else "validation"
     prefix = "test_" if split == "test" else "val_"
-    values = best[split]
+    values = model[split]
     if prefix + "bleu" in values:
         return prefix + "bleu", prefix + "bleu_intl", split
     return prefix + "top1", prefix + "top5", split
@@ -416,7 +423,7 @@ def metric_names(metrics):
 
 def _selection_metric(metrics):
     """The validation number a learning rate is chosen by."""
-    values = metrics["best"]["validation"]
+    values = metrics["reported"]["validation"]
     return values.get("val_bleu", values.get("val_top1"))
 
 
@@ -453,11 +460,11 @@ def collect(cells, baseline):
                 "learning_rates_tried": [None if r == "None" else float(r) for r in rates],
                 "seeds": [c.seed for c, _ in chosen_runs],
                 "runs": [c.output for c, _ in chosen_runs],
-                head: stats.summary([m["best"][split][head] for _, m in chosen_runs]),
+                head: stats.summary([m["reported"][split][head] for _, m in chosen_runs]),
             }
-            if second and all(second in m["best"][split] for _, m in chosen_runs):
-                row[second] = stats.summary([m["best"][split][second] for _, m in chosen_runs])
-            row["by_seed"] = {c.seed: m["best"][split][head] for c, m in chosen_runs}
+            if second and all(second in m["reported"][split] for _, m in chosen_runs):
+                row[second] = stats.summary([m["reported"][split][second] for _, m in chosen_runs])
+            row["by_seed"] = {c.seed: m["reported"][split][head] for c, m in chosen_runs}
             row["curves"] = [
                 [e.get("val_" + head.split("_", 1)[1], e.get("val_accuracy")) for e in m["epochs"]]
                 for _, m in chosen_runs
@@ -471,6 +478,7 @@ def collect(cells, baseline):
             "metric": head,
             "second_metric": second,
             "split": split,
+            "model": runs[0][1]["reported"].get("model", "best.keras"),
             "activations": table,
             "paper": paper_numbers(experiment),
             "paper_metric": PAPER_METRIC.get(experiment),
@@ -524,7 +532,8 @@ def results_markdown(results):
         unit = "BLEU" if scale == 1 else "%"
         lines += [f"## {experiment}", ""]
         lines.append(
-            f"{head} ({unit}, best.keras of each run, {table['split']} split): median, "
+            f"{head} ({unit}, {table.get('model', 'best.keras')} of each run, "
+            f"{table['split']} split): median, "
             "mean ± std, every run (by seed)."
         )
         if results["baseline"] in table["activations"]:

@@ -88,6 +88,7 @@ def betas_plot(results, path):
         Whether there was any β to draw.
     """
     from keras_swish.callbacks.report import load_betas
+    from keras_swish.recipes.core.runner import model_path
 
     found = {}
     for experiment, table in results["experiments"].items():
@@ -95,7 +96,7 @@ def betas_plot(results, path):
             values = []
             for run in row["runs"]:
                 try:
-                    _, _, layers = load_betas(os.path.join(run, "best.keras"))
+                    _, _, layers = load_betas(model_path(run))
                 except ValueError:  # no SwishBeta in this model
                     break
                 values.extend(np.concatenate([np.ravel(b.values) for b in layers]).tolist())
@@ -151,8 +152,8 @@ def write_hparams(cells, results, output):
         run = _metrics_of(cell)
         head, _, split = metric_names(run)
         session = os.path.join(root, cell.key.replace("/", "-"))
-        values = dict(run["best"][split])
-        values.update(run["best"]["validation"])
+        values = dict(run["reported"][split])
+        values.update(run["reported"]["validation"])
         with tf.summary.create_file_writer(session).as_default():
             hp.hparams(
                 {

@@ -39,6 +39,11 @@ class TrainConfig:
     # more keep a TPU (or a fast GPU on a small model) from waiting on Python. It
     # must divide the steps of an epoch; the weights are the same for every value.
     steps_per_execution: int = 1
+    # Checkpoint averaging (Vaswani et al. 2017, section 6.1): the weights after
+    # each of the last N epochs (all of them if fewer) are kept, and their mean is
+    # saved and evaluated as `averaged.keras`, the model the run reports. 0: none
+    # (the run reports best.keras).
+    average_last: int = 0
     output: str | None = None  # default: runs/<experiment>-<activation> ('/' as '-')
 
 
@@ -107,6 +112,12 @@ def validate_train(train):
         f"one of {', '.join(PRECISIONS)}",
     )
     check(train.cpu_devices >= 1, "train.cpu_devices", train.cpu_devices, "at least 1")
+    check(
+        train.average_last >= 0,
+        "train.average_last",
+        train.average_last,
+        ">= 0 (the last epochs whose weights are averaged, at most train.epochs; 0: none)",
+    )
     check(
         train.steps_per_execution >= 1,
         "train.steps_per_execution",

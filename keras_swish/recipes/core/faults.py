@@ -14,8 +14,12 @@ tests — every point is a no-op. The points, in the order a run meets them:
 - `final_evaluation` — training is done, the best model is being evaluated;
 - `saving_final` — `final.keras` is written to a temporary file, not yet
   renamed;
-- `before_complete` — `final.keras` is in place, `metrics.json` is not yet
-  marked complete.
+- `averaging` — `final.keras` is in place; the last epochs' weights are
+  being averaged (runs with `train.average_last`);
+- `saving_averaged` — `averaged.keras` is written to a temporary file, not
+  yet renamed;
+- `before_complete` — `final.keras` (and `averaged.keras`) are in place,
+  `metrics.json` is not yet marked complete.
 """
 
 import os

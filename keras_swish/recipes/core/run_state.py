@@ -11,13 +11,17 @@ a kill at any moment, so the runner keeps its own state in `<run>/state/`:
                                   random-number generators' states — dropout's
                                   — which Keras does not save, are in state.json)
     state/best-E.keras            a new best model, until moved to best.keras
+    state/average-E.h5            the model's weights after epoch E, for checkpoint
+                                  averaging (`train.average_last`): only the last
+                                  epochs' are kept
 
 At the end of epoch E the runner (1) writes `epoch-E.weights.h5` and, when
 E is the best so far, `best-E.keras`, and syncs them to the disk; (2) writes
 `state.json` through a temporary file and a rename, synced — the commit (so
 that after a lost machine no commit points to a file the disk lost); (3) moves `best-E.keras` to
 `<run>/best.keras`, rewrites `metrics.json` and deletes the previous
-checkpoint. A kill before (2) leaves files no record points to: they are
+checkpoint (and the averaging files of epochs before the window). A kill
+before (2) leaves files no record points to: they are
 deleted on resume and epoch E is trained again. A kill after (2) is rolled
 forward on resume: the pending best model is moved into place and
 `metrics.json` rewritten. So a resumed run never redoes a committed epoch,
@@ -40,6 +44,7 @@ from keras_swish.recipes.core.config import write_atomic
 STATE_DIR = "state"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 _PENDING_BEST = re.compile(r"^best-(\d+)\.keras$")
+_AVERAGE = re.compile(r"^average-(\d+)\.h5$")
 
 
 def _generator_states(model):
@@ -195,11 +200,16 @@ class RunState:
             path = os.path.join(self.dir, name)
             pending = _PENDING_BEST.match(name)
             checkpoint = _CHECKPOINT.match(name)
+            average = _AVERAGE.match(name)
             if pending and best and int(pending.group(1)) == best["epoch"]:
                 os.replace(path, os.path.join(self.output, "best.keras"))
                 fsync_path(self.output)
                 rolled = True
-            elif pending or (checkpoint and name != self.record["checkpoint"]):
+            elif (
+                pending
+                or (checkpoint and name != self.record["checkpoint"])
+                or (average and int(average.group(1)) > self.epoch)
+            ):
                 os.remove(path)  # written for an epoch that was never committed
             elif name.startswith(".tmp-"):
                 os.remove(path)
@@ -218,7 +228,7 @@ class RunState:
             self.record.update(steps_per_pass=int(steps_per_pass), steps_per_epoch=int(steps))
         self.save()
 
-    def commit_epoch(self, model, epoch, entry, monitor):
+    def commit_epoch(self, model, epoch, entry, monitor, average_from=None):
         """Saves and commits epoch `epoch` (1-based) with its metrics `entry`.
 
         Args:
@@ -226,6 +236,8 @@ class RunState:
             epoch: The epoch just finished, counting from 1.
             entry: Its metrics (a dict with `monitor` among them).
             monitor: The validation metric that picks the best model.
+            average_from: The first epoch whose weights are kept for checkpoint
+                averaging (None: none); those of earlier epochs are deleted.
 
         Returns:
             Whether this epoch is the best so far.
@@ -246,6 +258,8 @@ class RunState:
         if improved:
             model.save(os.path.join(self.dir, f"best-{epoch}.keras"))
             fsync_path(os.path.join(self.dir, f"best-{epoch}.keras"))
+        if average_from is not None and epoch >= average_from:
+            save_model_weights(model, os.path.join(self.dir, f"average-{epoch}.h5"))
         faults.point("epoch_saved", epoch)
         previous = self.record["checkpoint"]
         self.record["history"] = [e for e in self.history if e["epoch"] < epoch] + [entry]
@@ -270,7 +284,44 @@ class RunState:
                 os.remove(os.path.join(self.dir, previous))
             except FileNotFoundError:
                 pass
+        for kept in self.averaged_epochs():  # before the window (a longer run moved it)
+            if average_from is None or kept < average_from:
+                os.remove(os.path.join(self.dir, f"average-{kept}.h5"))
         return improved
+
+    def averaged_epochs(self, first=1):
+        """The committed epochs from `first` on whose weights are kept for averaging."""
+        if not os.path.isdir(self.dir):
+            return []
+        epochs = (_AVERAGE.match(name) for name in os.listdir(self.dir))
+        return sorted(e for e in (int(m.group(1)) for m in epochs if m) if first <= e <= self.epoch)
+
+    def average_into(self, model, first):
+        """Sets `model`'s weights to the mean of the weights kept from epoch `first` on.
+
+        Float variables get the mean (in float64, cast back); others (the
+        random generators' states) the last epoch's values.
+
+        Returns:
+            The epochs averaged (an empty list leaves `model` as it was).
+        """
+        epochs = self.averaged_epochs(first)
+        if not epochs:
+            return []
+        import numpy as np
+
+        total = None
+        for epoch in epochs:
+            values = load_model_weights(model, os.path.join(self.dir, f"average-{epoch}.h5"))
+            if total is None:
+                total = [v.astype(np.float64) if _is_float(v) else v for v in values]
+            else:
+                total = [t + v if _is_float(v) else v for t, v in zip(total, values, strict=True)]
+        for variable, value in zip(model.weights, total, strict=True):
+            if _is_float(value):
+                value = value / len(epochs)
+            variable.assign(value.astype(variable.dtype))
+        return epochs
 
     def restore(self, model):
         """Loads the committed weights, optimizer and generator states into `model`.
@@ -289,3 +340,56 @@ class RunState:
         if self.write:
             os.makedirs(self.dir, exist_ok=True)
             write_atomic(os.path.join(self.dir, "state.json"), json_text(self.record, indent=2))
+
+
+def _is_float(array):
+    import numpy as np
+
+    return np.issubdtype(array.dtype, np.floating)
+
+
+# `model.save_weights` writes the optimizer's state too (Adam: twice the
+# weights); averaging needs the model's variables only. So they are written
+# here with h5py (a Keras dependency), one dataset each, in `model.weights`
+# order (the same for the same architecture; the variables' paths are not:
+# Keras numbers auto-named layers per process, so a resumed session's may
+# differ), with their shapes checked on reading.
+def save_model_weights(model, path):
+    """Writes `model`'s variables (no optimizer state) to the HDF5 file `path`, synced."""
+    import h5py
+    from keras import ops
+
+    with h5py.File(path, "w") as f:
+        for index, variable in enumerate(model.weights):
+            value = ops.convert_to_numpy(variable)
+            if str(value.dtype) == "bfloat16":  # not an HDF5 type: exact in float32
+                value = value.astype("float32")
+            dataset = f.create_dataset(str(index), data=value)
+            dataset.attrs["path"] = variable.path
+    fsync_path(path)
+
+
+def load_model_weights(model, path):
+    """The arrays `save_model_weights` wrote, in `model.weights` order.
+
+    Raises:
+        RuntimeError: The file holds another model's variables.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        values = [f[str(i)][()] for i in range(len(f))]
+        paths = [f[str(i)].attrs["path"] for i in range(len(f))]
+    weights = model.weights
+    if len(values) != len(weights):
+        raise RuntimeError(
+            f"{path} holds {len(values)} variables, this run's model {len(weights)}: the "
+            "weights of another model."
+        )
+    for value, saved, variable in zip(values, paths, weights, strict=True):
+        if tuple(value.shape) != tuple(variable.shape):
+            raise RuntimeError(
+                f"{path} holds the weights of another model: {saved} has shape "
+                f"{tuple(value.shape)}, this run's {variable.path} {tuple(variable.shape)}."
+            )
+    return values

@@ -12,16 +12,21 @@ folder:
                              so that a larger --epochs can continue it
     <output>/best.keras      the best model by the recipe's validation metric
     <output>/final.keras     the model after the last epoch
+    <output>/averaged.keras  with `train.average_last` N: the mean of the weights
+                             after the last N epochs (Vaswani et al.'s checkpoint
+                             averaging), the model the run then reports
     <output>/logs/           TensorBoard: Keras's train/validation logs and β
     <output>/metrics.json    per-epoch history; `best` (best.keras: its epoch,
-                             validation and test metrics) and `last`
-                             (final.keras); run facts; `completed` last
+                             validation and test metrics), `averaged`
+                             (averaged.keras: its epochs and metrics) and
+                             `last` (final.keras); run facts; `completed` last
 
 Re-running the same command resumes an interrupted run at its last
 committed epoch; with a larger `--epochs` it continues a finished one. The
 final stage — evaluating `best.keras` (loaded back from its file, in safe
-mode) on validation and test data, writing `final.keras`, marking
-`metrics.json` complete — is redone after a kill, never the training.
+mode) on validation and test data, writing `final.keras`, writing and
+evaluating `averaged.keras`, marking `metrics.json` complete — is redone
+after a kill, never the training.
 
 Nothing here is specific to a task: a recipe brings its own data, model,
 optimizer, loss, metrics and final evaluation.
@@ -72,6 +77,7 @@ ADDED_KEYS = {
     "data.pad_mode": "zeros",
     "model.decay_all_parameters": False,
     "model.kernel_initializer": "he_normal",
+    "train.average_last": 0,
     # keras-hub's layers used `dropout` on the attention probabilities too.
     "model.attention_dropout": lambda old: old.get("model.dropout"),
 }
@@ -383,7 +389,14 @@ def schedule_lines(recipe, config, steps_per_pass, steps_per_epoch):
     return describe_schedule(schedule, total, steps_per_pass)
 
 
-def _state_callback(state, monitor, examples_per_step, steps, on_commit):
+def average_from(train_config):
+    """The first epoch whose weights checkpoint averaging keeps (None: no averaging)."""
+    if not train_config.average_last:
+        return None
+    return max(1, train_config.epochs - train_config.average_last + 1)
+
+
+def _state_callback(state, monitor, examples_per_step, steps, on_commit, first_averaged):
     import keras
 
     class CommitEpochs(keras.callbacks.Callback):
@@ -398,7 +411,7 @@ def _state_callback(state, monitor, examples_per_step, steps, on_commit):
             entry.update({k: float(v) for k, v in (logs or {}).items()})
             entry["wall_time_s"] = round(wall, 3)
             entry["examples_per_s"] = round(examples_per_step * steps / wall, 1)
-            state.commit_epoch(self.model, epoch + 1, entry, monitor)
+            state.commit_epoch(self.model, epoch + 1, entry, monitor, first_averaged)
             on_commit()
 
     return CommitEpochs()
@@ -586,7 +599,14 @@ def train(recipe, experiment, config, verbose=1):
             # flush every epoch), to be drawn a second time when the resumed run
             # trains that epoch again.
             callbacks = [
-                _state_callback(state, recipe.monitor, data.examples_per_step, steps, write_metrics)
+                _state_callback(
+                    state,
+                    recipe.monitor,
+                    data.examples_per_step,
+                    steps,
+                    write_metrics,
+                    average_from(config.train),
+                )
             ]
             if chief:
                 callbacks += [keras.callbacks.TensorBoard(log_dir), BetaMonitor(log_dir)]
@@ -907,11 +927,55 @@ def _finish(recipe, config, model, data, state, header, chief, metrics_path, str
         faults.point("saving_final")
         os.replace(tmp, final_path)
         fsync_path(output)  # on the disk before metrics.json says `completed`
-        faults.point("before_complete")
-    record = _metrics_record(header, state, {"best": best, "last": last, "completed": True})
+    extra = {"best": best, "last": last}
+    if config.train.average_last and chief:
+        averaged = _average(recipe, config, state, data, final_path)
+        if averaged is not None:
+            extra["averaged"] = averaged
+    faults.point("before_complete")
+    record = _metrics_record(header, state, {**extra, "completed": True})
     if chief:
         write_atomic(metrics_path, json_text(record, indent=2))
     return record
+
+
+def _average(recipe, config, state, data, final_path):
+    """Writes and evaluates `averaged.keras`: the mean of the last epochs' weights.
+
+    Vaswani et al.'s checkpoint averaging. The model is final.keras (a copy
+    outside any strategy) with the averaged weights, evaluated as a user
+    gets it: loaded back from its file, in safe mode.
+    """
+    import keras
+
+    output = config.train.output
+    wanted = min(config.train.average_last, state.epoch)
+    first = state.epoch - wanted + 1
+    faults.point("averaging")
+    model = keras.models.load_model(final_path, safe_mode=True)
+    epochs = state.average_into(model, first)
+    if not epochs:
+        print(
+            f"No weights kept for averaging epochs {first}-{state.epoch} (a run continued "
+            "from one without train.average_last): averaged.keras is not written."
+        )
+        return None
+    path = os.path.join(output, "averaged.keras")
+    tmp = os.path.join(output, ".tmp-averaged.keras")
+    model.save(tmp)
+    fsync_path(tmp)
+    faults.point("saving_averaged")
+    os.replace(tmp, path)
+    fsync_path(output)
+    averaged = {"model": "averaged.keras", "epochs": epochs}
+    if len(epochs) < wanted:
+        averaged["note"] = (
+            f"{len(epochs)} of the last {wanted} epochs' weights were kept (a run continued "
+            "from one without train.average_last)"
+        )
+    model = keras.models.load_model(path, safe_mode=True)
+    averaged.update(evaluate_model(recipe, config, model, data))
+    return averaged
 
 
 def _undistributed_copy(model, output):
@@ -946,15 +1010,34 @@ def evaluate_model(recipe, config, model, data):
     return results
 
 
+def reported(record):
+    """The part of a `metrics.json` record (a dict) for the model the run reports.
+
+    `averaged` (averaged.keras) where the run averages its last epochs'
+    weights (`train.average_last`), else `best` (best.keras, or final.keras
+    when no epoch had a finite validation metric).
+    """
+    return record.get("averaged") or record.get("best") or {}
+
+
 def _summary(record):
-    best = record.get("best") or {}
-    parts = []
-    for split in ("validation", "test"):
-        for key, value in (best.get(split) or {}).items():
-            parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
-    if not parts:
-        return "no epoch finished yet"
-    return f"best.keras (epoch {best.get('epoch')}): " + ", ".join(parts)
+    lines = []
+    for part in ("averaged", "best"):
+        model = record.get(part) or {}
+        values = []
+        for split in ("validation", "test"):
+            for key, value in (model.get(split) or {}).items():
+                values.append(
+                    f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+                )
+        if values:
+            if part == "averaged":
+                epochs = model["epochs"]
+                which = f"the mean of epochs {epochs[0]}-{epochs[-1]}"
+            else:
+                which = f"epoch {model.get('epoch')}"
+            lines.append(f"{model.get('model', part)} ({which}): " + ", ".join(values))
+    return "\n".join(lines) or "no epoch finished yet"
 
 
 def load_run_config(run_dir):
@@ -973,16 +1056,25 @@ def load_run_config(run_dir):
 
 
 def model_path(run_dir):
-    """The model a run reports: `best.keras` (else `final.keras`)."""
-    for name in ("best.keras", "final.keras"):
+    """The model a run reports: `averaged.keras`, else `best.keras`, else `final.keras`.
+
+    `averaged.keras` only while `metrics.json` reports it: a finished run
+    continued with more epochs reports `best.keras` until its new average is
+    written.
+    """
+    record = read_json(os.path.join(run_dir, "metrics.json")) or {}
+    names = ("best.keras", "final.keras")
+    if record.get("averaged"):
+        names = ("averaged.keras", *names)
+    for name in names:
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             return path
-    raise ConfigError(f"{run_dir} holds no model yet (best.keras or final.keras).")
+    raise ConfigError(f"{run_dir} holds no model yet (averaged.keras, best.keras or final.keras).")
 
 
 def evaluate(recipe, config, run_dir):
-    """Evaluates a run's `best.keras` on `config`'s validation (and test) data."""
+    """Evaluates the model a run reports (see `model_path`) on validation (and test) data."""
     import keras
 
     path = model_path(run_dir)

@@ -31,6 +31,7 @@ import keras_tuner
 
 from keras_swish.errors import UsageError
 from keras_swish.recipes.core.config import write_atomic
+from keras_swish.recipes.core.runner import reported
 from keras_swish.recipes.search.oracles import LOWEST_REWARD, OBJECTIVE
 
 
@@ -201,7 +202,7 @@ def _reward(record, monitor):
         if loss is None or not math.isfinite(loss):
             shown = "nan" if loss is None else loss
             return LOWEST_REWARD, f"diverged: training loss {shown} in epoch {epoch['epoch']}"
-    value = ((record.get("best") or {}).get("validation") or {}).get(monitor)
+    value = (reported(record).get("validation") or {}).get(monitor)
     if value is None or not math.isfinite(value):
         return LOWEST_REWARD, f"no finite {monitor} on the validation data"
     return float(value), None

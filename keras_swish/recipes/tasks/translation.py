@@ -264,9 +264,10 @@ def final_metrics(config, model, data):
 def translator(run_dir, beam_size=None, length_penalty=None):
     """A function that translates sentences with the model of `run_dir`.
 
-    The run's best model (`best.keras`, the one `metrics.json` reports) and its SentencePiece model
-    are loaded at once, so that a bad run folder fails before any input is
-    read.
+    The model the run reports (`averaged.keras`, the mean of its last
+    checkpoints, else `best.keras`: the one `metrics.json` reports) and its
+    SentencePiece model are loaded at once, so that a bad run folder fails
+    before any input is read.
 
     Args:
         run_dir: A `transformer_nmt` run folder.
