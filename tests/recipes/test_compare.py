@@ -132,6 +132,48 @@ def test_tables_pick_the_learning_rate_on_validation_and_pair_by_seed(tmp_path):
     assert len(rows) == 6 and {r["activation"] for r in rows} == {"relu", "swish_beta"}
 
 
+def test_runs_that_average_their_checkpoints_are_compared_on_the_average(tmp_path):
+    # Transformer runs report averaged.keras (Vaswani's checkpoint averaging):
+    # the table, the rate choice and the paired signs use its numbers, not best.keras's.
+    cells = []
+    for activation, rows in (("relu", [(20.0, 19.0), (21.0, 20.0)]), ("swish", [(22.0, 18.0)] * 2)):
+        for seed, (averaged_bleu, best_bleu) in enumerate(rows):
+            cell = Cell(
+                "transformer_nmt/wmt14",
+                activation,
+                seed,
+                None,
+                str(tmp_path / f"{activation}{seed}"),
+            )
+            os.makedirs(cell.output)
+            metrics = {
+                "completed": True,
+                "epochs": [{"epoch": 1, "val_accuracy": 0.5}],
+                "best": {
+                    "model": "best.keras",
+                    "validation": {"val_bleu": best_bleu, "val_bleu_intl": best_bleu},
+                    "test": {"test_bleu": best_bleu, "test_bleu_intl": best_bleu},
+                },
+                "averaged": {
+                    "model": "averaged.keras",
+                    "epochs": [1],
+                    "validation": {"val_bleu": averaged_bleu, "val_bleu_intl": averaged_bleu},
+                    "test": {"test_bleu": averaged_bleu, "test_bleu_intl": None},
+                },
+            }
+            with open(os.path.join(cell.output, "metrics.json"), "w") as f:
+                json.dump(metrics, f)
+            cells.append(cell)
+    table = collect(cells, "relu")["experiments"]["transformer_nmt/wmt14"]
+    assert table["metric"] == "test_bleu" and table["model"] == "averaged.keras"
+    swish = table["activations"]["swish"]
+    assert swish["by_seed"] == {0: 22.0, 1: 22.0}
+    assert math.isnan(swish["test_bleu_intl"]["median"])  # null in JSON: NaN again
+    assert swish["vs_baseline"]["better"] == 2
+    write_results(collect(cells, "relu"), str(tmp_path / "out"))
+    assert "averaged.keras of each run" in (tmp_path / "out" / "results.md").read_text()
+
+
 def test_a_diverged_run_as_metrics_json_writes_it_is_a_nan_row(tmp_path):
     # metrics.json is standard JSON: a NaN is written null. compare reads it
     # back as NaN (the run counts, its median is NaN), and results.json is

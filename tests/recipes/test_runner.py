@@ -298,6 +298,18 @@ def test_a_run_made_before_a_config_key_existed_resumes_with_its_old_behaviour(t
     _, experiment, config = runner.resolve("transformer_nmt", flags=flags)
     with pytest.raises(UsageError, match=r"model\.attention_dropout \(0\.1 → 0\.0\)"):
         runner.check_output(experiment, config)
+    # One from before train.average_last reported best.keras: it resumes without
+    # averaging, and is another run with the Transformer's 5.
+    run = tmp_path / "transformer-no-average"
+    _run_folder(run, "transformer_nmt", {"epochs": 2}, drop=("average_last",))
+    flags = {"epochs": 2, "output": str(run)}
+    without = runner.resolve(
+        "transformer_nmt", flags=flags, overrides={"train": {"average_last": 0}}
+    )
+    assert runner.check_output(*without[1:]) is not None
+    _, experiment, config = runner.resolve("transformer_nmt", flags=flags)
+    with pytest.raises(UsageError, match=r"train\.average_last \(0 → 5\)"):
+        runner.check_output(experiment, config)
 
 
 def test_a_run_resumes_from_a_moved_data_dir_but_not_on_other_data(tmp_path):
