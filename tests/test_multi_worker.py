@@ -300,6 +300,38 @@ def test_kill_9_one_worker_then_relaunch_resumes_and_matches(two_workers, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_hung_worker_stops_the_others_with_the_resume_message(tmp_path):
+    # A worker that stops answering (SIGSTOP: alive, holding its sockets, as a
+    # process stuck in a driver call) must not leave the others waiting forever
+    # in a collective: TensorFlow's coordination service misses its heartbeats
+    # (10 s) and aborts the collectives; the runner says how to resume.
+    run = tmp_path / "run"
+    processes, logs = _workers(run, train=["mobilenet", "--epochs", "40", "--steps-per-epoch", "4"])
+    try:
+        state = run / "state" / "state.json"
+        deadline = time.monotonic() + 600
+        while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+            assert processes[0].poll() is None and time.monotonic() < deadline, "no epoch"
+            time.sleep(0.3)
+        os.kill(processes[1].pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        code = processes[0].wait(timeout=180)
+        waited = time.monotonic() - stopped
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()  # a stopped process dies of SIGKILL too
+            process.wait()
+    chief = logs[0].read_text()
+    assert code == 1, chief[-3000:]
+    assert "A peer worker was lost during epoch" in chief, chief[-3000:]
+    assert "Restart every worker with the same command to resume." in chief
+    committed = json.loads(state.read_text())["epoch"]
+    assert 1 <= committed < 40 and waited < 180
+    assert not json.loads((run / "metrics.json").read_text())["completed"]
+
+
+@pytest.mark.slow
 def test_workers_that_read_different_run_folders_are_refused(tmp_path):
     # Each worker with its own (local, not shared) folder: a first run starts
     # at epoch 0 on both; run longer, the chief resumes from its committed
