@@ -33,9 +33,10 @@ schedule on your own line-aligned files (`--data text:SRC,TGT`).
 strings from the Django and JupyterLab German catalogs (split by the
 normalized English text: about 1,580 train / 180 validation / 180 test):
 d_model 128, 4 heads, FFN 512, 2 + 2 layers, a 1,000-piece vocabulary, 600
-tokens a batch, warm-up 300 steps, 25 epochs of one pass each. About 3
-minutes on 2 CPU cores; BLEU on the held-out pairs about 20–28 (an
-untrained model: below 0.1).
+tokens a batch, warm-up 300 steps, 25 epochs of one pass each, the last 5
+averaged. About 3 minutes on 2 CPU cores; sacreBLEU of averaged.keras about
+24–26 on the validation pairs and 17–18 on the test pairs (seeds 0 and 1;
+an untrained model: below 0.1).
 """
 
 import dataclasses
