@@ -69,6 +69,33 @@ def assert_loads_anywhere(run, tolerance=1e-4):
     return measured
 
 
+def kept_weights(path):
+    """The arrays of a run's `state/average-E.h5` (checkpoint averaging), read with h5py."""
+    import h5py
+
+    with h5py.File(path) as f:
+        return [f[str(i)][()] for i in range(len(f))]
+
+
+def assert_is_the_mean_of_kept_weights(run, epochs):
+    """`<run>/averaged.keras`, loaded here, holds the mean of the kept weights of `epochs`."""
+    import keras
+    import numpy as np
+
+    import keras_swish  # noqa: F401 (registers the classes the models hold)
+
+    kept = [kept_weights(run / "state" / f"average-{e}.h5") for e in epochs]
+    averaged = keras.models.load_model(run / "averaged.keras")
+    assert len(averaged.weights) == len(kept[0])
+    for index, variable in enumerate(averaged.weights):
+        values = [k[index] for k in kept]
+        if np.issubdtype(values[0].dtype, np.floating):
+            expected = np.mean(np.stack(values).astype(np.float64), axis=0)
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(variable), expected, rtol=1e-5, atol=1e-7
+            )
+
+
 def alive(pid):
     """Whether process `pid` runs: one of its threads has not ended yet (its main
     thread, a zombie nobody has reaped yet, ends first; the others still hold

@@ -13,7 +13,12 @@ import pytest
 
 from keras_swish.recipes.core import faults, runner
 from keras_swish.recipes.core.run_state import RunState, load_model_weights, save_model_weights
-from tests.recipes.run_checks import ROOT, assert_loads_anywhere
+from tests.recipes.run_checks import (
+    ROOT,
+    assert_is_the_mean_of_kept_weights,
+    assert_loads_anywhere,
+    kept_weights,
+)
 
 
 class Killed(Exception):
@@ -33,12 +38,12 @@ def _model(units=2):
     return model
 
 
-def _commit(state, model, epoch, average_from):
+def _commit(state, model, epoch, average_last):
     """Commits epoch `epoch` with every float weight equal to the epoch number."""
     for variable in model.weights:
         variable.assign(np.full(variable.shape, epoch, variable.dtype))
     entry = {"epoch": epoch, "val_top1": 0.1 * epoch}
-    state.commit_epoch(model, epoch, entry, "val_top1", average_from)
+    state.commit_epoch(model, epoch, entry, "val_top1", average_last)
 
 
 def _kept(run):
@@ -49,7 +54,7 @@ def test_the_last_epochs_weights_are_kept_and_averaged(tmp_path):
     model = _model()
     state = RunState(str(tmp_path))
     for epoch in range(1, 6):
-        _commit(state, model, epoch, average_from=3)
+        _commit(state, model, epoch, average_last=3)
     assert _kept(tmp_path) == ["average-3.h5", "average-4.h5", "average-5.h5"]
     assert RunState(str(tmp_path)).averaged_epochs() == [3, 4, 5]  # a new process sees them
     fresh = _model()
@@ -86,7 +91,7 @@ def test_an_epoch_killed_before_its_commit_leaves_no_weights_to_average(tmp_path
     model = _model()
     state = RunState(str(tmp_path))
     for epoch in (1, 2, 3):
-        _commit(state, model, epoch, average_from=2)
+        _commit(state, model, epoch, average_last=2)
 
     def die(name, epoch=None):
         if name == "epoch_saved" and epoch == 4:
@@ -94,7 +99,7 @@ def test_an_epoch_killed_before_its_commit_leaves_no_weights_to_average(tmp_path
 
     monkeypatch.setattr(faults, "point", die)
     with pytest.raises(Killed):
-        _commit(state, model, 4, average_from=2)
+        _commit(state, model, 4, average_last=2)
     monkeypatch.undo()
     assert _kept(tmp_path) == ["average-2.h5", "average-3.h5", "average-4.h5"]
     resumed = RunState(str(tmp_path))
@@ -105,22 +110,34 @@ def test_an_epoch_killed_before_its_commit_leaves_no_weights_to_average(tmp_path
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fresh.weights[0]), 2.5)
 
 
-def test_a_longer_run_moves_the_window(tmp_path):
+def test_the_window_rolls_with_every_committed_epoch(tmp_path, monkeypatch):
+    # A run of 20 epochs stopped after 17 and taken back to 17 (the runner
+    # allows it) must average 13-17, as a 17-epoch run does: the window
+    # follows the committed epochs, not the planned ones.
     model = _model()
     state = RunState(str(tmp_path))
-    for epoch in range(1, 6):  # 5 epochs, the last 2 averaged
-        _commit(state, model, epoch, average_from=4)
-    # Continued to 6 epochs: the last 2 are 5 and 6 (epoch 5's weights were kept).
-    _commit(state, model, 6, average_from=5)
-    assert _kept(tmp_path) == ["average-5.h5", "average-6.h5"]
-    # Then to 9: nothing is kept until the new window starts.
-    _commit(state, model, 7, average_from=8)
-    assert _kept(tmp_path) == []
-    for epoch in (8, 9):
-        _commit(state, model, epoch, average_from=8)
-    assert _kept(tmp_path) == ["average-8.h5", "average-9.h5"]
-    # A run without averaging keeps none.
-    _commit(state, model, 10, average_from=None)
+    for epoch in range(1, 18):
+        _commit(state, model, epoch, average_last=5)
+    assert _kept(tmp_path) == [f"average-{e}.h5" for e in (13, 14, 15, 16, 17)]
+    assert state.average_into(_model(), 13) == [13, 14, 15, 16, 17]
+
+    # Killed after epoch 18's commit, before the file that left the window is
+    # deleted: the final stage deletes it.
+    def die(name, epoch=None):
+        if name == "epoch_committed" and epoch == 18:
+            raise Killed
+
+    monkeypatch.setattr(faults, "point", die)
+    with pytest.raises(Killed):
+        _commit(state, model, 18, average_last=5)
+    monkeypatch.undo()
+    resumed = RunState(str(tmp_path))
+    resumed.recover()
+    assert resumed.epoch == 18 and len(_kept(tmp_path)) == 6
+    resumed.prune_averages(5)
+    assert _kept(tmp_path) == [f"average-{e}.h5" for e in (14, 15, 16, 17, 18)]
+    # Without averaging none is kept.
+    _commit(resumed, model, 19, average_last=0)
     assert _kept(tmp_path) == []
 
 
@@ -132,6 +149,14 @@ def test_weights_of_another_model_are_refused(tmp_path):
     )
     with pytest.raises(RuntimeError, match=r"w\.h5 holds the weights of another model: .*kernel"):
         load_model_weights(_model(units=3), path)
+    # The same shapes in another order (a bias where a kernel was) are refused too.
+    square = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    save_model_weights(square, path)
+    swapped = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    with h5py.File(path, "r+") as f:
+        f["0"].attrs["path"], f["1"].attrs["path"] = "d/bias", "d/kernel"
+    with pytest.raises(RuntimeError, match=r"d/bias has shape \(2, 2\)"):
+        load_model_weights(swapped, path)
 
 
 def test_a_negative_average_last_is_a_config_error():
@@ -169,37 +194,24 @@ def _metrics(run):
     return json.loads((run / "metrics.json").read_text())
 
 
-def _h5_weights(path):
-    with h5py.File(path) as f:
-        return [f[str(i)][()] for i in range(len(f))]
-
-
-def _assert_is_the_mean(run, epochs):
-    """averaged.keras, loaded here, holds the mean of the kept weights of `epochs`."""
-    kept = [_h5_weights(run / "state" / f"average-{e}.h5") for e in epochs]
-    averaged = keras.models.load_model(run / "averaged.keras")
-    assert len(averaged.weights) == len(kept[0])
-    for index, variable in enumerate(averaged.weights):
-        values = [k[index] for k in kept]
-        if np.issubdtype(values[0].dtype, np.floating):
-            expected = np.mean(np.stack(values).astype(np.float64), axis=0)
-            np.testing.assert_allclose(
-                keras.ops.convert_to_numpy(variable), expected, rtol=1e-5, atol=1e-7
-            )
-
-
 @pytest.mark.slow
-def test_a_run_killed_while_averaging_finishes_and_reports_the_average(tmp_path):
+def test_a_run_killed_at_every_averaging_stage_reports_the_average_of_its_last_epochs(tmp_path):
     run = tmp_path / "run"
+    # Planned for 4 epochs, stopped in epoch 4 and taken back to the 3 it
+    # trained: it averages epochs 2-3, as a 3-epoch run does.
+    result = _train(run, "--epochs", "4", kill_at="epoch_saved:4")
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     result = _train(run, "--epochs", "3", kill_at="averaging")
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert "Epoch " not in result.stdout  # no epoch trained again
     assert (run / "final.keras").is_file() and not (run / "averaged.keras").exists()
+    assert _kept(run) == ["average-2.h5", "average-3.h5"]  # epoch 4's was never committed
     result = _train(run, "--epochs", "3", kill_at="saving_averaged")
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     assert not (run / "averaged.keras").exists() and not _metrics(run)["completed"]
     result = _train(run, "--epochs", "3")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Epoch " not in result.stdout  # no epoch trained again
+    assert "Epoch " not in result.stdout
     assert not [n for n in os.listdir(run) if n.startswith(".tmp")]
 
     metrics = _metrics(run)
@@ -214,10 +226,10 @@ def test_a_run_killed_while_averaging_finishes_and_reports_the_average(tmp_path)
         "epoch-3.weights.h5",
         "state.json",
     ]
-    _assert_is_the_mean(run, [2, 3])
+    assert_is_the_mean_of_kept_weights(run, [2, 3])
     # The last kept weights are final.keras's.
     final = keras.models.load_model(run / "final.keras")
-    last = _h5_weights(run / "state" / "average-3.h5")
+    last = kept_weights(run / "state" / "average-3.h5")
     for variable, value in zip(final.weights, last, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
     # Loaded in a fresh process, averaged.keras gives the numbers metrics.json reports.
@@ -237,8 +249,12 @@ def test_a_run_killed_while_averaging_finishes_and_reports_the_average(tmp_path)
     for key, value in averaged["test"].items():
         assert reported["test"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
-    # Continued to 4 epochs: the average moves to epochs 3-4; until it is
-    # written, the run reports best.keras.
+    # Continued to 4 epochs, killed after epoch 4's commit (before epoch 2's
+    # file is deleted), then in the final stage: until the new average is
+    # written, the run reports best.keras; then the average of epochs 3-4.
+    killed = _train(run, "--epochs", "4", kill_at="epoch_committed:4")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert _kept(run) == ["average-2.h5", "average-3.h5", "average-4.h5"]
     killed = _train(run, "--epochs", "4", kill_at="averaging")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert "averaged" not in _metrics(run)
@@ -247,4 +263,5 @@ def test_a_run_killed_while_averaging_finishes_and_reports_the_average(tmp_path)
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert _metrics(run)["averaged"]["epochs"] == [3, 4]
     assert _kept(run) == ["average-3.h5", "average-4.h5"]
-    _assert_is_the_mean(run, [3, 4])
+    assert_is_the_mean_of_kept_weights(run, [3, 4])
+    assert_loads_anywhere(run)

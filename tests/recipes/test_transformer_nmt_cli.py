@@ -21,7 +21,7 @@ from keras_swish.recipes.core import runner
 from keras_swish.recipes.data.text import load_sentencepiece
 from keras_swish.recipes.tasks.decoding import corpus_bleu
 from keras_swish.recipes.tasks.translation import translate_pairs, translator
-from tests.recipes.run_checks import assert_loads_anywhere
+from tests.recipes.run_checks import assert_is_the_mean_of_kept_weights, assert_loads_anywhere
 from tests.recipes.test_cli import ROOT, cli
 
 pytestmark = pytest.mark.slow
@@ -130,6 +130,9 @@ def test_killed_run_resumes_and_records_bleu(run):
         f"epoch-{EPOCHS}.weights.h5",
         "state.json",
     ]
+    # keras-hub's layers and SwishBeta come back from averaged.keras in the order
+    # of the trained model's variables: the mean of the kept weights, variable by variable.
+    assert_is_the_mean_of_kept_weights(run, range(EPOCHS - 4, EPOCHS + 1))
 
 
 def test_bleu_rises_clearly_above_an_untrained_model(run):

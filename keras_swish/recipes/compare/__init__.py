@@ -478,7 +478,7 @@ def collect(cells, baseline):
             "metric": head,
             "second_metric": second,
             "split": split,
-            "model": runs[0][1]["reported"].get("model", "best.keras"),
+            "model": " / ".join(sorted({m["reported"].get("model", "?") for _, m in runs})),
             "activations": table,
             "paper": paper_numbers(experiment),
             "paper_metric": PAPER_METRIC.get(experiment),

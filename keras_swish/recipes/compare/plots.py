@@ -82,7 +82,7 @@ def curves_plot(results, path):
 
 
 def betas_plot(results, path):
-    """The learned β of every trainable-β activation, over all its runs' best models.
+    """The learned β of every trainable-β activation, over the models its runs report.
 
     Returns:
         Whether there was any β to draw.
@@ -110,7 +110,7 @@ def betas_plot(results, path):
         ax.hist(values, bins=60, alpha=0.5, label=f"{label} ({values.size} β)")
     ax.set_xlabel("learned β")
     ax.set_ylabel("channels")
-    ax.set_title("learned β of every run's best model")
+    ax.set_title("learned β of every run's reported model")
     ax.legend(fontsize=8)
     save_png(fig, path)
     return True

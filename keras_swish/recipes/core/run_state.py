@@ -12,15 +12,15 @@ a kill at any moment, so the runner keeps its own state in `<run>/state/`:
                                   — which Keras does not save, are in state.json)
     state/best-E.keras            a new best model, until moved to best.keras
     state/average-E.h5            the model's weights after epoch E, for checkpoint
-                                  averaging (`train.average_last`): only the last
-                                  epochs' are kept
+                                  averaging (`train.average_last` N): those of
+                                  the last N committed epochs are kept
 
 At the end of epoch E the runner (1) writes `epoch-E.weights.h5` and, when
 E is the best so far, `best-E.keras`, and syncs them to the disk; (2) writes
 `state.json` through a temporary file and a rename, synced — the commit (so
 that after a lost machine no commit points to a file the disk lost); (3) moves `best-E.keras` to
 `<run>/best.keras`, rewrites `metrics.json` and deletes the previous
-checkpoint (and the averaging files of epochs before the window). A kill
+checkpoint (and the averaging file that left the window). A kill
 before (2) leaves files no record points to: they are
 deleted on resume and epoch E is trained again. A kill after (2) is rolled
 forward on resume: the pending best model is moved into place and
@@ -228,7 +228,7 @@ class RunState:
             self.record.update(steps_per_pass=int(steps_per_pass), steps_per_epoch=int(steps))
         self.save()
 
-    def commit_epoch(self, model, epoch, entry, monitor, average_from=None):
+    def commit_epoch(self, model, epoch, entry, monitor, average_last=0):
         """Saves and commits epoch `epoch` (1-based) with its metrics `entry`.
 
         Args:
@@ -236,8 +236,10 @@ class RunState:
             epoch: The epoch just finished, counting from 1.
             entry: Its metrics (a dict with `monitor` among them).
             monitor: The validation metric that picks the best model.
-            average_from: The first epoch whose weights are kept for checkpoint
-                averaging (None: none); those of earlier epochs are deleted.
+            average_last: Checkpoint averaging keeps the weights of the last
+                this many committed epochs (0: none). A window that rolls
+                with every epoch: a run stopped early and taken back to the
+                epochs it trained has them too.
 
         Returns:
             Whether this epoch is the best so far.
@@ -258,7 +260,7 @@ class RunState:
         if improved:
             model.save(os.path.join(self.dir, f"best-{epoch}.keras"))
             fsync_path(os.path.join(self.dir, f"best-{epoch}.keras"))
-        if average_from is not None and epoch >= average_from:
+        if average_last:
             save_model_weights(model, os.path.join(self.dir, f"average-{epoch}.h5"))
         faults.point("epoch_saved", epoch)
         previous = self.record["checkpoint"]
@@ -284,10 +286,18 @@ class RunState:
                 os.remove(os.path.join(self.dir, previous))
             except FileNotFoundError:
                 pass
-        for kept in self.averaged_epochs():  # before the window (a longer run moved it)
-            if average_from is None or kept < average_from:
-                os.remove(os.path.join(self.dir, f"average-{kept}.h5"))
+        self.prune_averages(average_last)
         return improved
+
+    def prune_averages(self, average_last):
+        """Deletes the averaging files of epochs before the last `average_last` committed.
+
+        After each commit, and again in the final stage (a kill between a
+        commit and this leaves one behind).
+        """
+        for kept in self.averaged_epochs():
+            if kept <= self.epoch - average_last:
+                os.remove(os.path.join(self.dir, f"average-{kept}.h5"))
 
     def averaged_epochs(self, first=1):
         """The committed epochs from `first` on whose weights are kept for averaging."""
@@ -299,8 +309,10 @@ class RunState:
     def average_into(self, model, first):
         """Sets `model`'s weights to the mean of the weights kept from epoch `first` on.
 
-        Float variables get the mean (in float64, cast back); others (the
-        random generators' states) the last epoch's values.
+        Float variables get the mean (in float64, cast back), BatchNorm's
+        moving statistics too (SWA would recompute them with a pass over the
+        training data; the Transformer has none); any others the last epoch's
+        values.
 
         Returns:
             The epochs averaged (an empty list leaves `model` as it was).
@@ -353,7 +365,8 @@ def _is_float(array):
 # here with h5py (a Keras dependency), one dataset each, in `model.weights`
 # order (the same for the same architecture; the variables' paths are not:
 # Keras numbers auto-named layers per process, so a resumed session's may
-# differ), with their shapes checked on reading.
+# differ), with their names (`kernel`, `gamma`: the paths' last parts) and
+# shapes checked on reading.
 def save_model_weights(model, path):
     """Writes `model`'s variables (no optimizer state) to the HDF5 file `path`, synced."""
     import h5py
@@ -387,7 +400,8 @@ def load_model_weights(model, path):
             "weights of another model."
         )
     for value, saved, variable in zip(values, paths, weights, strict=True):
-        if tuple(value.shape) != tuple(variable.shape):
+        name = saved.rsplit("/", 1)[-1]
+        if name != variable.name or tuple(value.shape) != tuple(variable.shape):
             raise RuntimeError(
                 f"{path} holds the weights of another model: {saved} has shape "
                 f"{tuple(value.shape)}, this run's {variable.path} {tuple(variable.shape)}."

@@ -389,14 +389,7 @@ def schedule_lines(recipe, config, steps_per_pass, steps_per_epoch):
     return describe_schedule(schedule, total, steps_per_pass)
 
 
-def average_from(train_config):
-    """The first epoch whose weights checkpoint averaging keeps (None: no averaging)."""
-    if not train_config.average_last:
-        return None
-    return max(1, train_config.epochs - train_config.average_last + 1)
-
-
-def _state_callback(state, monitor, examples_per_step, steps, on_commit, first_averaged):
+def _state_callback(state, monitor, examples_per_step, steps, on_commit, average_last):
     import keras
 
     class CommitEpochs(keras.callbacks.Callback):
@@ -411,7 +404,7 @@ def _state_callback(state, monitor, examples_per_step, steps, on_commit, first_a
             entry.update({k: float(v) for k, v in (logs or {}).items()})
             entry["wall_time_s"] = round(wall, 3)
             entry["examples_per_s"] = round(examples_per_step * steps / wall, 1)
-            state.commit_epoch(self.model, epoch + 1, entry, monitor, first_averaged)
+            state.commit_epoch(self.model, epoch + 1, entry, monitor, average_last)
             on_commit()
 
     return CommitEpochs()
@@ -605,7 +598,7 @@ def train(recipe, experiment, config, verbose=1):
                     data.examples_per_step,
                     steps,
                     write_metrics,
-                    average_from(config.train),
+                    config.train.average_last,
                 )
             ]
             if chief:
@@ -951,16 +944,19 @@ def _average(recipe, config, state, data, final_path):
     output = config.train.output
     wanted = min(config.train.average_last, state.epoch)
     first = state.epoch - wanted + 1
+    path = os.path.join(output, "averaged.keras")
     faults.point("averaging")
+    state.prune_averages(config.train.average_last)
     model = keras.models.load_model(final_path, safe_mode=True)
     epochs = state.average_into(model, first)
-    if not epochs:
+    if not epochs:  # their files were deleted by hand
+        if os.path.exists(path):  # an average of other epochs
+            os.remove(path)
         print(
-            f"No weights kept for averaging epochs {first}-{state.epoch} (a run continued "
-            "from one without train.average_last): averaged.keras is not written."
+            f"No weights are kept for epochs {first}-{state.epoch} in {state.dir}: "
+            "averaged.keras is not written; the run reports best.keras."
         )
         return None
-    path = os.path.join(output, "averaged.keras")
     tmp = os.path.join(output, ".tmp-averaged.keras")
     model.save(tmp)
     fsync_path(tmp)
@@ -968,11 +964,8 @@ def _average(recipe, config, state, data, final_path):
     os.replace(tmp, path)
     fsync_path(output)
     averaged = {"model": "averaged.keras", "epochs": epochs}
-    if len(epochs) < wanted:
-        averaged["note"] = (
-            f"{len(epochs)} of the last {wanted} epochs' weights were kept (a run continued "
-            "from one without train.average_last)"
-        )
+    if len(epochs) < wanted:  # files deleted by hand
+        averaged["note"] = f"only {len(epochs)} of the last {wanted} epochs' weights were kept"
     model = keras.models.load_model(path, safe_mode=True)
     averaged.update(evaluate_model(recipe, config, model, data))
     return averaged

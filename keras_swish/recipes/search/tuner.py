@@ -9,7 +9,8 @@ resumes where it stopped when a killed search is restarted, and its
 `best.keras` loads anywhere.
 
 The reward is the child's validation metric (the recipe's monitor, top-1
-accuracy for image recipes) of its best epoch. A child that raises, or whose
+accuracy for image recipes) of its best epoch (of averaged.keras for a child
+given `--set train.average_last=N`). A child that raises, or whose
 training loss is not finite (diverged), gets the lowest reward; its error is
 kept in the trial's values (`"error"`, the last line: this travels to a
 remote oracle with the trial) and in full in `trial_<id>/child/error.txt`.
