@@ -116,7 +116,7 @@ def validate_train(train):
         train.average_last >= 0,
         "train.average_last",
         train.average_last,
-        ">= 0 (the last epochs whose weights are averaged, at most train.epochs; 0: none)",
+        ">= 0 (how many last epochs' weights are averaged; 0: none)",
     )
     check(
         train.steps_per_execution >= 1,
