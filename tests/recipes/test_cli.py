@@ -10,6 +10,7 @@ import pytest
 
 from keras_swish.cli import main
 from keras_swish.errors import UsageError
+from tests.recipes.run_checks import assert_is_the_mean_of_kept_weights, assert_loads_anywhere
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -291,6 +292,8 @@ def test_verbose_auto_is_a_progress_bar_only_on_a_terminal(monkeypatch, tty, fla
 
 
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    # In mixed bfloat16, averaging its last 2 epochs (the weights of a
+    # distributed model in float32 variables, averaged outside the strategy).
     run = tmp_path / "mirrored"
     result = cli(
         "train",
@@ -299,8 +302,12 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
         "mirrored",
         "--set",
         "train.cpu_devices=2",
+        "--set",
+        "train.average_last=2",
+        "--precision",
+        "mixed_bfloat16",
         "--epochs",
-        "1",
+        "2",
         "--steps-per-epoch",
         "4",
         "--output",
@@ -315,6 +322,9 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["strategy"], metrics["replicas"], metrics["completed"]) == ("mirrored", 2, True)
+    assert metrics["precision"] == "mixed_bfloat16" and metrics["averaged"]["epochs"] == [1, 2]
+    assert_is_the_mean_of_kept_weights(run, [1, 2])
+    assert_loads_anywhere(run)
 
 
 def test_steps_per_execution_trains_the_same_weights_and_may_change_on_resume(tmp_path):
