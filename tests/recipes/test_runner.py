@@ -573,6 +573,10 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     # is trained again (they would be drawn twice).
     for folder in ("train", "validation"):
         assert _tensorboard_steps(run / "logs" / folder, "epoch_top1") == [0], folder
+    # Nor its point of the validation by optimizer steps (Keras writes it when
+    # validation ends, before the commit).
+    evaluations = run / "logs" / "validation"
+    assert _tensorboard_steps(evaluations, "evaluation_top1_vs_iterations") == [4]
 
     # Killed just after epoch 3's commit: nothing of epoch 3 may be lost.
     result = _train(run, kill_at="epoch_committed:3")
@@ -618,6 +622,7 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     # right after its commit (milliseconds before they are written).
     for folder in ("train", "validation"):
         assert _tensorboard_steps(run / "logs" / folder, "epoch_top1") == [0, 1], folder
+    assert _tensorboard_steps(evaluations, "evaluation_top1_vs_iterations") == [4, 8]
     assert f"TensorBoard logs: {run / 'logs'}" in result.stdout
 
     assert_loads_anywhere(run)

@@ -410,6 +410,55 @@ def _state_callback(state, monitor, examples_per_step, steps, on_commit, average
     return CommitEpochs()
 
 
+def _tensorboard(log_dir):
+    """Keras's TensorBoard callback, with its evaluation points written after the commit.
+
+    Keras writes `evaluation_<metric>_vs_iterations` when validation ends,
+    before `on_epoch_end` (where the epoch is committed): an epoch killed in
+    between would leave its point, and the resumed run, training that epoch
+    again, would write a second one at the same step. Here they wait for
+    `on_epoch_end`, which runs after the commit callback's; they go to
+    `<log_dir>/validation` as Keras's do (an event file of their own there).
+    """
+    import keras
+
+    class CommittedTensorBoard(keras.callbacks.TensorBoard):
+        def on_train_begin(self, logs=None):
+            import tensorflow as tf
+
+            super().on_train_begin(logs)
+            self._evaluations = None
+            self._evaluation_writer = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, "validation")
+            )
+
+        def on_test_end(self, logs=None):
+            from keras import ops
+
+            if self.model.optimizer is not None:
+                step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+                self._evaluations = (dict(logs or {}), step)
+            super().on_test_end({})  # Keras's bookkeeping (its writer), no points
+
+        def on_epoch_end(self, epoch, logs=None):
+            import tensorflow as tf
+
+            super().on_epoch_end(epoch, logs)
+            if self._evaluations is not None:
+                values, step = self._evaluations
+                self._evaluations = None
+                with self._evaluation_writer.as_default():
+                    for name, value in values.items():
+                        tf.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=step)
+                self._evaluation_writer.flush()
+
+        def on_train_end(self, logs=None):
+            super().on_train_end(logs)
+            self._evaluation_writer.close()
+
+    return CommittedTensorBoard(log_dir)
+
+
 def trained_epochs(metrics):
     """The last epoch a run's `metrics.json` (as a dict) records, 0 for none."""
     return max((int(e.get("epoch", 0)) for e in metrics.get("epochs") or ()), default=0)
@@ -602,7 +651,7 @@ def train(recipe, experiment, config, verbose=1):
                 )
             ]
             if chief:
-                callbacks += [keras.callbacks.TensorBoard(log_dir), BetaMonitor(log_dir)]
+                callbacks += [_tensorboard(log_dir), BetaMonitor(log_dir)]
             try:
                 model.fit(
                     _training_data(data, strategy, strategy_name, initial_epoch, steps),
