@@ -38,10 +38,12 @@ output shape when that trace cannot run (`_trace_call`).
 This is the only module of keras_swish that touches Keras internals
 (`keras.src.activations`, `Layer._post_build`, — only when a recipe runs
 under MultiWorkerMirroredStrategy — two functions of Keras's TensorFlow
-trainer, see `patch_multi_worker_fit`, and the attention dropout of a built
-MultiHeadAttention, see `set_attention_dropout`). Serialization needs no hook: Keras
-serializes a Layer-valued activation as a full config and deserializes it
-through the registered name `keras_swish>SwishBeta`.
+trainer, see `patch_multi_worker_fit`, the attention dropout of a built
+MultiHeadAttention, see `set_attention_dropout`, and the validation writer of
+Keras's TensorBoard callback, see `tensorboard_validation_writer`).
+Serialization needs no hook: Keras serializes a Layer-valued activation as a
+full config and deserializes it through the registered name
+`keras_swish>SwishBeta`.
 """
 
 import difflib
@@ -407,3 +409,35 @@ def set_attention_dropout(attention, rate):
         raise TypeError(f"Expected a built MultiHeadAttention. Received: {attention!r}")
     attention._dropout = float(rate)
     attention._dropout_layer.rate = float(rate)
+
+
+# --- The validation writer of Keras's TensorBoard callback ---------------------------
+#
+# The runner writes TensorBoard's `evaluation_*_vs_iterations` points after an
+# epoch's commit instead of when validation ends (see `runner._tensorboard`),
+# into the same event file as Keras's other validation points: a second writer
+# in that folder would make TensorBoard, which follows only the newest event file
+# of a folder while a run is live, stop showing the other one's points. Keras
+# keeps that writer in `_val_writer` (made on first use) with no public accessor.
+# tests/recipes/test_runner.py checks a point written through it lands in
+# `<log_dir>/validation`, so a Keras that renames it fails that test.
+
+
+def tensorboard_validation_writer(callback):
+    """The `tf.summary` writer of a `keras.callbacks.TensorBoard`'s `validation` folder.
+
+    Args:
+        callback: A `keras.callbacks.TensorBoard` whose model is set.
+
+    Returns:
+        The writer Keras itself writes the validation points with.
+    """
+    if not isinstance(callback, keras.callbacks.TensorBoard):
+        raise TypeError(f"Expected a keras.callbacks.TensorBoard. Received: {callback!r}")
+    writer = getattr(callback, "_val_writer", None)
+    if writer is None:  # never silently: the points would go nowhere
+        raise RuntimeError(
+            "keras.callbacks.TensorBoard has no `_val_writer` in this Keras version: "
+            "keras_swish.activations.tensorboard_validation_writer needs updating."
+        )
+    return writer

@@ -662,6 +662,11 @@ def test_kill_9_at_every_stage_then_the_same_command_finishes_the_run(tmp_path):
     assert shorter.returncode == 2 and "would shorten it" in shorter.stderr
     other = _train(run, "--epochs", "4", "--seed", "3")
     assert other.returncode == 2 and "train.seed (0 → 3)" in other.stderr
+    # One validation event file per training session: the evaluation points go
+    # through Keras's own writer (TensorBoard follows only a folder's newest file
+    # of a live run: a second writer's points would not be shown).
+    sessions = _metrics(run)["sessions"]
+    assert len(os.listdir(run / "logs" / "validation")) == len(sessions) == 4
 
 
 def test_a_diverged_run_writes_standard_json(tmp_path, capsys):

@@ -417,20 +417,17 @@ def _tensorboard(log_dir):
     before `on_epoch_end` (where the epoch is committed): an epoch killed in
     between would leave its point, and the resumed run, training that epoch
     again, would write a second one at the same step. Here they wait for
-    `on_epoch_end`, which runs after the commit callback's; they go to
-    `<log_dir>/validation` as Keras's do (an event file of their own there).
+    `on_epoch_end`, which runs after the commit callback's, and go through
+    Keras's own validation writer (`tensorboard_validation_writer`).
     """
     import keras
 
+    from keras_swish.activations import tensorboard_validation_writer
+
     class CommittedTensorBoard(keras.callbacks.TensorBoard):
         def on_train_begin(self, logs=None):
-            import tensorflow as tf
-
             super().on_train_begin(logs)
             self._evaluations = None
-            self._evaluation_writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, "validation")
-            )
 
         def on_test_end(self, logs=None):
             from keras import ops
@@ -447,14 +444,9 @@ def _tensorboard(log_dir):
             if self._evaluations is not None:
                 values, step = self._evaluations
                 self._evaluations = None
-                with self._evaluation_writer.as_default():
+                with tensorboard_validation_writer(self).as_default():
                     for name, value in values.items():
                         tf.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=step)
-                self._evaluation_writer.flush()
-
-        def on_train_end(self, logs=None):
-            super().on_train_end(logs)
-            self._evaluation_writer.close()
 
     return CommittedTensorBoard(log_dir)
 
