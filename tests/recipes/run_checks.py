@@ -69,6 +69,28 @@ def assert_loads_anywhere(run, tolerance=1e-4):
     return measured
 
 
+def train_process(args, run, *extra, kill_at=None):
+    """`keras-swish ARGS --output RUN EXTRA` in a fresh process (umask 022).
+
+    `kill_at`: a fault point (`faults.KILL_ENV`) where the process SIGKILLs itself.
+    """
+    from keras_swish.recipes.core import faults
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # a killed process's output, whole
+    env.pop(faults.KILL_ENV, None)
+    if kill_at:
+        env[faults.KILL_ENV] = kill_at
+    return subprocess.run(
+        [sys.executable, "-m", "keras_swish.recipes", *args, "--output", str(run), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+
+
 def kept_weights(path):
     """The arrays of a run's `state/average-E.h5` (checkpoint averaging), read with h5py."""
     import h5py

@@ -18,6 +18,7 @@ from tests.recipes.run_checks import (
     assert_is_the_mean_of_kept_weights,
     assert_loads_anywhere,
     kept_weights,
+    train_process,
 )
 
 
@@ -44,6 +45,19 @@ def _commit(state, model, epoch, average_last):
         variable.assign(np.full(variable.shape, epoch, variable.dtype))
     entry = {"epoch": epoch, "val_top1": 0.1 * epoch}
     state.commit_epoch(model, epoch, entry, "val_top1", average_last)
+
+
+def _commit_killed_at(point, state, model, epoch, average_last, monkeypatch):
+    """`_commit`, killed (an exception) at fault point `point` of `epoch`."""
+
+    def die(name, at=None):
+        if name == point and at == epoch:
+            raise Killed
+
+    monkeypatch.setattr(faults, "point", die)
+    with pytest.raises(Killed):
+        _commit(state, model, epoch, average_last)
+    monkeypatch.undo()
 
 
 def _kept(run):
@@ -92,15 +106,7 @@ def test_an_epoch_killed_before_its_commit_leaves_no_weights_to_average(tmp_path
     state = RunState(str(tmp_path))
     for epoch in (1, 2, 3):
         _commit(state, model, epoch, average_last=2)
-
-    def die(name, epoch=None):
-        if name == "epoch_saved" and epoch == 4:
-            raise Killed
-
-    monkeypatch.setattr(faults, "point", die)
-    with pytest.raises(Killed):
-        _commit(state, model, 4, average_last=2)
-    monkeypatch.undo()
+    _commit_killed_at("epoch_saved", state, model, 4, 2, monkeypatch)
     assert _kept(tmp_path) == ["average-2.h5", "average-3.h5", "average-4.h5"]
     resumed = RunState(str(tmp_path))
     resumed.recover()
@@ -123,14 +129,7 @@ def test_the_window_rolls_with_every_committed_epoch(tmp_path, monkeypatch):
 
     # Killed after epoch 18's commit, before the file that left the window is
     # deleted: the final stage deletes it.
-    def die(name, epoch=None):
-        if name == "epoch_committed" and epoch == 18:
-            raise Killed
-
-    monkeypatch.setattr(faults, "point", die)
-    with pytest.raises(Killed):
-        _commit(state, model, 18, average_last=5)
-    monkeypatch.undo()
+    _commit_killed_at("epoch_committed", state, model, 18, 5, monkeypatch)
     resumed = RunState(str(tmp_path))
     resumed.recover()
     assert resumed.epoch == 18 and len(_kept(tmp_path)) == 6
@@ -176,18 +175,7 @@ ARGS += ["--set", "train.average_last=2"]
 
 
 def _train(run, *extra, kill_at=None):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(faults.KILL_ENV, None)
-    if kill_at:
-        env[faults.KILL_ENV] = kill_at
-    return subprocess.run(
-        [sys.executable, "-m", "keras_swish.recipes", *ARGS, "--output", str(run), *extra],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=900,
-    )
+    return train_process(ARGS, run, *extra, kill_at=kill_at)
 
 
 def _metrics(run):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -18,6 +19,7 @@ from tests.recipes.run_checks import (
     assert_loads_anywhere,
     record_disk_events,
     strict_json,
+    train_process,
 )
 
 
@@ -288,27 +290,23 @@ def test_a_run_made_before_a_config_key_existed_resumes_with_its_old_behaviour(t
     assert "optimizer.decay_after_warmup (False → True)" in str(error.value)
     # A Transformer run from before model.attention_dropout used model.dropout
     # there: it resumes with that rate, and is another run with the new default.
-    run = tmp_path / "transformer"
-    _run_folder(run, "transformer_nmt", {"epochs": 2}, drop=("attention_dropout",))
-    flags = {"epochs": 2, "output": str(run)}
-    with_rate = runner.resolve(
-        "transformer_nmt", flags=flags, overrides={"model": {"attention_dropout": 0.1}}
+    _assert_resumes_only_with(
+        tmp_path / "transformer", "model.attention_dropout", 0.1, r"\(0\.1 → 0\.0\)"
     )
-    assert runner.check_output(*with_rate[1:]) is not None
-    _, experiment, config = runner.resolve("transformer_nmt", flags=flags)
-    with pytest.raises(UsageError, match=r"model\.attention_dropout \(0\.1 → 0\.0\)"):
-        runner.check_output(experiment, config)
     # One from before train.average_last reported best.keras: it resumes without
     # averaging, and is another run with the Transformer's 5.
-    run = tmp_path / "transformer-no-average"
-    _run_folder(run, "transformer_nmt", {"epochs": 2}, drop=("average_last",))
+    _assert_resumes_only_with(tmp_path / "no-average", "train.average_last", 0, r"\(0 → 5\)")
+
+
+def _assert_resumes_only_with(run, key, old, change):
+    """A Transformer run whose config.yaml lacks `key` resumes with `key=old` only."""
+    section, name = key.split(".")
+    _run_folder(run, "transformer_nmt", {"epochs": 2}, drop=(name,))
     flags = {"epochs": 2, "output": str(run)}
-    without = runner.resolve(
-        "transformer_nmt", flags=flags, overrides={"train": {"average_last": 0}}
-    )
-    assert runner.check_output(*without[1:]) is not None
+    with_old = runner.resolve("transformer_nmt", flags=flags, overrides={section: {name: old}})
+    assert runner.check_output(*with_old[1:]) is not None
     _, experiment, config = runner.resolve("transformer_nmt", flags=flags)
-    with pytest.raises(UsageError, match=r"train\.average_last \(0 → 5\)"):
+    with pytest.raises(UsageError, match=re.escape(key) + " " + change):
         runner.check_output(experiment, config)
 
 
@@ -516,19 +514,7 @@ ARGS = ["train", "mobilenet", "--epochs", "3", "--steps-per-epoch", "4", "--verb
 
 
 def _train(run, *extra, kill_at=None):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")  # a killed process's output, whole
-    env.pop(faults.KILL_ENV, None)
-    if kill_at:
-        env[faults.KILL_ENV] = kill_at
-    return subprocess.run(
-        [sys.executable, "-m", "keras_swish.recipes", *ARGS, "--output", str(run), *extra],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=900,
-        preexec_fn=lambda: os.umask(0o022),
-    )
+    return train_process(ARGS, run, *extra, kill_at=kill_at)
 
 
 def _metrics(run):
