@@ -81,7 +81,7 @@ def test_inception_resnet_v2_imagenet_is_tf_slims():
     assert config.train.batch_size == 640 and peak_learning_rate(config) == pytest.approx(0.375)
     assert opt.decay_after_warmup  # inception_v4.py: initial_learning_rate /= 0.94 ** (3 / 2)
     # train_image_classifier.py's preprocessing: inception_preprocessing (fast mode).
-    assert config.data.color_distortion and config.data.crop_area_min == 0.05
+    assert config.data.color_distortion and config.data.crop_area_min == 0.1
     # inception_resnet_v2_arg_scope: weight_decay, batch_norm_decay, batch_norm_epsilon.
     assert (model.weight_decay, model.batchnorm_momentum, model.batchnorm_epsilon) == (
         4e-5,

@@ -31,7 +31,10 @@ stepped at the same fractions of the run. The paper's numbers
   75 %); option A shortcuts; 0.27 M parameters.
 - `preact_resnet164`: He et al. (2016), Identity Mappings, section 5 and
   appendix — the same schedule, with lr 0.01 for the first 400 iterations;
-  bottleneck units; 1.7 M parameters.
+  bottleneck units; 1.7 M parameters. Plain momentum, as the paper's Caffe
+  runs: its Torch re-implementation (KaimingHe/resnet-1k-layers, on
+  fb.resnet.torch's train.lua) uses Nesterov momentum, `--set
+  optimizer.nesterov=true`.
 - `wide_resnet_28_10`: Zagoruyko and Komodakis (2016), section 4 — SGD with
   Nesterov momentum 0.9, lr 0.1 ×0.2 at epochs 60, 120 and 160 of 200 (30, 60
   and 80 % of the run), batch 128, weight decay 5e-4, no dropout; 36.5 M

@@ -15,9 +15,11 @@ Inception-v4 paper: research/slim/train_image_classifier.py (RMSProp
 staircase, `weight_decay` 4e-5) and research/slim/nets/inception_resnet_v2.py
 (`inception_resnet_v2_arg_scope`: `slim.l2_regularizer(weight_decay)` — a
 penalty wd·Σw²/2 — BatchNorm decay 0.9997, ε 1e-3; dropout keep 0.8 before
-the logits), with 299×299 Inception crops (area ≥ 5 %, central 87.5 % for
-evaluation; TF-Slim's crops must also hold 10 % of a human-drawn box of its
-ImageNet records, which TFDS imagenet2012 does not carry) and TF-Slim's
+the logits), with 299×299 Inception crops (area ≥ 10 %, central 87.5 % for
+evaluation: `train_image_classifier.py` passes no box to
+`inception_preprocessing.preprocess_for_train`, which then takes the whole
+image as the box its crops must cover 10 % of — `min_object_covered` 0.1
+over `area_range` 0.05–1, the same crops as areas 0.1–1) and TF-Slim's
 colour distortion (`inception_preprocessing`, fast mode: brightness ± 32/255,
 then saturation × 0.5–1.5), and label smoothing
 0.1 from Inception-v3 (TF-Slim's flag defaults to 0). BatchNorm keeps its
@@ -77,7 +79,7 @@ class Config:
     )
     data: ic.ImageDataConfig = dataclasses.field(
         default_factory=lambda: ic.ImageDataConfig(
-            image_size=299, crop_area_min=0.05, color_distortion=True
+            image_size=299, crop_area_min=0.1, color_distortion=True
         )
     )
     optimizer: ic.RMSPropConfig = dataclasses.field(
