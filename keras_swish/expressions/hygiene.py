@@ -1,7 +1,8 @@
 """Candidate hygiene, before any training: reject the unusable, collapse the equal.
 
-Everything is computed in NumPy float64 with β = 1 on `PROBE`: 2001 evenly
-spaced points on [−6, 6], 0 exactly among them.
+Everything is computed in NumPy float64 on `PROBE`: 2001 evenly spaced
+points on [−6, 6], 0 exactly among them, with β = 1 (the initial β) unless
+`betas` names more values.
 
 `check(expr)` rejects a candidate (`CandidateRejected`, with a short
 `reason`) when
@@ -148,11 +149,16 @@ def value_and_slope(expr, x=PROBE, beta=1.0):
     return np.broadcast_to(value, shape).copy(), np.broadcast_to(slope, shape).copy()
 
 
-def check(expr):
+def check(expr, betas=(1.0,)):
     """Raises `CandidateRejected` if `expr` is unusable (see the module doc).
 
     Args:
         expr: An `Expression` or a formula string.
+        betas: The values of β it is judged at. Outputs and slope must be
+            finite at the first (the β a child starts from); it is constant,
+            or flat, only if it is so at each of them. So with trainable β,
+            `beta * x - x` — zero at β = 1, a line at any other β, and a
+            gradient for β there — is usable at `(1.0, 0.5, 2.0)`.
 
     Raises:
         CandidateRejected: Its outputs on [-6, 6] are not all finite, or are
@@ -168,13 +174,31 @@ def check(expr):
     keras_swish.expressions.hygiene.CandidateRejected: log(abs(x) - 1): not finite on [-6, 6]
     """
     expr = parse(expr)
-    value, slope = value_and_slope(expr)
+    first, *others = betas
+    value, slope = value_and_slope(expr, beta=first)
     if not np.all(np.isfinite(value)):
         raise CandidateRejected(expr, NOT_FINITE)
-    if value.max() - value.min() < 1e-6 * (1.0 + abs(value.mean())):
-        raise CandidateRejected(expr, CONSTANT)
-    if not np.all(np.isfinite(slope)) or np.all(np.abs(slope) < 1e-6):
+    if not np.all(np.isfinite(slope)):
         raise CandidateRejected(expr, NO_GRADIENT)
+    pairs = [(value, slope)]
+    if _constant(value) or _flat(slope):  # at this β: is it so at the others too?
+        if expr.root.uses_beta:
+            pairs += [value_and_slope(expr, beta=beta) for beta in others]
+    if all(_constant(v) for v, _ in pairs):
+        raise CandidateRejected(expr, CONSTANT)
+    if all(_flat(d) for _, d in pairs):
+        raise CandidateRejected(expr, NO_GRADIENT)
+
+
+def _constant(value):
+    """Constant on the probe (non-finite values at another β tell nothing)."""
+    if not np.all(np.isfinite(value)):
+        return True
+    return value.max() - value.min() < 1e-6 * (1.0 + abs(value.mean()))
+
+
+def _flat(slope):
+    return not np.all(np.isfinite(slope)) or np.all(np.abs(slope) < 1e-6)
 
 
 def equivalence_key(expr, betas=(1.0,)):

@@ -247,6 +247,14 @@ def _search(args):
     from keras_swish.recipes import search
 
     if args.retrain is not None:
+        for name in _SEARCH_ONLY:
+            if getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{flag} is for a search; --retrain K trains the top K formulas of "
+                    "--output with --seeds, --parallel and the runs' flags. "
+                    f"Received: {flag} {getattr(args, name)}"
+                )
         return _retrain(args)
     budget = "--steps and --validations (a child's budget)"
     instead = {"seeds": "--seed", "parallel": "--workers N"}
@@ -261,14 +269,14 @@ def _search(args):
     flags = {name: value for name, value in flags.items() if value is not None}
     space, settings = search.plan(
         experiment=args.experiment or "resnet20",
-        strategy=args.strategy,
-        units=args.units,
+        strategy=args.strategy or "exhaustive",
+        units=1 if args.units is None else args.units,
         unary=_names(args.unary),
         binary=_names(args.binary),
         max_trials=args.max_trials,
         steps=args.steps,
         validations=args.validations,
-        seed=args.seed,
+        seed=0 if args.seed is None else args.seed,
         train_flags=flags,
         overrides=parse_set(args.set),
         config_file=args.config,
@@ -352,6 +360,18 @@ def _retrain(args):
 # search's; a child's tf.distribute strategy is `--set train.strategy=...`).
 _SEARCH_OWN = ("activation", "seed", "output", "epochs", "steps_per_epoch", "strategy")
 _RETRAIN_ONLY = ("epochs", "steps_per_epoch")  # --retrain's compare runs take them
+# A search's own settings: --retrain refuses them (it would drop them unread).
+_SEARCH_ONLY = (
+    "strategy",
+    "units",
+    "unary",
+    "binary",
+    "max_trials",
+    "steps",
+    "validations",
+    "seed",
+    "workers",
+)
 
 
 def _translate(args):
@@ -524,10 +544,8 @@ def add_subcommands(subparsers):
         nargs="?",
         help="the child (default resnet20); with --retrain, the experiment to retrain on",
     )
-    search.add_argument(
-        "--strategy", default="exhaustive", metavar="NAME", help="exhaustive (default), random, rnn"
-    )
-    search.add_argument("--units", type=int, default=1, metavar="N", help="core units, 1-3 (1)")
+    search.add_argument("--strategy", metavar="NAME", help="exhaustive (default), random, rnn")
+    search.add_argument("--units", type=int, metavar="N", help="core units, 1-3 (1)")
     from keras_swish.expressions.space import BINARY, UNARY
 
     search.add_argument(
@@ -559,7 +577,7 @@ def add_subcommands(subparsers):
         metavar="N",
         help="validations (and checkpoints) per child (default 10; 1 on the embedded digits)",
     )
-    search.add_argument("--seed", type=int, default=0, metavar="N", help="strategy and child seed")
+    search.add_argument("--seed", type=int, metavar="N", help="strategy and child seed (0)")
     search.add_argument(
         "--workers", type=int, metavar="N", help="start a chief oracle and N workers here"
     )

@@ -109,3 +109,36 @@ def test_one_unit_space_hygiene():
             firsts.append(expr)
     assert [group[0] for group in groups.values()] == firsts
     assert all(len({equivalence_key(e) for e in group}) == 1 for group in groups.values())
+
+
+BETAS = (1.0, 0.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["beta * x - x", "x - beta * x", "beta * beta + (1 - beta) * sigmoid(x)", "(beta - 1) * x"],
+)
+def test_a_candidate_constant_only_at_its_initial_beta_is_usable_where_beta_trains(formula):
+    # (β − 1)·x is 0 at β = 1, where a child starts, and a line at any other β: β's
+    # gradient (x times the upstream gradient) moves it there.
+    with pytest.raises(CandidateRejected, match="constant"):
+        check(formula)
+    check(formula, BETAS)
+    value, _ = hygiene.value_and_slope(parse(formula), beta=2.0)
+    assert value.max() - value.min() > 0.5
+
+
+@pytest.mark.parametrize(
+    "formula, reason",
+    [
+        ("beta", "constant"),  # at every β
+        ("beta * (x - x)", "constant"),
+        ("beta * 1e-07 * x", "no usable gradient"),  # flat at each β
+        ("log(beta - 1 + x * 0) + x", "not finite on [-6, 6]"),  # at β = 1 it starts from
+        ("(beta - 1) * sqrt(abs(x)) + x", "no usable gradient"),  # ∞ slope at 0, β = 1
+    ],
+)
+def test_beta_values_do_not_rescue_what_fails_at_the_initial_beta(formula, reason):
+    with pytest.raises(CandidateRejected) as info:
+        check(formula, BETAS)
+    assert info.value.reason == reason

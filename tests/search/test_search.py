@@ -265,6 +265,11 @@ def _cli(*args, cwd, env=None, timeout=600):
         # Only --retrain's compare runs take them; a search ignored them.
         (["--seeds", "5"], "--seeds is for --retrain runs; a search takes --seed"),
         (["--parallel", "4"], "--parallel is for --retrain runs; a search takes --workers N"),
+        # --retrain's runs are compare's: a search's settings were dropped unread.
+        (["--retrain", "3", "resnet20", "--output", "x", "--steps", "100"], "--steps is for a"),
+        (["--retrain", "3", "resnet20", "--output", "x", "--strategy", "rnn"], "--strategy is"),
+        (["--retrain", "3", "resnet20", "--output", "x", "--seed", "1"], "--seed is for a search"),
+        (["--retrain", "3", "resnet20", "--output", "x", "--workers", "2"], "--workers is for"),
     ],
 )
 def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(
@@ -279,6 +284,60 @@ def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(
     # One line (argparse's own errors add the usage line above it).
     assert len(err.splitlines()) == (2 if "unrecognized" in message else 1), err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"KERASTUNER_ORACLE_IP": "10.0.0.1"}, "KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID"),
+        ({"KERASTUNER_ORACLE_IP": "10.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}, "TUNER_ID is not"),
+        (
+            {
+                "KERASTUNER_ORACLE_IP": "10.0.0.1",
+                "KERASTUNER_ORACLE_PORT": "http",
+                "KERASTUNER_TUNER_ID": "tuner0",
+            },
+            "KERASTUNER_ORACLE_PORT must be a port number, 1-65535. Received: 'http'",
+        ),
+    ],
+)
+def test_bad_distributed_search_variables_are_one_line_exit_2(
+    tmp_path, monkeypatch, capsys, env, message
+):
+    from keras_swish.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["search", "--unary", "x", "--binary", "mul", "--output", "s"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_kerastuner_project_that_is_not_a_search_is_refused(tmp_path, monkeypatch, capsys):
+    from keras_swish.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("s")
+    # Another KerasTuner project: its oracle state has no search in it.
+    (tmp_path / "s" / "oracle.json").write_text(json.dumps({"ongoing_trials": {}}))
+    assert main(["search", "--unary", "x", "--binary", "mul", "--output", "s"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a KerasTuner project that is not a keras-swish search" in err, err
+    assert len(err.splitlines()) == 1, err
+    assert json.loads((tmp_path / "s" / "oracle.json").read_text()) == {"ongoing_trials": {}}
+
+
+def test_an_rnn_search_missing_its_controller_weights_is_refused(tmp_path):
+    first = _oracle(oracles.ControllerOracle, tmp_path, max_trials=4)
+    first.create_trial("tuner0")  # saves oracle.json and controller-0.npz
+    os.remove(tmp_path / "search" / "controller-0.npz")
+    second = _oracle(oracles.ControllerOracle, tmp_path, max_trials=4)
+    with pytest.raises(oracles.SearchMismatch, match="controller-0.npz is missing"):
+        second.reload()
 
 
 def test_child_settings_that_fail_every_child_stop_the_search(tmp_path, monkeypatch, capsys):
@@ -417,6 +476,7 @@ def test_the_first_child_out_of_memory_stops_the_search_instead_of_scoring_0(
         get_trial_dir=lambda trial_id: str(tmp_path / trial_id),
         tuner_id="tuner0",
         project_dir=str(tmp_path),
+        settings=None,
     )
     if finished:
         (tmp_path / "trial_9").mkdir()
@@ -591,7 +651,7 @@ def test_exhaustive_walks_the_whole_space_past_long_runs_of_rejections(tmp_path)
     expected = set()
     for _, expr in space.enumerate():
         try:
-            hygiene.check(expr)
+            hygiene.check(expr, oracles.CHECK_BETAS)
         except hygiene.CandidateRejected:
             continue
         expected.add(hygiene.equivalence_key(expr, oracles.EQUIVALENCE_BETAS))
@@ -642,6 +702,73 @@ def test_a_trial_ended_but_not_counted_before_a_kill_is_counted_once(tmp_path, m
     assert [r["reward"] for r in report.entries(second)] == [pytest.approx(0.7)]
     if cls is oracles.ControllerOracle:  # the controller got the reward, once
         assert second.history == [pytest.approx(0.7)] and not second.pending
+
+
+def _header(settings):
+    """`settings` as search.json records them."""
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
+
+
+def _fake_tuner(tmp_path, settings=None):
+    import types
+
+    recipe = types.SimpleNamespace(monitor="val_top1")
+    config = types.SimpleNamespace(train=types.SimpleNamespace(epochs=1))
+    return types.SimpleNamespace(
+        child_config=lambda formula, output: (recipe, None, config),
+        get_trial_dir=lambda trial_id: str(tmp_path / trial_id),
+        tuner_id="tuner0",
+        project_dir=str(tmp_path),
+        settings=settings,
+    )
+
+
+def _fake_trial(values):
+    import types
+
+    return types.SimpleNamespace(
+        trial_id="trial_0", hyperparameters=types.SimpleNamespace(values=dict(values))
+    )
+
+
+def test_a_worker_refuses_a_trial_of_other_search_settings(tmp_path, monkeypatch):
+    """A distributed worker started with another command than the chief's."""
+    from keras_swish.recipes import search
+    from keras_swish.recipes.core import runner
+    from keras_swish.recipes.search import tuner
+
+    def train(*args, **kwargs):
+        raise AssertionError("trained a child of other settings")
+
+    monkeypatch.setattr(runner, "train", train)
+    _, chiefs = search.plan("resnet20", unary=["x"], binary=["mul"], steps=1000)
+    _, workers = search.plan(
+        "resnet20", unary=["x"], binary=["mul"], steps=40, train_flags={"data_dir": "/mnt/x"}
+    )
+    header = _header(chiefs)
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=SearchSpace(units=1, **TINY))
+    oracle.settings = json.dumps(search.comparable_settings(header), sort_keys=True)
+    trial = oracle.create_trial("tuner0")
+    assert json.loads(trial.hyperparameters.values["settings"])["child_steps"] == 1000
+    mine = search.comparable_settings(_header(workers))
+    with pytest.raises(tuner.WorkerSettingsError) as info:
+        tuner.ChildTuner.run_trial(_fake_tuner(tmp_path, mine), trial)
+    message = str(info.value)
+    assert "child_steps (40 here, 1000 at the chief)" in message
+    assert "data_dir" not in message  # each machine's own mount of the data
+    # The same settings but another --data-dir and --max-trials: trained.
+    _, same = search.plan(
+        "resnet20",
+        unary=["x"],
+        binary=["mul"],
+        steps=1000,
+        max_trials=3,
+        train_flags={"data_dir": "/mnt/x"},
+    )
+    mine = search.comparable_settings(_header(same))
+    tuner._check_chiefs_settings(trial.hyperparameters.values, mine)
 
 
 def test_controller_weights_left_by_a_killed_run_are_not_adopted(tmp_path):

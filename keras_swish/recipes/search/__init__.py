@@ -226,6 +226,34 @@ def _check_settings(output, settings):
     return mine, changed
 
 
+def comparable_settings(header):
+    """What a search's processes must agree on, as JSON: `header` (settings as
+    `search.json` records them) less the locations and `max_trials`."""
+    out = _without_locations(header, header)
+    out.pop("max_trials", None)
+    return out
+
+
+def _check_distributed_environment():
+    """KerasTuner's variables, checked before KerasTuner raises on them deep inside."""
+    ip = os.environ.get("KERASTUNER_ORACLE_IP")
+    if ip is None:
+        return
+    missing = [k for k in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if k not in os.environ]
+    if missing:
+        raise UsageError(
+            f"KERASTUNER_ORACLE_IP is set ({ip}) but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not: a "
+            "distributed search needs all three, KERASTUNER_TUNER_ID=chief for the process "
+            "that holds the oracle and a name of its own (tuner0, tuner1, ...) for each worker."
+        )
+    port = os.environ["KERASTUNER_ORACLE_PORT"]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(
+            f"KERASTUNER_ORACLE_PORT must be a port number, 1-65535. Received: {port!r}"
+        )
+
+
 def _without_locations(settings, other):
     """Search settings less where things are on this machine: `--data-dir` (each
     worker's mount of the same data) and the `--config` file's path (its
@@ -271,9 +299,14 @@ def search(space, settings, output, stream=sys.stdout):
     from keras_swish.recipes.core.config import check_local_folder, write_atomic
     from keras_swish.recipes.search import report
     from keras_swish.recipes.search.oracles import STRATEGIES
-    from keras_swish.recipes.search.tuner import ChildSettingsError, ChildTuner
+    from keras_swish.recipes.search.tuner import (
+        ChildSettingsError,
+        ChildTuner,
+        WorkerSettingsError,
+    )
 
     check_local_folder(output, "--output")
+    _check_distributed_environment()
     header, changed = _check_settings(output, settings)
     holds_oracle = not keras_tuner.src.distribute.utils.has_chief_oracle() or (
         keras_tuner.src.distribute.utils.is_chief_oracle()
@@ -290,6 +323,8 @@ def search(space, settings, output, stream=sys.stdout):
     oracle = STRATEGIES[settings.strategy](
         space, max_trials=settings.max_trials, seed=settings.seed, on_change=on_change
     )
+    comparable = comparable_settings(header)
+    oracle.settings = json.dumps(comparable, sort_keys=True)
     print(
         f"search: {settings.strategy} over {settings.space}; child {settings.experiment}, "
         f"{settings.child_steps} steps at batch {settings.batch_size}, reward = best "
@@ -310,6 +345,7 @@ def search(space, settings, output, stream=sys.stdout):
             config_file=settings.config_file,
             directory=os.path.dirname(os.path.abspath(output)),
             project_name=os.path.basename(os.path.abspath(output)),
+            settings=comparable,
         )
     except keras_tuner.errors.FatalError as error:  # another strategy's or space's folder
         raise UsageError(str(error)) from None
@@ -320,6 +356,8 @@ def search(space, settings, output, stream=sys.stdout):
         tuner.search()
     except ChildSettingsError as error:
         raise UsageError(f"Every child would fail: {error}") from None
+    except WorkerSettingsError as error:
+        raise UsageError(str(error)) from None
     if not holds_oracle:
         return None
     report.write_leaderboard(oracle, output, header)

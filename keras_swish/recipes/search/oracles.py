@@ -11,7 +11,9 @@ trial exists:
 
 - a candidate that is constant, not finite on the probe range or without a
   usable gradient is *rejected*: it gets the lowest reward (0) and no child
-  is trained;
+  is trained (finite at β = 1, where a child starts; constant or flat at
+  each β of `CHECK_BETAS`: β trains, so `beta * x - x`, zero at β = 1, is
+  a child);
 - a candidate equivalent to an earlier one (same outputs on the probe set at
   each β of `EQUIVALENCE_BETAS`) is *collapsed* into it: it reuses that
   trial's reward and is listed with it on the leaderboard. β is trainable
@@ -37,6 +39,9 @@ OBJECTIVE = "reward"  # the child's validation accuracy (its recipe's monitor)
 # β values two candidates must agree at to be one: at β = 1 alone every
 # trainable-β candidate would fall into its β = 1 twin and never be trained.
 EQUIVALENCE_BETAS = (0.5, 1.0, 2.0)
+# The same values for the checks, the initial β first: a candidate is constant (or
+# flat) only if it is so at each; `beta * x - x` is zero at β = 1 alone.
+CHECK_BETAS = (1.0, 0.5, 2.0)
 LOWEST_REWARD = 0.0
 # Proposals in a row that bring nothing new before a random or controller
 # search counts its space as exhausted (or its policy as converged).
@@ -84,6 +89,9 @@ class ExpressionOracle(keras_tuner.Oracle):
         self.started_at = {}  # trial_id → time.time() when handed out
         self.durations = {}  # trial_id → seconds
         self.reward_order = []  # trial_ids in the order their rewards came
+        # The search's settings as JSON (`search.comparable_settings`), handed out
+        # with every trial: a worker refuses to train a trial of other settings.
+        self.settings = None
 
     # --- proposals ------------------------------------------------------------
 
@@ -106,7 +114,7 @@ class ExpressionOracle(keras_tuner.Oracle):
             tokens, expr, meta = proposal
             formula = str(expr)
             try:
-                hygiene.check(expr)
+                hygiene.check(expr, CHECK_BETAS)
             except hygiene.CandidateRejected as rejection:
                 if formula not in self._rejected_formulas:
                     self._rejected_formulas.add(formula)
@@ -120,9 +128,12 @@ class ExpressionOracle(keras_tuner.Oracle):
                     self.representatives[key] = trial_id
                     self.started_at[trial_id] = time.time()
                     self.on_new_trial(trial_id, tokens, meta)
+                    values = {"formula": formula, "tokens": _tokens_text(tokens)}
+                    if self.settings is not None:
+                        values["settings"] = self.settings
                     return {
                         "status": keras_tuner.engine.trial.TrialStatus.RUNNING,
-                        "values": {"formula": formula, "tokens": _tokens_text(tokens)},
+                        "values": values,
                     }
                 collapsed = self.duplicates.setdefault(rep, [])
                 if formula not in collapsed and formula != self._formula_of(rep):
@@ -199,6 +210,11 @@ class ExpressionOracle(keras_tuner.Oracle):
         return state
 
     def set_state(self, state):
+        if "search" not in state:
+            raise SearchMismatch(
+                f"{self._project_dir} holds a KerasTuner project that is not a keras-swish "
+                "search (its oracle.json has no search state). Use another --output."
+            )
         super().set_state(state)
         search = state["search"]
         if search["strategy"] != self.strategy or search["space"] != space_config(self.space):
@@ -251,7 +267,8 @@ class ExpressionOracle(keras_tuner.Oracle):
 
 
 class SearchMismatch(keras_tuner.errors.FatalError):
-    """A search folder holds another strategy's or another space's search."""
+    """A search folder this search cannot resume: another strategy's or space's
+    search, a KerasTuner project that is not a search, or one missing its files."""
 
 
 def reward_of(trial):
@@ -395,7 +412,14 @@ class ControllerOracle(ExpressionOracle):
 
     def set_strategy_state(self, state):
         self.controller.set_state(state["controller"])
-        self.controller.load_weights(os.path.join(self._project_dir, state["weights"]))
+        path = os.path.join(self._project_dir, state["weights"])
+        if not os.path.exists(path):
+            raise SearchMismatch(
+                f"{path} is missing: oracle.json names it as the RNN controller's weights "
+                "after its updates, and the search cannot resume without them. Restore "
+                "the file, or start the search again in another --output."
+            )
+        self.controller.load_weights(path)
         self.pending = state["pending"]
         self.waiting = state["waiting"]
         self.history = state["history"]

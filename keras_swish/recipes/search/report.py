@@ -6,9 +6,10 @@
   worker), then the rejected ones with their reason. Rewritten after every
   trial, atomically, as are the plots.
 - `curves.png`: the top functions on [−6, 6] with β = 1 (the paper's Fig. 3).
-- `rewards.png`: the reward of every trial in order, its running best, and
-  for the RNN search the reward of every controller sample with the
-  moving-average baseline.
+- `rewards.png`: the reward of every trial in order of completion and its
+  running best; for the RNN search, of every controller sample instead
+  (rejected and collapsed proposals too, as PPO sees them), with its
+  running best and the moving-average baseline.
 """
 
 import csv
@@ -203,6 +204,7 @@ def write_plots(oracle, output, top=8):
             baseline = r if baseline is None else decay * baseline + (1 - decay) * r
             ema.append(baseline)
         ax.plot(range(1, len(ema) + 1), ema, label="moving average (PPO baseline)")
+        ax.plot(range(1, len(history) + 1), np.maximum.accumulate(history), label="best")
         ax.set_xlabel("controller sample")
     else:
         if rewards:

@@ -40,6 +40,10 @@ class ChildSettingsError(keras_tuner.errors.FatalError):
     """A child's settings are bad for every candidate: KerasTuner ends the search."""
 
 
+class WorkerSettingsError(keras_tuner.errors.FatalError):
+    """A worker's search settings differ from those of the chief's trials."""
+
+
 class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
     """Trains one child per trial through the runner.
 
@@ -50,6 +54,9 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         overrides: `--set` overrides for every child (nested dict).
         config_file: A `--config` YAML file for every child, or None.
         directory, project_name: The search folder is `directory/project_name`.
+        settings: This process's search settings (`search.comparable_settings`):
+            a trial handed out with other settings (a distributed search's
+            chief started with another command) is refused; None: no check.
     """
 
     def __init__(
@@ -61,8 +68,10 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         config_file=None,
         directory=None,
         project_name=None,
+        settings=None,
     ):
         self.experiment = experiment
+        self.settings = settings
         self.flags = dict(flags)
         self.overrides = overrides or {}
         self.config_file = config_file
@@ -85,6 +94,7 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
         from keras_swish.recipes.core import runner
 
+        _check_chiefs_settings(trial.hyperparameters.values, self.settings)
         formula = trial.hyperparameters.values["formula"]
         output = os.path.join(self.get_trial_dir(trial.trial_id), "child")
         os.makedirs(output, exist_ok=True)
@@ -133,6 +143,27 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if not self._is_worker():
             self.oracle.save()
         write_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+
+def _check_chiefs_settings(values, mine):
+    """Raises `WorkerSettingsError` if a trial's `values` carry other search settings.
+
+    A distributed search's workers train the chief's children with their own
+    command's settings: a worker started with another `--steps` or experiment
+    would put rewards of another budget on the chief's leaderboard.
+    """
+    theirs = values.get("settings")
+    if theirs is None or mine is None:  # no check: a chief from before settings travelled
+        return
+    theirs = json.loads(theirs)
+    changed = sorted(k for k in theirs if k in mine and theirs[k] != mine[k])
+    if changed:
+        details = ", ".join(f"{k} ({mine[k]!r} here, {theirs[k]!r} at the chief)" for k in changed)
+        raise WorkerSettingsError(
+            f"this worker's search settings differ from the chief's: {details}. Start every "
+            "worker with the chief's command (only --data-dir and --output may name this "
+            "machine's folders), then run this one again."
+        )
 
 
 def _reload_where_the_oracle_is(directory, project_name):
