@@ -604,6 +604,40 @@ def test_two_local_workers_share_one_oracle(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_worker_started_with_other_settings_than_the_chiefs_stops_before_training(tmp_path):
+    from keras_swish.recipes.launch import free_ports
+
+    (port,) = free_ports(1)
+    folder = str(tmp_path / "search")
+    args = ["search", "--unary", "x,sigmoid", "--binary", "mul", "--batch-size", "16"]
+    args += ["--output", folder]
+    env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    chief = subprocess.Popen(
+        [sys.executable, "-m", "keras_swish_cli", *args, "--steps", "4"],
+        env=dict(env, KERASTUNER_TUNER_ID="chief"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        worker = _cli(
+            *args, "--steps", "8", cwd=tmp_path, env=dict(env, KERASTUNER_TUNER_ID="tuner0")
+        )
+    finally:
+        chief.kill()
+        chief.wait()
+    assert worker.returncode == 2, worker.stdout[-2000:] + worker.stderr[-3000:]
+    message = worker.stderr.strip().splitlines()
+    assert len(message) == 1, worker.stderr
+    assert "this worker's search settings differ from the chief's: " in message[0]
+    assert "child_steps (8 here, 4 at the chief)" in message[0]
+    children = [n for n in os.listdir(folder) if n.startswith("trial_")]
+    for name in children:  # the trial handed to it: no child trained
+        assert not os.path.exists(os.path.join(folder, name, "child", "metrics.json"))
+
+
+@pytest.mark.slow
 def test_retrain_hands_the_top_k_to_compare(tmp_path):
     """`search --retrain K EXPERIMENT` trains relu and the K best trained formulas."""
     folder = tmp_path / "search"

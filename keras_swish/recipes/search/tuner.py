@@ -155,7 +155,7 @@ def _check_chiefs_settings(values, mine):
     theirs = values.get("settings")
     if theirs is None or mine is None:  # no check: a chief from before settings travelled
         return
-    theirs = json.loads(theirs)
+    theirs, mine = _flat(json.loads(theirs)), _flat(mine)
     changed = sorted(k for k in theirs if k in mine and theirs[k] != mine[k])
     if changed:
         details = ", ".join(f"{k} ({mine[k]!r} here, {theirs[k]!r} at the chief)" for k in changed)
@@ -164,6 +164,17 @@ def _check_chiefs_settings(values, mine):
             "worker with the chief's command (only --data-dir and --output may name this "
             "machine's folders), then run this one again."
         )
+
+
+def _flat(settings):
+    """{"child_flags": {"steps_per_epoch": 4}} → {"child_flags.steps_per_epoch": 4}."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            out.update((f"{key}.{k}", v) for k, v in _flat(value).items())
+        else:
+            out[key] = value
+    return out
 
 
 def _reload_where_the_oracle_is(directory, project_name):
