@@ -243,6 +243,58 @@ def test_a_rate_with_failed_runs_is_not_chosen_for_its_one_lucky_run(tmp_path):
     assert row["learning_rate"] == 0.1 and row["test_top1"]["n"] == 3
 
 
+def test_a_table_says_which_seeds_it_is_without(tmp_path):
+    # relu finished seeds 0-4, swish_beta 0-2 (3 and 4 failed or still to run): the
+    # rows' means are over other seeds than Δ, which pairs seeds 0-2 only.
+    cells = []
+    for activation, values in (
+        ("relu", [0.92, 0.93, 0.94, 0.80, 0.81]),
+        ("swish_beta", [0.93] * 5),
+    ):
+        for seed, value in enumerate(values):
+            folder = str(tmp_path / f"{activation}{seed}")
+            if activation == "relu" or seed < 3:
+                _fake_run(folder, value, value)
+            cells.append(Cell("a/x", activation, seed, None, folder))
+    results = collect(cells, "relu")
+    rows = results["experiments"]["a/x"]["activations"]
+    assert rows["relu"]["seeds_missing"] == [] and rows["swish_beta"]["seeds_missing"] == [3, 4]
+    assert rows["swish_beta"]["vs_baseline"]["seeds"] == [0, 1, 2]
+    md = results_markdown(results)
+    assert "| 93.00 93.00 93.00 (seed 3, 4 not finished) |" in md, md
+    line = next(x for x in md.splitlines() if x.startswith("| swish_beta"))
+    assert "+0.00 [+0.00, +0.00]" not in line and "[" in line  # differences 1, 0, -1
+    assert "(seed 0, 1, 2 only)" not in line  # Δ is over all of swish_beta's seeds
+    assert "never below 2^(1−n) with n seeds" in md
+    # The other way round: relu lacks seeds swish_beta has.
+    results = collect([c for c in cells if not (c.activation == "relu" and c.seed == 2)], "relu")
+    md = results_markdown(results)
+    line = next(x for x in md.splitlines() if x.startswith("| swish_beta"))
+    assert "(seed 0, 1 only)" in line, line
+
+
+def test_one_seed_has_no_spread_and_a_validation_table_says_what_chose_it(tmp_path):
+    folder = str(tmp_path / "run")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:  # no test split (ImageNet)
+        json.dump({"completed": True, "epochs": [], "best": {"validation": {"val_top1": 0.7}}}, f)
+    results = collect([Cell("a/x", "relu", 0, None, folder)], "relu")
+    row = results["experiments"]["a/x"]["activations"]["relu"]["val_top1"]
+    assert row["std"] is None
+    md = results_markdown(results)
+    assert "| relu | 70.00 | 70.00 ± — | 70.00 |" in md, md
+    assert "the validation split also chose each run's best epoch, so" in md
+
+
+def test_the_transformers_rate_is_labelled_as_the_multiple_of_its_schedule(tmp_path):
+    from keras_swish.recipes.compare import _rate_label
+
+    row = {"learning_rate": 2.0, "learning_rate_key": "optimizer.scale"}
+    assert _rate_label(row) == " (scale 2)"
+    assert _rate_label(dict(row, learning_rate_key="optimizer.learning_rate")) == " (lr 2)"
+    assert _rate_label(dict(row, learning_rate=None)) == ""
+
+
 # --- a real comparison ---------------------------------------------------------------
 
 ARGS = [

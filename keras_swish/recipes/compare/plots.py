@@ -1,7 +1,9 @@
 """A comparison's pictures and its TensorBoard HParams dashboard."""
 
 import io
+import math
 import os
+import warnings
 
 import numpy as np
 
@@ -63,16 +65,19 @@ def curves_plot(results, path):
     fig, axes = plt.subplots(1, len(experiments), figsize=(6 * len(experiments), 4), squeeze=False)
     for ax, (experiment, table) in zip(axes[0], experiments.items(), strict=True):
         for name, row in table["activations"].items():
-            curves = [c for c in row["curves"] if c and all(v is not None for v in c)]
+            curves = [[math.nan if v is None else v for v in c] for c in row["curves"] if c]
             if not curves:
                 continue
             length = min(len(c) for c in curves)
             values = np.asarray([c[:length] for c in curves], dtype=float)
             epochs = np.arange(1, length + 1)
-            (line,) = ax.plot(epochs, np.median(values, axis=0), label=name)
-            ax.fill_between(
-                epochs, values.min(axis=0), values.max(axis=0), alpha=0.2, color=line.get_color()
-            )
+            with warnings.catch_warnings():  # an epoch where every seed diverged: a gap
+                warnings.simplefilter("ignore", RuntimeWarning)
+                # A diverged seed's NaN epochs leave the others' median and range.
+                median = np.nanmedian(values, axis=0)
+                low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+            (line,) = ax.plot(epochs, median, label=name)
+            ax.fill_between(epochs, low, high, alpha=0.2, color=line.get_color())
         ax.set_title(experiment)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation metric (median, range over seeds)")

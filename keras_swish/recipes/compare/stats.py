@@ -16,7 +16,8 @@ import numpy as np
 
 
 def summary(values):
-    """`{"n", "median", "mean", "std", "runs"}` of a list of numbers (std: sample, ddof=1).
+    """`{"n", "median", "mean", "std", "runs"}` of a list of numbers (std: sample, ddof=1;
+    None from one number: no spread to measure).
 
     A `None` (a NaN as `metrics.json` writes it) counts as NaN.
     """
@@ -26,7 +27,7 @@ def summary(values):
         "n": len(values),
         "median": float(np.median(array)) if values else None,
         "mean": float(np.mean(array)) if values else None,
-        "std": float(np.std(array, ddof=1)) if len(values) > 1 else 0.0,
+        "std": float(np.std(array, ddof=1)) if len(values) > 1 else None,
         "runs": values,
     }
 
