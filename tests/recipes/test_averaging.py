@@ -189,9 +189,13 @@ def test_a_run_killed_at_every_averaging_stage_reports_the_average_of_its_last_e
     # trained: it averages epochs 2-3, as a 3-epoch run does.
     result = _train(run, "--epochs", "4", kill_at="epoch_saved:4")
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
-    result = _train(run, "--epochs", "3", kill_at="averaging")
+    result = _train(run, "--epochs", "3", kill_at="saving_final")
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     assert "Epoch " not in result.stdout  # no epoch trained again
+    assert (run / ".tmp-final.keras").is_file() and not (run / "final.keras").exists()
+    result = _train(run, "--epochs", "3", kill_at="averaging")
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert "Epoch " not in result.stdout
     assert (run / "final.keras").is_file() and not (run / "averaged.keras").exists()
     assert _kept(run) == ["average-2.h5", "average-3.h5"]  # epoch 4's was never committed
     result = _train(run, "--epochs", "3", kill_at="saving_averaged")
@@ -246,6 +250,13 @@ def test_a_run_killed_at_every_averaging_stage_reports_the_average_of_its_last_e
     killed = _train(run, "--epochs", "4", kill_at="averaging")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert "averaged" not in _metrics(run)
+    assert runner.model_path(str(run)) == str(run / "best.keras")
+    # Killed with the new average written but not reported yet: metrics.json
+    # still names best.keras, and the rerun writes the same average again.
+    killed = _train(run, "--epochs", "4", kill_at="before_complete")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert_is_the_mean_of_kept_weights(run, [3, 4])
+    assert "averaged" not in _metrics(run) and not _metrics(run)["completed"]
     assert runner.model_path(str(run)) == str(run / "best.keras")
     longer = _train(run, "--epochs", "4")
     assert longer.returncode == 0, longer.stderr[-3000:]

@@ -955,12 +955,8 @@ def _finish(recipe, config, model, data, state, header, chief, metrics_path, str
     }
     if chief:
         final_path = os.path.join(output, "final.keras")
-        tmp = os.path.join(output, ".tmp-final.keras")
-        model.save(tmp)
-        fsync_path(tmp)
-        faults.point("saving_final")
-        os.replace(tmp, final_path)
-        fsync_path(output)  # on the disk before metrics.json says `completed`
+        # On the disk before metrics.json says `completed`.
+        _save_model_atomic(model, final_path, "saving_final")
     extra = {"best": best, "last": last}
     if config.train.average_last and chief:
         averaged = _average(recipe, config, state, data, final_path)
@@ -998,18 +994,29 @@ def _average(recipe, config, state, data, final_path):
             "averaged.keras is not written; the run reports best.keras."
         )
         return None
-    tmp = os.path.join(output, ".tmp-averaged.keras")
-    model.save(tmp)
-    fsync_path(tmp)
-    faults.point("saving_averaged")
-    os.replace(tmp, path)
-    fsync_path(output)
+    _save_model_atomic(model, path, "saving_averaged")
     averaged = {"model": "averaged.keras", "epochs": epochs}
     if len(epochs) < wanted:  # files deleted by hand
         averaged["note"] = f"only {len(epochs)} of the last {wanted} epochs' weights were kept"
     model = keras.models.load_model(path, safe_mode=True)
     averaged.update(evaluate_model(recipe, config, model, data))
     return averaged
+
+
+def _save_model_atomic(model, path, fault_point):
+    """Saves `model` as `path` through `.tmp-<name>` and a rename, both synced.
+
+    A kill leaves the old file or the new one (a leftover `.tmp-` file is
+    removed when the run resumes). `fault_point` is the kill point the tests
+    use between the write and the rename.
+    """
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
+    model.save(tmp)
+    fsync_path(tmp)
+    faults.point(fault_point)
+    os.replace(tmp, path)
+    fsync_path(directory)
 
 
 def _undistributed_copy(model, output):
