@@ -266,6 +266,11 @@ def test_a_table_says_which_seeds_it_is_without(tmp_path):
     assert "+0.00 [+0.00, +0.00]" not in line and "[" in line  # differences 1, 0, -1
     assert "(seed 0, 1, 2 only)" not in line  # Δ is over all of swish_beta's seeds
     assert "never below 2^(1−n) with n seeds" in md
+    # Every seed the same difference: the t interval has no width, and says why.
+    same = {0: 0.9, 1: 0.9, 2: 0.9}
+    rows["swish_beta"]["vs_baseline"] = stats.paired(same, {0: 0.898, 1: 0.898, 2: 0.898})
+    line = next(x for x in results_markdown(results).splitlines() if x.startswith("| swish_beta"))
+    assert "+0.20 [+0.20, +0.20] (the same difference at every seed)" in line, line
     # The other way round: relu lacks seeds swish_beta has.
     results = collect([c for c in cells if not (c.activation == "relu" and c.seed == 2)], "relu")
     md = results_markdown(results)

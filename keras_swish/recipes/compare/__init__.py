@@ -588,6 +588,8 @@ def results_markdown(results):
                 low, high = vs["ci95"]
                 diff = vs["mean_difference"] * scale
                 interval = "" if low is None else f" [{low * scale:+.2f}, {high * scale:+.2f}]"
+                if low is not None and low == high:  # no spread: no width, not a certainty
+                    interval += " (the same difference at every seed)"
                 left_out = vs.get("not_finite")
                 note = f" ({len(left_out)} diverged seed(s) left out)" if left_out else ""
                 both = vs["seeds"] + (left_out or [])
