@@ -803,6 +803,13 @@ def test_a_worker_refuses_a_trial_of_other_search_settings(tmp_path, monkeypatch
     )
     mine = search.comparable_settings(_header(same))
     tuner._check_chiefs_settings(trial.hyperparameters.values, mine)
+    # A `--set` only the worker has: a difference, named by its key.
+    _, other = search.plan(
+        "resnet20", unary=["x"], binary=["mul"], steps=1000, overrides={"train": {"seed": 3}}
+    )
+    mine = search.comparable_settings(_header(other))
+    with pytest.raises(tuner.WorkerSettingsError, match=r"overrides.train.seed \(3 here, not set"):
+        tuner._check_chiefs_settings(trial.hyperparameters.values, mine)
 
 
 def test_controller_weights_left_by_a_killed_run_are_not_adopted(tmp_path):

@@ -155,15 +155,25 @@ def _check_chiefs_settings(values, mine):
     theirs = values.get("settings")
     if theirs is None or mine is None:  # no check: a chief from before settings travelled
         return
-    theirs, mine = _flat(json.loads(theirs)), _flat(mine)
-    changed = sorted(k for k in theirs if k in mine and theirs[k] != mine[k])
+    theirs = json.loads(theirs)
+    # Settings both know (a key one version lacks is not compared), named by their
+    # own keys where they are dicts (`child_flags.steps_per_epoch`).
+    shared = [k for k in theirs if k in mine and theirs[k] != mine[k]]
+    theirs, mine = _flat({k: theirs[k] for k in shared}), _flat({k: mine[k] for k in shared})
+    changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k, ...) != mine.get(k, ...))
     if changed:
-        details = ", ".join(f"{k} ({mine[k]!r} here, {theirs[k]!r} at the chief)" for k in changed)
+        details = ", ".join(
+            f"{k} ({_shown(mine, k)} here, {_shown(theirs, k)} at the chief)" for k in changed
+        )
         raise WorkerSettingsError(
             f"this worker's search settings differ from the chief's: {details}. Start every "
             "worker with the chief's command (only --data-dir and --output may name this "
             "machine's folders), then run this one again."
         )
+
+
+def _shown(settings, key):
+    return repr(settings[key]) if key in settings else "not set"
 
 
 def _flat(settings):
