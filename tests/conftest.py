@@ -32,8 +32,8 @@ import keras_swish  # noqa: E402,F401  (registers "swish_beta")
 # whole on one worker: pytest-xdist's default order (most tests first) put these
 # files of few, long tests last, where one of them could leave the other worker
 # idle at the end. Longest first (LPT), the short files fill in at the end. Files
-# not listed (each under a minute) keep their order after these. `--no-loadscope-reorder` (pyproject)
-# keeps this order.
+# not listed (each under a minute) keep their order after these;
+# `--no-loadscope-reorder` (pyproject.toml) keeps this order.
 _FILE_SECONDS = {
     "tests/test_multi_worker.py": 870,
     "tests/recipes/test_runner.py": 710,

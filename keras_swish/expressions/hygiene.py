@@ -1,8 +1,8 @@
 """Candidate hygiene, before any training: reject the unusable, collapse the equal.
 
-Everything is computed in NumPy float64 on `PROBE`: 2001 evenly spaced
-points on [−6, 6], 0 exactly among them, with β = 1 (the initial β) unless
-`betas` names more values.
+Everything is computed in NumPy float64 with β = 1 (where a trainable β
+starts) on `PROBE`: 2001 evenly spaced points on [−6, 6], 0 exactly among
+them.
 
 `check(expr)` rejects a candidate (`CandidateRejected`, with a short
 `reason`) when
@@ -111,16 +111,17 @@ def _derivatives(name, args):
     return value, [slope]
 
 
-def value_and_slope(expr, x=PROBE, beta=1.0):
-    """f(x) and df/dx in float64, by forward-mode differentiation."""
+def value_and_slope(expr, x=PROBE, beta=1.0, wrt="x"):
+    """f(x) and df/dx (`wrt="beta"`: df/dβ) in float64, by forward-mode differentiation."""
     x = np.asarray(x, dtype=np.float64)
     root = parse(expr).root
+    seed_x, seed_beta = (1.0, 0.0) if wrt == "x" else (0.0, 1.0)
 
     def run(node):
         if isinstance(node, X):
-            return x, np.ones_like(x)
+            return x, np.full_like(x, seed_x)
         if isinstance(node, Beta):
-            return np.float64(beta), np.float64(0.0)
+            return np.float64(beta), np.float64(seed_beta)
         if isinstance(node, Const):
             return np.float64(node.value), np.float64(0.0)
         if isinstance(node, Neg):
@@ -149,16 +150,17 @@ def value_and_slope(expr, x=PROBE, beta=1.0):
     return np.broadcast_to(value, shape).copy(), np.broadcast_to(slope, shape).copy()
 
 
-def check(expr, betas=(1.0,)):
+def check(expr, trainable_beta=False):
     """Raises `CandidateRejected` if `expr` is unusable (see the module doc).
 
     Args:
         expr: An `Expression` or a formula string.
-        betas: The values of β it is judged at. Outputs and slope must be
-            finite at the first (the β a child starts from); it is constant,
-            or flat, only if it is so at each of them. So with trainable β,
-            `beta * x - x` — zero at β = 1, a line at any other β, and a
-            gradient for β there — is usable at `(1.0, 0.5, 2.0)`.
+        trainable_beta: Whether β trains (the search's children: it starts at
+            1). Then a candidate constant at β = 1 is usable where its
+            gradient for β, ∂f/∂β at β = 1, varies with x: the first step of β
+            makes it a function of x. `beta * x - x` (∂f/∂β = x) is usable;
+            `beta * (x - x)`, or `exp(-beta * (beta * x - x) ** 2)` (∂f/∂β = 0
+            at β = 1: β never moves), are not.
 
     Raises:
         CandidateRejected: Its outputs on [-6, 6] are not all finite, or are
@@ -174,31 +176,22 @@ def check(expr, betas=(1.0,)):
     keras_swish.expressions.hygiene.CandidateRejected: log(abs(x) - 1): not finite on [-6, 6]
     """
     expr = parse(expr)
-    first, *others = betas
-    value, slope = value_and_slope(expr, beta=first)
+    value, slope = value_and_slope(expr)
     if not np.all(np.isfinite(value)):
         raise CandidateRejected(expr, NOT_FINITE)
-    if not np.all(np.isfinite(slope)):
-        raise CandidateRejected(expr, NO_GRADIENT)
-    pairs = [(value, slope)]
-    if _constant(value) or _flat(slope):  # at this β: is it so at the others too?
-        if expr.root.uses_beta:
-            pairs += [value_and_slope(expr, beta=beta) for beta in others]
-    if all(_constant(v) for v, _ in pairs):
-        raise CandidateRejected(expr, CONSTANT)
-    if all(_flat(d) for _, d in pairs):
+    if _constant(value):
+        if not (trainable_beta and expr.root.uses_beta):
+            raise CandidateRejected(expr, CONSTANT)
+        _, by_beta = value_and_slope(expr, wrt="beta")
+        if not np.all(np.isfinite(by_beta)) or _constant(by_beta):
+            raise CandidateRejected(expr, CONSTANT)
+        return  # β's gradient moves it off the constant
+    if not np.all(np.isfinite(slope)) or np.all(np.abs(slope) < 1e-6):
         raise CandidateRejected(expr, NO_GRADIENT)
 
 
 def _constant(value):
-    """Constant on the probe (non-finite values at another β tell nothing)."""
-    if not np.all(np.isfinite(value)):
-        return True
     return value.max() - value.min() < 1e-6 * (1.0 + abs(value.mean()))
-
-
-def _flat(slope):
-    return not np.all(np.isfinite(slope)) or np.all(np.abs(slope) < 1e-6)
 
 
 def equivalence_key(expr, betas=(1.0,)):

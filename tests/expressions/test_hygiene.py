@@ -111,34 +111,40 @@ def test_one_unit_space_hygiene():
     assert all(len({equivalence_key(e) for e in group}) == 1 for group in groups.values())
 
 
-BETAS = (1.0, 0.5, 2.0)
-
-
 @pytest.mark.parametrize(
     "formula",
     ["beta * x - x", "x - beta * x", "beta * beta + (1 - beta) * sigmoid(x)", "(beta - 1) * x"],
 )
-def test_a_candidate_constant_only_at_its_initial_beta_is_usable_where_beta_trains(formula):
-    # (β − 1)·x is 0 at β = 1, where a child starts, and a line at any other β: β's
-    # gradient (x times the upstream gradient) moves it there.
+def test_a_candidate_constant_at_its_initial_beta_is_usable_where_beta_moves_it(formula):
+    # (β − 1)·x is 0 at β = 1, where a child's β starts, but its gradient for β
+    # (x times the upstream gradient) varies with x: β's first step makes it a function of x.
     with pytest.raises(CandidateRejected, match="constant"):
         check(formula)
-    check(formula, BETAS)
-    value, _ = hygiene.value_and_slope(parse(formula), beta=2.0)
-    assert value.max() - value.min() > 0.5
+    check(formula, trainable_beta=True)
+    _, by_beta = hygiene.value_and_slope(parse(formula), wrt="beta")
+    assert by_beta.max() - by_beta.min() > 0.5
 
 
 @pytest.mark.parametrize(
     "formula, reason",
     [
-        ("beta", "constant"),  # at every β
+        ("beta", "constant"),  # ∂f/∂β = 1 everywhere: β shifts a constant
         ("beta * (x - x)", "constant"),
-        ("beta * 1e-07 * x", "no usable gradient"),  # flat at each β
-        ("log(beta - 1 + x * 0) + x", "not finite on [-6, 6]"),  # at β = 1 it starts from
+        ("exp(-(beta * (beta * x - x) ** 2))", "constant"),  # ∂f/∂β = 0 at β = 1
+        ("exp(-(beta * abs(beta * x - x)))", "constant"),  # |u|′ = 0 at u = 0, as backprop
+        ("beta * 1e-07 * x", "no usable gradient"),
+        ("log(beta - 1 + x * 0) + x", "not finite on [-6, 6]"),
         ("(beta - 1) * sqrt(abs(x)) + x", "no usable gradient"),  # ∞ slope at 0, β = 1
     ],
 )
-def test_beta_values_do_not_rescue_what_fails_at_the_initial_beta(formula, reason):
+def test_trainable_beta_does_not_rescue_what_beta_cannot_move(formula, reason):
     with pytest.raises(CandidateRejected) as info:
-        check(formula, BETAS)
+        check(formula, trainable_beta=True)
     assert info.value.reason == reason
+
+
+def test_the_beta_derivative_is_exact_forward_mode():
+    x = np.array([-2.0, 0.0, 1.5])
+    _, by_beta = hygiene.value_and_slope(parse("x * sigmoid(beta * x)"), x, beta=0.5, wrt="beta")
+    s = 1 / (1 + np.exp(-0.5 * x))
+    np.testing.assert_allclose(by_beta, x * x * s * (1 - s))

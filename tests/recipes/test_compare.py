@@ -271,6 +271,13 @@ def test_a_table_says_which_seeds_it_is_without(tmp_path):
     rows["swish_beta"]["vs_baseline"] = stats.paired(same, {0: 0.898, 1: 0.898, 2: 0.898})
     line = next(x for x in results_markdown(results).splitlines() if x.startswith("| swish_beta"))
     assert "+0.20 [+0.20, +0.20] (the same difference at every seed)" in line, line
+    # Equal differences up to float rounding (a spread of ~1e-16) too.
+    base = {0: 0.1, 1: 0.2, 2: 0.3}
+    vs = stats.paired({k: v + 0.02 for k, v in base.items()}, base)
+    assert vs["ci95"][0] != vs["ci95"][1]  # 0.020000000000000004, 0.01999999999999999, ...
+    rows["swish_beta"]["vs_baseline"] = vs
+    line = next(x for x in results_markdown(results).splitlines() if x.startswith("| swish_beta"))
+    assert "(the same difference at every seed)" in line, line
     # The other way round: relu lacks seeds swish_beta has.
     results = collect([c for c in cells if not (c.activation == "relu" and c.seed == 2)], "relu")
     md = results_markdown(results)
@@ -282,13 +289,17 @@ def test_one_seed_has_no_spread_and_a_validation_table_says_what_chose_it(tmp_pa
     folder = str(tmp_path / "run")
     os.makedirs(folder)
     with open(os.path.join(folder, "metrics.json"), "w") as f:  # no test split (ImageNet)
-        json.dump({"completed": True, "epochs": [], "best": {"validation": {"val_top1": 0.7}}}, f)
+        best = {"model": "best.keras", "validation": {"val_top1": 0.7}}
+        json.dump({"completed": True, "epochs": [], "best": best}, f)
     results = collect([Cell("a/x", "relu", 0, None, folder)], "relu")
     row = results["experiments"]["a/x"]["activations"]["relu"]["val_top1"]
     assert row["std"] is None
     md = results_markdown(results)
     assert "| relu | 70.00 | 70.00 ± — | 70.00 |" in md, md
     assert "the validation split also chose each run's best epoch, so" in md
+    # An averaged model chose no epoch: with one rate, nothing was chosen on validation.
+    results["experiments"]["a/x"]["model"] = "averaged.keras"
+    assert "also chose" not in results_markdown(results)
 
 
 def test_the_transformers_rate_is_labelled_as_the_multiple_of_its_schedule(tmp_path):

@@ -328,7 +328,13 @@ def test_a_kerastuner_project_that_is_not_a_search_is_refused(tmp_path, monkeypa
     err = capsys.readouterr().err.strip()
     assert "holds a KerasTuner project that is not a keras-swish search" in err, err
     assert len(err.splitlines()) == 1, err
+    assert os.listdir(tmp_path / "s") == ["oracle.json"]  # nothing written there
     assert json.loads((tmp_path / "s" / "oracle.json").read_text()) == {"ongoing_trials": {}}
+    # The oracle's own guard, where a reload gets that far.
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path, space=SearchSpace(units=1, **TINY))
+    oracle._set_project_dir(str(tmp_path), "s")
+    with pytest.raises(oracles.SearchMismatch, match="not a keras-swish search"):
+        oracle.reload()
 
 
 def test_an_rnn_search_missing_its_controller_weights_is_refused(tmp_path):
@@ -685,7 +691,7 @@ def test_exhaustive_walks_the_whole_space_past_long_runs_of_rejections(tmp_path)
     expected = set()
     for _, expr in space.enumerate():
         try:
-            hygiene.check(expr, oracles.CHECK_BETAS)
+            hygiene.check(expr, trainable_beta=True)
         except hygiene.CandidateRejected:
             continue
         expected.add(hygiene.equivalence_key(expr, oracles.EQUIVALENCE_BETAS))
@@ -808,8 +814,11 @@ def test_a_worker_refuses_a_trial_of_other_search_settings(tmp_path, monkeypatch
         "resnet20", unary=["x"], binary=["mul"], steps=1000, overrides={"train": {"seed": 3}}
     )
     mine = search.comparable_settings(_header(other))
-    with pytest.raises(tuner.WorkerSettingsError, match=r"overrides.train.seed \(3 here, not set"):
+    with pytest.raises(tuner.WorkerSettingsError) as info:
         tuner._check_chiefs_settings(trial.hyperparameters.values, mine)
+    assert "differ from the chief's: overrides.train.seed (3 here, not set at the chief)." in str(
+        info.value
+    )
 
 
 def test_controller_weights_left_by_a_killed_run_are_not_adopted(tmp_path):

@@ -547,13 +547,17 @@ def results_markdown(results):
             "mean ± std, every run (by seed)."
         )
         if table["split"] == "validation":
-            several = any(len(r["learning_rates_tried"]) > 1 for r in table["activations"].values())
-            lines.append(
-                "The data has no labelled test split: the validation split also chose each "
-                "run's best epoch"
-                + (" and each activation's learning rate" if several else "")
-                + ", so these numbers lean high (as the paper's ImageNet numbers do)."
-            )
+            chose = []
+            if "best.keras" in table.get("model", "best.keras"):
+                chose.append("each run's best epoch")
+            if any(len(r["learning_rates_tried"]) > 1 for r in table["activations"].values()):
+                chose.append("each activation's learning rate")
+            if chose:
+                lines.append(
+                    "The data has no labelled test split: the validation split also chose "
+                    + " and ".join(chose)
+                    + ", so these numbers lean high (as the paper's ImageNet numbers do)."
+                )
         if results["baseline"] in table["activations"]:
             lines.append(
                 f"Δ vs {results['baseline']}: mean paired difference over the seeds both "
@@ -588,7 +592,8 @@ def results_markdown(results):
                 low, high = vs["ci95"]
                 diff = vs["mean_difference"] * scale
                 interval = "" if low is None else f" [{low * scale:+.2f}, {high * scale:+.2f}]"
-                if low is not None and low == high:  # no spread: no width, not a certainty
+                if low is not None and high - low <= 1e-9 * max(1.0, abs(vs["mean_difference"])):
+                    # No spread (to float rounding): no width, and not a certainty.
                     interval += " (the same difference at every seed)"
                 left_out = vs.get("not_finite")
                 note = f" ({len(left_out)} diverged seed(s) left out)" if left_out else ""

@@ -203,6 +203,18 @@ def _finished_children(output):
 
 def _check_settings(output, settings):
     """`(settings as JSON, changed)`: `changed` lists the settings a rerun changes."""
+    oracle = os.path.join(output, "oracle.json")
+    if os.path.exists(oracle):
+        try:
+            with open(oracle, encoding="utf-8") as f:
+                foreign = "search" not in json.load(f)
+        except ValueError:
+            foreign = False  # unreadable: KerasTuner's reload says so
+        if foreign:  # refused before KerasTuner's reload writes a tuner file there
+            raise UsageError(
+                f"{output} holds a KerasTuner project that is not a keras-swish search (its "
+                "oracle.json has no search state). Use another --output."
+            )
     path = os.path.join(output, "search.json")
     mine = json.loads(json.dumps(dataclasses.asdict(settings)))
     changed = []

@@ -11,9 +11,9 @@ trial exists:
 
 - a candidate that is constant, not finite on the probe range or without a
   usable gradient is *rejected*: it gets the lowest reward (0) and no child
-  is trained (finite at β = 1, where a child starts; constant or flat at
-  each β of `CHECK_BETAS`: β trains, so `beta * x - x`, zero at β = 1, is
-  a child);
+  is trained (at β = 1, where a child's β starts; one constant there whose
+  gradient for β varies with x, such as `beta * x - x`, is a child: β trains
+  it off the constant);
 - a candidate equivalent to an earlier one (same outputs on the probe set at
   each β of `EQUIVALENCE_BETAS`) is *collapsed* into it: it reuses that
   trial's reward and is listed with it on the leaderboard. β is trainable
@@ -39,9 +39,6 @@ OBJECTIVE = "reward"  # the child's validation accuracy (its recipe's monitor)
 # β values two candidates must agree at to be one: at β = 1 alone every
 # trainable-β candidate would fall into its β = 1 twin and never be trained.
 EQUIVALENCE_BETAS = (0.5, 1.0, 2.0)
-# The same values for the checks, the initial β first: a candidate is constant (or
-# flat) only if it is so at each; `beta * x - x` is zero at β = 1 alone.
-CHECK_BETAS = (1.0, 0.5, 2.0)
 LOWEST_REWARD = 0.0
 # Proposals in a row that bring nothing new before a random or controller
 # search counts its space as exhausted (or its policy as converged).
@@ -114,7 +111,7 @@ class ExpressionOracle(keras_tuner.Oracle):
             tokens, expr, meta = proposal
             formula = str(expr)
             try:
-                hygiene.check(expr, CHECK_BETAS)
+                hygiene.check(expr, trainable_beta=True)
             except hygiene.CandidateRejected as rejection:
                 if formula not in self._rejected_formulas:
                     self._rejected_formulas.add(formula)

@@ -167,8 +167,8 @@ def _check_chiefs_settings(values, mine):
         )
         raise WorkerSettingsError(
             f"this worker's search settings differ from the chief's: {details}. Start every "
-            "worker with the chief's command (only --data-dir and --output may name this "
-            "machine's folders), then run this one again."
+            "worker with the chief's command (only --data-dir, --output and the --config "
+            "file's path may name this machine's folders), then run this one again."
         )
 
 
@@ -180,9 +180,9 @@ def _flat(settings):
     """{"child_flags": {"steps_per_epoch": 4}} → {"child_flags.steps_per_epoch": 4}."""
     out = {}
     for key, value in settings.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             out.update((f"{key}.{k}", v) for k, v in _flat(value).items())
-        else:
+        elif value is not None:  # None (no --config) and {} (no --set) hold no setting
             out[key] = value
     return out
 
