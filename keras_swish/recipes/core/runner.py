@@ -169,11 +169,12 @@ def config_text(experiment, config):
     return f"experiment: {experiment.name}\n" + dump_yaml(config)
 
 
-def _flatten(values, prefix=""):
+def flatten(values, prefix=""):
+    """{"train": {"epochs": 3}} → {"train.epochs": 3} (an empty dict adds no key)."""
     flat = {}
     for key, value in (values or {}).items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -310,7 +311,7 @@ def _check_config(experiment, config):
     path = os.path.join(config.train.output, "config.yaml")
     if not os.path.exists(path):
         return None
-    old = _flatten(load_yaml(path))
+    old = flatten(load_yaml(path))
     new = _flat_config(experiment, config)
     for key, before in ADDED_KEYS.items():
         if key in new and key not in old:
@@ -355,7 +356,7 @@ def _check_config(experiment, config):
 
 def _flat_config(experiment, config):
     """`config` as config.yaml writes it, flat: {"train.epochs": 3, ...}."""
-    return _flatten(load_yaml_text(config_text(experiment, config)))
+    return flatten(load_yaml_text(config_text(experiment, config)))
 
 
 def load_yaml_text(text):

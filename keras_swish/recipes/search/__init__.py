@@ -211,10 +211,9 @@ def _check_settings(output, settings):
         except ValueError:
             foreign = False  # unreadable: KerasTuner's reload says so
         if foreign:  # refused before KerasTuner's reload writes a tuner file there
-            raise UsageError(
-                f"{output} holds a KerasTuner project that is not a keras-swish search (its "
-                "oracle.json has no search state). Use another --output."
-            )
+            from keras_swish.recipes.search.oracles import not_a_search
+
+            raise UsageError(not_a_search(output))
     path = os.path.join(output, "search.json")
     mine = json.loads(json.dumps(dataclasses.asdict(settings)))
     changed = []

@@ -207,11 +207,8 @@ class ExpressionOracle(keras_tuner.Oracle):
         return state
 
     def set_state(self, state):
-        if "search" not in state:
-            raise SearchMismatch(
-                f"{self._project_dir} holds a KerasTuner project that is not a keras-swish "
-                "search (its oracle.json has no search state). Use another --output."
-            )
+        if "search" not in state:  # `search.search` refuses it first, writing nothing
+            raise SearchMismatch(not_a_search(self._project_dir))
         super().set_state(state)
         search = state["search"]
         if search["strategy"] != self.strategy or search["space"] != space_config(self.space):
@@ -261,6 +258,14 @@ class ExpressionOracle(keras_tuner.Oracle):
     def _save_trial(self, trial):
         path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
         write_atomic(path, json.dumps(trial.get_state()))
+
+
+def not_a_search(folder):
+    """The error for a folder whose oracle.json holds another KerasTuner project."""
+    return (
+        f"{folder} holds a KerasTuner project that is not a keras-swish search (its "
+        "oracle.json has no search state). Use another --output."
+    )
 
 
 class SearchMismatch(keras_tuner.errors.FatalError):

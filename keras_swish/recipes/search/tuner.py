@@ -32,7 +32,7 @@ import keras_tuner
 
 from keras_swish.errors import UsageError
 from keras_swish.recipes.core.config import write_atomic
-from keras_swish.recipes.core.runner import reported
+from keras_swish.recipes.core.runner import flatten, reported
 from keras_swish.recipes.search.oracles import LOWEST_REWARD, OBJECTIVE
 
 
@@ -159,7 +159,11 @@ def _check_chiefs_settings(values, mine):
     # Settings both know (a key one version lacks is not compared), named by their
     # own keys where they are dicts (`child_flags.steps_per_epoch`).
     shared = [k for k in theirs if k in mine and theirs[k] != mine[k]]
-    theirs, mine = _flat({k: theirs[k] for k in shared}), _flat({k: mine[k] for k in shared})
+    # None (no --config) and {} (no --set) hold no setting.
+    theirs, mine = (
+        {k: v for k, v in flatten({k: side[k] for k in shared}).items() if v is not None}
+        for side in (theirs, mine)
+    )
     changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k, ...) != mine.get(k, ...))
     if changed:
         details = ", ".join(
@@ -174,17 +178,6 @@ def _check_chiefs_settings(values, mine):
 
 def _shown(settings, key):
     return repr(settings[key]) if key in settings else "not set"
-
-
-def _flat(settings):
-    """{"child_flags": {"steps_per_epoch": 4}} → {"child_flags.steps_per_epoch": 4}."""
-    out = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            out.update((f"{key}.{k}", v) for k, v in _flat(value).items())
-        elif value is not None:  # None (no --config) and {} (no --set) hold no setting
-            out[key] = value
-    return out
 
 
 def _reload_where_the_oracle_is(directory, project_name):
