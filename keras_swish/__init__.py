@@ -19,6 +19,7 @@ _activations.install()
 # that `keras.models.load_model(".../best.keras", safe_mode=True)` works in a
 # process that imports only keras_swish (neither imports keras_hub or data code).
 from keras_swish.recipes.core import schedules as _schedules  # noqa: E402, F401
+from keras_swish.recipes.models import auxiliary as _auxiliary  # noqa: E402, F401
 from keras_swish.recipes.models import cifar as _cifar  # noqa: E402, F401
 from keras_swish.recipes.models import transformer as _transformer  # noqa: E402, F401
 

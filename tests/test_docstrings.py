@@ -18,6 +18,7 @@ import keras_swish
 import keras_swish.callbacks
 import keras_swish.callbacks.betas
 import keras_swish.expressions
+from keras_swish.recipes.models import auxiliary
 
 
 def _public():
@@ -31,10 +32,8 @@ def _public():
             if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
                 found.setdefault(id(obj), (f"{module.__name__}.{name}", obj))
     # Modules whose own functions have examples, though not listed in `__all__`.
-    found.setdefault(
-        id(keras_swish.callbacks.betas),
-        ("keras_swish.callbacks.betas", keras_swish.callbacks.betas),
-    )
+    for module in (keras_swish.callbacks.betas, auxiliary):
+        found.setdefault(id(module), (module.__name__, module))
     return sorted(found.values(), key=lambda item: item[0])
 
 

@@ -89,6 +89,8 @@ def test_inception_resnet_v2_imagenet_is_tf_slims():
         1e-3,
     )
     assert config.data.image_size == 299
+    # train_image_classifier.py: the AuxLogits loss, weights=0.4, the same label smoothing.
+    assert model.auxiliary_weight == 0.4
 
 
 def _model_garden_lr(step, peak, warmup, decay_steps, rate):

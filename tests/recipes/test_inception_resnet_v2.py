@@ -13,6 +13,7 @@ from keras_swish import SwishBeta
 from keras_swish.recipes.core import runner
 from keras_swish.recipes.core.config import ConfigError, parse_set
 from keras_swish.recipes.core.registry import get_recipe
+from keras_swish.recipes.models.auxiliary import AuxiliaryLossClassifier
 from keras_swish.recipes.models.inception_resnet_v2 import (
     MIN_IMAGE_SIZE,
     InceptionResNetV2Config,
@@ -38,7 +39,8 @@ ACTIVATION_KINDS = (
 
 
 def small(activation="swish_beta", **kwargs):
-    """The full network at its smallest input, 75×75, with 10 classes."""
+    """The full network at its smallest input, 75×75, with 10 classes (no auxiliary head)."""
+    kwargs.setdefault("auxiliary_weight", 0.0)
     config = InceptionResNetV2Config(activation=activation, **kwargs)
     return build_inception_resnet_v2(config, (75, 75, 3), 10)
 
@@ -88,10 +90,20 @@ def test_residual_scales_and_weight_decay():
         for layer in model.layers
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
     ]
-    assert len(model.losses) == len(kernels) == UNITS + 40 + 1
+    # TF-Slim's arg scope decays the biases too: the residual 1×1 convs' and the logits'.
+    biases = [
+        layer.bias
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.use_bias
+    ]
+    assert len(kernels) == UNITS + 40 + 1 and len(biases) == 40 + 1
+    assert len(model.losses) == len(kernels) + len(biases)
+    # Give the biases (zeros at first) values, so that their penalty counts.
+    for bias in biases:
+        bias.assign(np.full(bias.shape, 0.5, "float32"))
     # TF-Slim's l2_regularizer(wd) is wd·Σw²/2 (tf.nn.l2_loss): Keras L2(wd / 2).
     expected = sum(
-        1e-4 * float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) / 2 for k in kernels
+        1e-4 * float(np.sum(np.square(keras.ops.convert_to_numpy(w)))) / 2 for w in kernels + biases
     )
     total = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
     assert total == pytest.approx(expected, rel=1e-5)
@@ -105,22 +117,38 @@ def test_full_size_parameter_count():
     assert len(reference_acts) == ACTIVATIONS
     assert not any(bn.scale for bn in batchnorms(reference))  # what the paper warns about
     assert reference.count_params() == 55_873_736
-    config = InceptionResNetV2Config(activation="relu", batchnorm_scale=False)
+    config = InceptionResNetV2Config(activation="relu", batchnorm_scale=False, auxiliary_weight=0)
     keras_like = build_inception_resnet_v2(config, (299, 299, 3), 1000)
     assert keras_like.count_params() == reference.count_params()  # the same network
 
     model = build_inception_resnet_v2(InceptionResNetV2Config(), (299, 299, 3), 1000)
-    gammas = sum(int(bn.gamma.shape[0]) for bn in batchnorms(model))
-    betas = sum(
-        int(np.prod(layer.beta.shape)) for layer in model.layers if isinstance(layer, SwishBeta)
+    assert isinstance(model, AuxiliaryLossClassifier) and model.auxiliary_weight == 0.4
+    network = model.network
+    body = [layer for layer in network.layers if not layer.name.startswith("aux_")]
+    gammas = sum(
+        int(bn.gamma.shape[0]) for bn in body if isinstance(bn, keras.layers.BatchNormalization)
     )
-    assert model.count_params() == reference.count_params() + gammas + betas
-    assert abs(model.count_params() / 55.8e6 - 1) < 0.01
-    assert model.output.shape == (None, 1000)
+    betas = sum(int(np.prod(layer.beta.shape)) for layer in body if isinstance(layer, SwishBeta))
+    # TF-Slim's AuxLogits at 299×299: 17×17×1088 → 5×5 average pool, stride 3 →
+    # 1×1 conv 128 (BN) → 5×5 conv 768 (BN), valid → 1×1 → logits.
+    grid = network.get_layer("block17_20_act").output.shape
+    assert grid == (None, 17, 17, 1088)
+    assert network.get_layer("aux_pool").output.shape == (None, 5, 5, 1088)
+    assert network.get_layer("aux_conv_2").kernel.shape == (5, 5, 128, 768)
+    # Its BatchNorms keep γ (4 weights a channel) and its two units take the
+    # activation (TF-Slim's conv2d arg scope): a β a channel.
+    aux_head = 1088 * 128 + 5 * 5 * 128 * 768 + 768 * 1000 + 1000 + (4 + 1) * (128 + 768)
+    aux_acts = [network.get_layer(f"aux_conv_{i}_act") for i in (1, 2)]
+    assert all(isinstance(a, SwishBeta) for a in aux_acts)
+    assert model.count_params() == reference.count_params() + gammas + betas + aux_head
+    assert abs((model.count_params() - aux_head) / 55.8e6 - 1) < 0.01
+    assert model.output_shape == (None, 1000)
+    assert [tuple(o.shape) for o in network.outputs] == [(None, 1000), (None, 1000)]
 
 
-def test_saved_model_loads_in_safe_mode(tmp_path):
-    model = small(weight_decay=0.0)
+@pytest.mark.parametrize("auxiliary_weight", [0.0, 0.4])
+def test_saved_model_loads_in_safe_mode(tmp_path, auxiliary_weight):
+    model = small(weight_decay=0.0, auxiliary_weight=auxiliary_weight)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 75, 75, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     path = str(tmp_path / "irv2.keras")
@@ -130,6 +158,7 @@ def test_saved_model_loads_in_safe_mode(tmp_path):
         keras.ops.convert_to_numpy(restored(x, training=False)), expected, rtol=1e-5, atol=1e-6
     )
     assert [type(layer) for layer in restored.layers] == [type(layer) for layer in model.layers]
+    assert type(restored) is type(model)
 
 
 def test_reference_defaults_and_embedded_experiment():
@@ -211,8 +240,6 @@ def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
         "inception_resnet_v2",
         "--activation",
         "relu",
-        "--epochs",
-        "2",
         "--steps-per-epoch",
         "12",
         "--output",
@@ -220,8 +247,13 @@ def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
         "--verbose",
         "2",
     ]
-    result = cli(*args)
+    # One epoch, then the run continued to two: the auxiliary head's weights and
+    # their optimizer state come back from the checkpoint.
+    result = cli(*args, "--epochs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
+    result = cli(*args, "--epochs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming at epoch 2 of 2" in result.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["completed"] is True and metrics["recipe"] == "inception_resnet_v2"
     first, second = metrics["epochs"]

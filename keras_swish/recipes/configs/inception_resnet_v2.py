@@ -14,9 +14,12 @@ Inception-v4 paper: research/slim/train_image_classifier.py (RMSProp
 `learning_rate_decay_factor` 0.94 every `num_epochs_per_decay` 2.0,
 staircase, `weight_decay` 4e-5) and research/slim/nets/inception_resnet_v2.py
 (`inception_resnet_v2_arg_scope`: `slim.l2_regularizer(weight_decay)` — a
-penalty wd·Σw²/2 — BatchNorm decay 0.9997, ε 1e-3; dropout keep 0.8 before
-the logits), with 299×299 Inception crops (area ≥ 10 %, central 87.5 % for
-evaluation: `train_image_classifier.py` passes no box to
+penalty wd·Σw²/2, on the weights and the biases — BatchNorm decay 0.9997,
+ε 1e-3; dropout keep 0.8 before the logits; the auxiliary head `AuxLogits`,
+whose cross-entropy `train_image_classifier.py` adds with `weights=0.4` and
+the same label smoothing: `model.auxiliary_weight` 0.4), with 299×299
+Inception crops (area ≥ 10 %, central 87.5 % for evaluation:
+`train_image_classifier.py` passes no box to
 `inception_preprocessing.preprocess_for_train`, which then takes the whole
 image as the box its crops must cover 10 % of — `min_object_covered` 0.1
 over `area_range` 0.05–1, the same crops as areas 0.1–1) and TF-Slim's
@@ -24,6 +27,13 @@ colour distortion (`inception_preprocessing`, fast mode: brightness ± 32/255,
 then saturation × 0.5–1.5), and label smoothing
 0.1 from Inception-v3 (TF-Slim's flag defaults to 0). BatchNorm keeps its
 scale γ, which TF-Slim turns off: the paper points out that Swish needs it.
+
+TF-Slim's optimizer is TF1's `tf.train.RMSPropOptimizer`, whose running mean
+of squared gradients starts at 1 where Keras's `RMSprop` starts at 0; both
+add ε inside the square root. With ε 1.0 the ratio of the two
+denominators after t steps is at most √(1 + 0.9^t): √2 at the first step,
+under 1.003 after 50, while the warm-up from 0 keeps the rate under 1 % of
+its peak for the first 60 steps at batch 640: the recipe keeps Keras's.
 
 The papers trained asynchronously at 0.045: Inception-v4 on 20 replicas
 (its batch size is not stated), Inception-v3 on 50 replicas of 32 images

@@ -22,7 +22,7 @@ def reference_l2(weight_decay):
     return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
-def classifier_head(x, num_classes, dropout, regularizer, name):
+def classifier_head(x, num_classes, dropout, regularizer, name, bias_regularizer=None):
     """Global average pooling, dropout and a float32 softmax classifier."""
     x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
     if dropout:
@@ -31,6 +31,7 @@ def classifier_head(x, num_classes, dropout, regularizer, name):
         num_classes,
         activation="softmax",
         kernel_regularizer=regularizer,
+        bias_regularizer=bias_regularizer,
         dtype="float32",  # the softmax stays float32 under mixed precision
         name=f"{name}_predictions",
     )(x)

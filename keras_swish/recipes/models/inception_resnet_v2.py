@@ -2,14 +2,28 @@
 
 The network is `keras.applications.InceptionResNetV2` (stem, 10 × block35,
 reduction A, 20 × block17, reduction B, 10 × block8, residual scales
-0.17 / 0.1 / 0.2, the last block8 without activation; no auxiliary head),
-rebuilt so that every nonlinearity — each conv-BN unit and each block's
-output after its scaled residual addition, 243 places — takes the chosen
-activation, and every BatchNormalization keeps its scale γ: the paper points
-out that Swish needs it, and `keras.applications` turns it off. The residual
-scaling is a `Rescaling` and an `Add` layer, so `.keras` files load in safe
-mode. Weight decay wd is the references' penalty wd·Σw²/2 (TF-Slim's
-`l2_regularizer`), Keras's `L2(wd / 2)`, on every kernel. Its training
+0.17 / 0.1 / 0.2, the last block8 without activation), rebuilt so that every
+nonlinearity — each conv-BN unit and each block's output after its scaled
+residual addition, 243 places — takes the chosen activation, and every
+BatchNormalization keeps its scale γ: the paper points out that Swish needs
+it, and `keras.applications` turns it off. The residual scaling is a
+`Rescaling` and an `Add` layer, so `.keras` files load in safe mode.
+
+With `auxiliary_weight` > 0 (0.4, the default) the network also has TF-Slim's
+auxiliary head (research/slim/nets/inception_resnet_v2.py, `AuxLogits`) on the
+17 × 17 grid after the 20 block17: 5 × 5 average pooling with stride 3, a
+1 × 1 conv-BN unit of 128, a conv-BN unit of 768 over the whole remaining
+grid (5 × 5 at 299 × 299; both with the activation), and a classifier; its
+loss is added with that weight in training only (`AuxiliaryLossClassifier`,
+TF-Slim's `train_image_classifier.py`: `weights=0.4`, the same label
+smoothing). Below 299 × 299 the grid can be smaller than 5 × 5 (3 × 3 at
+75 × 75): the pooling window is then the whole grid. With 0 the model is the
+plain functional network of one output.
+
+Weight decay wd is the references' penalty wd·Σw²/2 (TF-Slim's
+`l2_regularizer`), Keras's `L2(wd / 2)`, on every kernel and on the biases
+TF-Slim's `inception_resnet_v2_arg_scope` decays too (`biases_regularizer`:
+the residual 1 × 1 convolutions' and the classifiers'). Its training
 settings live in `keras_swish.recipes.configs.inception_resnet_v2`.
 """
 
@@ -23,6 +37,7 @@ from keras_swish.recipes.models.activations import (
     activation_slug,
     is_piecewise_linear,
 )
+from keras_swish.recipes.models.auxiliary import AuxiliaryLossClassifier
 from keras_swish.recipes.models.common import (
     classifier_head,
     reference_l2,
@@ -40,6 +55,8 @@ class InceptionResNetV2Config:
     batchnorm_momentum: float = 0.9997
     batchnorm_epsilon: float = 1e-3
     batchnorm_scale: bool = True  # forced on for activations that are not piecewise linear
+    # The auxiliary head's loss weight in training (TF-Slim's AuxLogits, weights=0.4); 0: no head.
+    auxiliary_weight: float = 0.4
 
 
 def validate(config):
@@ -51,6 +68,12 @@ def validate(config):
         "model.batchnorm_epsilon",
         model.batchnorm_epsilon,
         "positive",
+    )
+    check(
+        model.auxiliary_weight >= 0,
+        "model.auxiliary_weight",
+        model.auxiliary_weight,
+        ">= 0 (0: no auxiliary head)",
     )
     size = config.data.image_size
     check(size >= MIN_IMAGE_SIZE, "data.image_size", size, f"at least {MIN_IMAGE_SIZE}")
@@ -65,7 +88,10 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
         num_classes: Classifier width.
 
     Returns:
-        A functional `keras.Model` named `inception_resnet_v2_<activation>`.
+        A model named `inception_resnet_v2_<activation>`: the functional
+        network, or with `auxiliary_weight` > 0 an `AuxiliaryLossClassifier`
+        holding it (`.network`, two outputs: predictions and the auxiliary
+        head's).
     """
     c = model_config
     regularizer = reference_l2(c.weight_decay)
@@ -121,6 +147,7 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
             1,
             kernel_initializer="he_normal",
             kernel_regularizer=regularizer,
+            bias_regularizer=regularizer,  # TF-Slim's biases_regularizer
             name=f"{name}_conv",
         )(mixed)
         up = keras.layers.Rescaling(residual_scale, name=f"{name}_scale")(up)
@@ -164,6 +191,22 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     )
     for i in range(1, 21):
         x = residual_block(x, "block17", 0.1, f"block17_{i}")
+    if c.auxiliary_weight:
+        # TF-Slim's AuxLogits on 'PreAuxLogits' (17 × 17 × 1088 at 299 × 299).
+        aux = keras.layers.AveragePooling2D(
+            min(5, x.shape[1]), strides=3, padding="valid", name="aux_pool"
+        )(x)
+        aux = unit(aux, 128, 1, "aux_conv_1")
+        aux = unit(aux, 768, tuple(aux.shape[1:3]), "aux_conv_2", padding="valid")
+        aux = keras.layers.Flatten(name="aux_flatten")(aux)
+        aux = keras.layers.Dense(
+            num_classes,
+            activation="softmax",
+            kernel_regularizer=regularizer,
+            bias_regularizer=regularizer,
+            dtype="float32",
+            name="aux_predictions",
+        )(aux)
     # Mixed 7a (Reduction-B): 8 × 8 × 2080.
     b2 = unit(unit(x, 256, 1, "mixed_7a_b2_1"), 288, 3, "mixed_7a_b2_2")
     x = keras.layers.Concatenate(name="mixed_7a")(
@@ -194,5 +237,11 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     # no activation after it.
     x = residual_block(x, "block8", 1.0, "block8_10", activation=False)
     x = unit(x, 1536, 1, "conv_7b")  # 8 × 8 × 1536
-    outputs = classifier_head(x, num_classes, c.dropout, regularizer, "inception_resnet_v2")
-    return keras.Model(inputs, outputs, name=f"inception_resnet_v2_{activation_slug(c.activation)}")
+    outputs = classifier_head(
+        x, num_classes, c.dropout, regularizer, "inception_resnet_v2", bias_regularizer=regularizer
+    )
+    name = f"inception_resnet_v2_{activation_slug(c.activation)}"
+    if not c.auxiliary_weight:
+        return keras.Model(inputs, outputs, name=name)
+    network = keras.Model(inputs, [outputs, aux], name=f"{name}_network")
+    return AuxiliaryLossClassifier(network, c.auxiliary_weight, name=name)
