@@ -130,6 +130,55 @@ def test_killed_oracle_resumes_without_rerunning_finished_trials(tmp_path):
     assert sorted(handed + rest) == sorted(TINY_TRAINED)
 
 
+def _child(oracle, trial):
+    return os.path.join(oracle._get_trial_dir(trial.trial_id), "child")
+
+
+def test_a_chief_restarted_alone_leaves_running_trials_to_their_workers(tmp_path):
+    from keras_swish.recipes.core.run_state import RunLock, is_locked
+
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    lost = first.create_trial("tuner0")
+    alive = first.create_trial("tuner1")
+    # tuner1's worker lives on, training its child (it holds the folder's lock);
+    # tuner0's died with the chief.
+    lock = RunLock(_child(first, alive))
+    try:
+        second = _oracle(oracles.ExhaustiveOracle, tmp_path)
+        second.reload()
+        assert second.create_trial("tuner2").trial_id == lost.trial_id  # run again
+        fresh = second.create_trial("tuner3")
+        assert fresh.trial_id not in (lost.trial_id, alive.trial_id)  # not tuner1's
+        assert second.create_trial("tuner1").trial_id == alive.trial_id  # its own
+        _finish(second, alive, 0.5)  # tuner1 reports to the restarted chief
+    finally:
+        lock.release()
+    assert not is_locked(_child(second, alive))  # a lock of a process gone is none
+    assert second.reward_order == [alive.trial_id]
+    assert alive.trial_id not in [t.trial_id for t in second.ongoing_trials.values()]
+    rest = _drive(second, tuners=("tuner2", "tuner3"))
+    handed = [alive.hyperparameters.values["formula"], *rest]
+    assert sorted(handed) == sorted(TINY_TRAINED)  # each child once
+
+
+def test_a_trial_ended_twice_is_counted_once_and_not_run_again(tmp_path):
+    # Where the chief cannot see a live worker's lock (a file system without
+    # locks), it queues that worker's trial again; the trial's end takes it off.
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    first.create_trial("tuner0")
+    alive = first.create_trial("tuner1")
+    second = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    second.reload()
+    _finish(second, alive, 0.5)  # tuner1, still training, reports
+    assert alive.trial_id not in second._retry_queue
+    # tuner2 gets the other queued trial, not the ended one.
+    assert second.create_trial("tuner2").trial_id != alive.trial_id
+    _finish(second, alive, 0.6)  # a second run of it ending: counted once
+    assert second.reward_order.count(alive.trial_id) == 1
+    rest = _drive(second, tuners=("tuner2", "tuner3"))  # tuner2's trial first
+    assert sorted([alive.hyperparameters.values["formula"], *rest]) == sorted(TINY_TRAINED)
+
+
 def test_a_folder_of_another_search_is_refused(tmp_path):
     first = _oracle(oracles.ExhaustiveOracle, tmp_path)
     _finish(first, first.create_trial("tuner0"), 0.3)

@@ -124,6 +124,30 @@ class RunLock:
             self._fd = None
 
 
+def is_locked(output):
+    """Whether a process holds `output`'s `RunLock` now (False where that cannot be known).
+
+    Takes nothing: a folder without a lock file, a platform without `flock` or
+    a file system without locks reads as not held. The process asking counts
+    as another if it holds the lock itself (`flock` locks an open file).
+    """
+    try:
+        fd = os.open(os.path.join(output, LOCK_NAME), os.O_RDWR)
+    except OSError:  # no lock file: never locked
+        return False
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except (ImportError, OSError):
+        return False
+    finally:
+        os.close(fd)  # and with it the lock this call took
+    return False
+
+
 class RunState:
     """The committed state of the run in `output`.
 

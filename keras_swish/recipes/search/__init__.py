@@ -19,7 +19,9 @@ last finished epoch), and the strategy continues from its saved state.
 Distributed: with `KERASTUNER_ORACLE_IP`/`KERASTUNER_ORACLE_PORT` set, the
 process whose `KERASTUNER_TUNER_ID` is `chief` serves the oracle and the
 others (`tuner0`, `tuner1`, ... on any machine) train children;
-`--workers N` starts such a chief and N workers on this machine.
+`--workers N` starts such a chief and N workers on this machine. A chief
+restarted alone while its workers train on leaves each running trial to the
+worker whose lock is on its child folder, and re-runs the others.
 """
 
 import dataclasses

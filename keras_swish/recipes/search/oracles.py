@@ -5,7 +5,9 @@ activation each, as the values `{"formula": ..., "tokens": ...}`), stores
 every trial on disk (`<search dir>/trial_*/trial.json`, `oracle.json`),
 re-runs the trials that were running when a search was killed, and serves
 remote workers over gRPC (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
-`KERASTUNER_ORACLE_PORT`). What KerasTuner does not know is the candidate
+`KERASTUNER_ORACLE_PORT`; a chief restarted alone leaves the trials its live
+workers are training to them: their child folders are locked). What
+KerasTuner does not know is the candidate
 hygiene of the paper's search, which every oracle here applies before a
 trial exists:
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from keras_swish.expressions import hygiene
 from keras_swish.recipes.core.config import write_atomic
+from keras_swish.recipes.core.run_state import is_locked
 
 OBJECTIVE = "reward"  # the child's validation accuracy (its recipe's monitor)
 # β values two candidates must agree at to be one: at β = 1 alone every
@@ -169,7 +172,12 @@ class ExpressionOracle(keras_tuner.Oracle):
         super().end_trial(trial)
         trial = self.trials[trial.trial_id]
         if trial.status in ("COMPLETED", "FAILED"):
-            self._count(trial)
+            # Ended for good: where a restarted chief queued it again (its worker
+            # lived on, unseen), it is not run again, and one ended twice (two
+            # runs of it) is counted once.
+            self._retry_queue = [t for t in self._retry_queue if t != trial.trial_id]
+            if trial.trial_id not in self.reward_order:
+                self._count(trial)
         self.save()
         if self.on_change is not None:
             self.on_change(self)
@@ -225,6 +233,7 @@ class ExpressionOracle(keras_tuner.Oracle):
         self.durations = search["durations"]
         self.reward_order = search["reward_order"]
         self.set_strategy_state(search)
+        self._held_when_saved = dict(state["ongoing_trials"])  # tuner id → trial id
 
     def reload(self):
         super().reload()
@@ -243,6 +252,18 @@ class ExpressionOracle(keras_tuner.Oracle):
         # A trial ended by KerasTuner (its state saved with the trial still
         # ongoing) but not yet counted here when killed is retried by KerasTuner:
         # its child is complete, so it ends again at once and is counted then.
+
+        # KerasTuner queues every trial that was running for any worker to run
+        # again: right where the whole search was killed, but a chief restarted
+        # alone would hand a trial a live worker is still training to another
+        # (two runs of one child folder; the second stops at its lock). A trial
+        # whose child folder is locked now stays with the worker that holds it.
+        for tuner_id, trial_id in getattr(self, "_held_when_saved", {}).items():
+            child = os.path.join(self._get_trial_dir(trial_id), "child")
+            if trial_id in self._retry_queue and is_locked(child):
+                self._retry_queue = [t for t in self._retry_queue if t != trial_id]
+                self.ongoing_trials[tuner_id] = self.trials[trial_id]
+        self._held_when_saved = {}
 
     def strategy_state(self):
         return {}
