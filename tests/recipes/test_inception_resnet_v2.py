@@ -107,6 +107,13 @@ def test_residual_scales_and_weight_decay():
     )
     total = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
     assert total == pytest.approx(expected, rel=1e-5)
+    # Runs from before kept their biases free (`decay_biases` false); so does the
+    # auxiliary head's classifier then, which has one otherwise.
+    assert len(small(weight_decay=1e-4, decay_biases=False).losses) == len(kernels)
+    with_head = small(weight_decay=1e-4, auxiliary_weight=0.4).network
+    assert with_head.get_layer("aux_predictions").bias_regularizer is not None
+    # The head's two conv kernels, its classifier's kernel and bias.
+    assert len(with_head.losses) == len(kernels) + len(biases) + 4
 
 
 def test_full_size_parameter_count():
@@ -157,8 +164,10 @@ def test_saved_model_loads_in_safe_mode(tmp_path, auxiliary_weight):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(restored(x, training=False)), expected, rtol=1e-5, atol=1e-6
     )
-    assert [type(layer) for layer in restored.layers] == [type(layer) for layer in model.layers]
     assert type(restored) is type(model)
+    network = getattr(model, "network", model)
+    restored = getattr(restored, "network", restored)
+    assert [type(layer) for layer in restored.layers] == [type(layer) for layer in network.layers]
 
 
 def test_reference_defaults_and_embedded_experiment():
@@ -247,8 +256,8 @@ def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
         "--verbose",
         "2",
     ]
-    # One epoch, then the run continued to two: the auxiliary head's weights and
-    # their optimizer state come back from the checkpoint.
+    # One epoch, then the run continued to two: the model with its auxiliary head
+    # comes back from the checkpoint (a weight or optimizer step missing stops it).
     result = cli(*args, "--epochs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     result = cli(*args, "--epochs", "2")

@@ -288,13 +288,16 @@ def test_a_run_made_before_a_config_key_existed_resumes_with_its_old_behaviour(t
         runner.check_output(experiment, config)
     assert "data.color_distortion (False → True)" in str(error.value)
     assert "optimizer.decay_after_warmup (False → True)" in str(error.value)
-    # ... and an auxiliary head: a run from before it resumes only without one.
+    # ... and an auxiliary head and decayed biases: a run from before resumes without.
     run = tmp_path / "irv2-before-aux"
-    _run_folder(run, "inception_resnet_v2/imagenet", {}, drop=("auxiliary_weight",))
+    drop = ("auxiliary_weight", "decay_biases")
+    _run_folder(run, "inception_resnet_v2/imagenet", {}, drop=drop)
     flags = {"output": str(run)}
-    with pytest.raises(UsageError, match=r"model\.auxiliary_weight \(0\.0 → 0\.4\)"):
+    with pytest.raises(UsageError) as error:
         runner.check_output(*runner.resolve("inception_resnet_v2/imagenet", flags=flags)[1:])
-    overrides = {"model": {"auxiliary_weight": 0.0}}
+    assert "model.auxiliary_weight (0.0 → 0.4)" in str(error.value)
+    assert "model.decay_biases (False → True)" in str(error.value)
+    overrides = {"model": {"auxiliary_weight": 0.0, "decay_biases": False}}
     resolved = runner.resolve("inception_resnet_v2/imagenet", flags=flags, overrides=overrides)
     assert runner.check_output(*resolved[1:]) is not None
     # A Transformer run from before model.attention_dropout used model.dropout

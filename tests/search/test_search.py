@@ -150,6 +150,7 @@ def test_a_chief_restarted_alone_leaves_running_trials_to_their_workers(tmp_path
         fresh = second.create_trial("tuner3")
         assert fresh.trial_id not in (lost.trial_id, alive.trial_id)  # not tuner1's
         assert second.create_trial("tuner1").trial_id == alive.trial_id  # its own
+        assert "tuner1" in second.tuner_ids  # the chief serves until tuner1 is done
         _finish(second, alive, 0.5)  # tuner1 reports to the restarted chief
     finally:
         lock.release()
@@ -173,10 +174,47 @@ def test_a_trial_ended_twice_is_counted_once_and_not_run_again(tmp_path):
     assert alive.trial_id not in second._retry_queue
     # tuner2 gets the other queued trial, not the ended one.
     assert second.create_trial("tuner2").trial_id != alive.trial_id
-    _finish(second, alive, 0.6)  # a second run of it ending: counted once
+    # A second run of it ends (failed, say): the first end stands, counted once.
+    alive.status = "FAILED"
+    second.end_trial(alive)
     assert second.reward_order.count(alive.trial_id) == 1
+    assert second.trials[alive.trial_id].status == "COMPLETED"
+    assert oracles.reward_of(second.trials[alive.trial_id]) == 0.5
     rest = _drive(second, tuners=("tuner2", "tuner3"))  # tuner2's trial first
     assert sorted([alive.hyperparameters.values["formula"], *rest]) == sorted(TINY_TRAINED)
+
+
+def test_a_worker_handed_a_trial_another_one_runs_waits_for_it(tmp_path, monkeypatch, capsys):
+    # The seconds between a worker getting a trial and locking its child folder:
+    # a restarted chief cannot see it is running and may hand it out again.
+    import threading
+
+    from keras_swish.recipes.core.run_state import RunLock
+    from keras_swish.recipes.search import tuner
+
+    monkeypatch.setattr(tuner, "LOCK_POLL_SECONDS", 0.05)
+    child = str(tmp_path / "child")
+    first = RunLock(child)  # the first worker trains it
+    timer = threading.Timer(0.5, first.release)
+    timer.start()
+    attempts = []
+
+    def train(recipe, experiment, config, verbose):  # as runner.train takes the folder
+        attempts.append(time.monotonic())
+        lock = RunLock(child)
+        lock.release()
+        return {"completed": True}
+
+    started = time.monotonic()
+    try:
+        assert tuner.train_when_free(train, None, None, None) == {"completed": True}
+    finally:
+        timer.cancel()
+        first.release()
+    assert attempts[-1] - started >= 0.5 and len(attempts) > 2  # tried until it was free
+    assert f"{child} is in use by another process (pid {os.getpid()}): waiting" in (
+        capsys.readouterr().out
+    )
 
 
 def test_a_folder_of_another_search_is_refused(tmp_path):

@@ -31,8 +31,8 @@ scale γ, which TF-Slim turns off: the paper points out that Swish needs it.
 TF-Slim's optimizer is TF1's `tf.train.RMSPropOptimizer`, whose running mean
 of squared gradients starts at 1 where Keras's `RMSprop` starts at 0; both
 add ε inside the square root. With ε 1.0 the ratio of the two
-denominators after t steps is at most √(1 + 0.9^t): √2 at the first step,
-under 1.003 after 50, while the warm-up from 0 keeps the rate under 1 % of
+denominators after t steps is at most √(1 + 0.9^t): √1.9 at the first
+step, under 1.003 after 50, while the warm-up from 0 keeps the rate under 1 % of
 its peak for the first 60 steps at batch 640: the recipe keeps Keras's.
 
 The papers trained asynchronously at 0.045: Inception-v4 on 20 replicas

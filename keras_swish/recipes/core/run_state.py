@@ -71,6 +71,12 @@ def read_json(path):
 LOCK_NAME = ".lock"
 
 
+class RunFolderInUse(UsageError):
+    """Another process holds a run folder's `RunLock` (`output`, the holder's pid `holder`)."""
+
+    output = holder = None
+
+
 class RunLock:
     """An exclusive lock on a run folder for this process (`<run>/.lock`).
 
@@ -84,7 +90,7 @@ class RunLock:
         output: The run folder (made if missing).
 
     Raises:
-        UsageError: Another process holds the folder (its pid is named).
+        RunFolderInUse: Another process holds the folder (its pid is named).
     """
 
     def __init__(self, output):
@@ -101,10 +107,12 @@ class RunLock:
             holder = os.read(self._fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(self._fd)
             self._fd = None
-            raise UsageError(
+            busy = RunFolderInUse(
                 f"Run folder {output} is in use by another process (pid {holder}). Wait for "
                 "it to finish or stop it, then run the same command again."
-            ) from None
+            )
+            busy.output, busy.holder = output, holder
+            raise busy from None
         except OSError as error:  # a file system without locks: NFS without lockd, Lustre
             if error.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 os.close(self._fd)
@@ -127,12 +135,14 @@ class RunLock:
 def is_locked(output):
     """Whether a process holds `output`'s `RunLock` now (False where that cannot be known).
 
-    Takes nothing: a folder without a lock file, a platform without `flock` or
-    a file system without locks reads as not held. The process asking counts
-    as another if it holds the lock itself (`flock` locks an open file).
+    A folder without a lock file, a platform without `flock` or a file system
+    without locks reads as not held. A free lock is taken for an instant to
+    find that out (a `RunLock` made in that instant raises `RunFolderInUse`).
+    The process asking counts as another if it holds the lock itself (`flock`
+    locks an open file).
     """
-    try:
-        fd = os.open(os.path.join(output, LOCK_NAME), os.O_RDWR)
+    try:  # read-only: flock needs no more, and a chief of another user can read
+        fd = os.open(os.path.join(output, LOCK_NAME), os.O_RDONLY)
     except OSError:  # no lock file: never locked
         return False
     try:

@@ -78,7 +78,9 @@ ADDED_KEYS = {
     "model.decay_all_parameters": False,
     "model.kernel_initializer": "he_normal",
     "train.average_last": 0,
-    "model.auxiliary_weight": 0.0,  # Inception-ResNet-v2 had no auxiliary head
+    # Inception-ResNet-v2 had no auxiliary head and no decay on its biases.
+    "model.auxiliary_weight": 0.0,
+    "model.decay_biases": False,
     # keras-hub's layers used `dropout` on the attention probabilities too.
     "model.attention_dropout": lambda old: old.get("model.dropout"),
 }

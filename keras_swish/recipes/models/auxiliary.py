@@ -25,8 +25,9 @@ class AuxiliaryLossClassifier(keras.Model):
     with `training=True` it returns both, and `compute_loss` adds
     `auxiliary_weight` × the compiled loss of the auxiliary predictions to the
     usual loss (the compiled loss of the predictions, plus the regularizers').
-    Metrics see the predictions alone. The compiled loss must be one loss
-    (a `keras.losses.Loss`, a name or a function), not a dict or a list.
+    Metrics see the predictions alone. The compiled loss must be one
+    `keras.losses.Loss` object (the same object is applied to both), without
+    `loss_weights`; `compile` refuses anything else.
 
     Args:
         network: A functional `keras.Model` with two outputs, `(predictions,
@@ -48,7 +49,9 @@ class AuxiliaryLossClassifier(keras.Model):
     ...     ],
     ... )
     >>> model = AuxiliaryLossClassifier(network, auxiliary_weight=0.4)
-    >>> model.compile("sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    >>> model.compile(
+    ...     "sgd", loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"]
+    ... )
     >>> tuple(model(keras.ops.ones((2, 4))).shape)
     (2, 3)
     >>> history = model.fit(
@@ -60,10 +63,11 @@ class AuxiliaryLossClassifier(keras.Model):
 
     def __init__(self, network, auxiliary_weight=0.4, **kwargs):
         super().__init__(**kwargs)
-        if len(network.outputs) != 2:
+        outputs = getattr(network, "outputs", None) or []
+        if len(outputs) != 2:
             raise ValueError(
-                f"`network` must have two outputs (predictions, auxiliary predictions); "
-                f"{network.name} has {len(network.outputs)}."
+                "`network` must be a functional model with two outputs (predictions, "
+                f"auxiliary predictions); {network.name} has {len(outputs)}."
             )
         if not auxiliary_weight > 0:
             raise ValueError(f"`auxiliary_weight` must be positive; got {auxiliary_weight}.")
@@ -74,6 +78,24 @@ class AuxiliaryLossClassifier(keras.Model):
     def call(self, inputs, training=None):
         predictions, auxiliary = self.network(inputs, training=training)
         return (predictions, auxiliary) if training else predictions
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
+        # The auxiliary loss is this one object applied to the auxiliary head;
+        # a name, a function, a structure or loss weights would each need
+        # Keras's own handling of them repeated here.
+        if not isinstance(loss, keras.losses.Loss) or loss_weights is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes one `keras.losses.Loss` object as its loss "
+                f"and no `loss_weights`; got loss={loss!r}, loss_weights={loss_weights!r}."
+            )
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras's own (keras/src/trainers/trainer.py) skips a model whose
+        # `compile` is overridden, with a warning: a loaded model would come
+        # back uncompiled. This one's only checks its arguments first.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
 
     def compute_output_shape(self, input_shape):
         return self.network.compute_output_shape(input_shape)[0]
@@ -92,16 +114,9 @@ class AuxiliaryLossClassifier(keras.Model):
         )
         if auxiliary is None:
             return loss
-        if isinstance(self.loss, (dict, list, tuple)):
-            raise ValueError(
-                f"{type(self).__name__} takes one compiled loss; got {type(self.loss).__name__}."
-            )
         # A `keras.losses.Loss` called directly reduces over the batch and
         # scales for the distribution strategy, as the compiled loss does.
-        loss_fn = keras.losses.get(self.loss)
-        if not isinstance(loss_fn, keras.losses.Loss):
-            loss_fn = _Reduced(loss_fn)
-        auxiliary_loss = loss_fn(y, auxiliary, sample_weight)
+        auxiliary_loss = self.loss(y, auxiliary, sample_weight)
         return loss + self.auxiliary_weight * keras.ops.cast(auxiliary_loss, loss.dtype)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -124,14 +139,3 @@ class AuxiliaryLossClassifier(keras.Model):
             config.pop("network"), custom_objects=custom_objects
         )
         return cls(network, **config)
-
-
-class _Reduced(keras.losses.Loss):
-    """A loss function (per-example values) as a `Loss`: reduced over the batch, scaled."""
-
-    def __init__(self, fn):
-        super().__init__(name=getattr(fn, "__name__", None))
-        self.fn = fn
-
-    def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred)

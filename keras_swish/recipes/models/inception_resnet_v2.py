@@ -21,9 +21,10 @@ smoothing). Below 299 × 299 the grid can be smaller than 5 × 5 (3 × 3 at
 plain functional network of one output.
 
 Weight decay wd is the references' penalty wd·Σw²/2 (TF-Slim's
-`l2_regularizer`), Keras's `L2(wd / 2)`, on every kernel and on the biases
-TF-Slim's `inception_resnet_v2_arg_scope` decays too (`biases_regularizer`:
-the residual 1 × 1 convolutions' and the classifiers'). Its training
+`l2_regularizer`), Keras's `L2(wd / 2)`, on every kernel and, with
+`decay_biases` (the default), on the biases TF-Slim's
+`inception_resnet_v2_arg_scope` decays too (`biases_regularizer`: the
+residual 1 × 1 convolutions' and the classifiers'). Its training
 settings live in `keras_swish.recipes.configs.inception_resnet_v2`.
 """
 
@@ -57,6 +58,8 @@ class InceptionResNetV2Config:
     batchnorm_scale: bool = True  # forced on for activations that are not piecewise linear
     # The auxiliary head's loss weight in training (TF-Slim's AuxLogits, weights=0.4); 0: no head.
     auxiliary_weight: float = 0.4
+    # L2 on the biases too (TF-Slim's arg scope: biases_regularizer, the same wd).
+    decay_biases: bool = True
 
 
 def validate(config):
@@ -95,6 +98,7 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     """
     c = model_config
     regularizer = reference_l2(c.weight_decay)
+    bias_regularizer = regularizer if c.decay_biases else None
     scale = c.batchnorm_scale or not is_piecewise_linear(c.activation)
 
     def act(x, name):
@@ -147,7 +151,7 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
             1,
             kernel_initializer="he_normal",
             kernel_regularizer=regularizer,
-            bias_regularizer=regularizer,  # TF-Slim's biases_regularizer
+            bias_regularizer=bias_regularizer,
             name=f"{name}_conv",
         )(mixed)
         up = keras.layers.Rescaling(residual_scale, name=f"{name}_scale")(up)
@@ -194,7 +198,7 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     if c.auxiliary_weight:
         # TF-Slim's AuxLogits on 'PreAuxLogits' (17 × 17 × 1088 at 299 × 299).
         aux = keras.layers.AveragePooling2D(
-            min(5, x.shape[1]), strides=3, padding="valid", name="aux_pool"
+            (min(5, x.shape[1]), min(5, x.shape[2])), strides=3, padding="valid", name="aux_pool"
         )(x)
         aux = unit(aux, 128, 1, "aux_conv_1")
         aux = unit(aux, 768, tuple(aux.shape[1:3]), "aux_conv_2", padding="valid")
@@ -203,7 +207,7 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
             num_classes,
             activation="softmax",
             kernel_regularizer=regularizer,
-            bias_regularizer=regularizer,
+            bias_regularizer=bias_regularizer,
             dtype="float32",
             name="aux_predictions",
         )(aux)
@@ -238,7 +242,7 @@ def build_inception_resnet_v2(model_config, input_shape, num_classes):
     x = residual_block(x, "block8", 1.0, "block8_10", activation=False)
     x = unit(x, 1536, 1, "conv_7b")  # 8 × 8 × 1536
     outputs = classifier_head(
-        x, num_classes, c.dropout, regularizer, "inception_resnet_v2", bias_regularizer=regularizer
+        x, num_classes, c.dropout, regularizer, "inception_resnet_v2", bias_regularizer
     )
     name = f"inception_resnet_v2_{activation_slug(c.activation)}"
     if not c.auxiliary_weight:

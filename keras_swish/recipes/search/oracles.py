@@ -89,6 +89,7 @@ class ExpressionOracle(keras_tuner.Oracle):
         self.started_at = {}  # trial_id → time.time() when handed out
         self.durations = {}  # trial_id → seconds
         self.reward_order = []  # trial_ids in the order their rewards came
+        self._counted = set()  # the same ids, to look up
         # The search's settings as JSON (`search.comparable_settings`), handed out
         # with every trial: a worker refuses to train a trial of other settings.
         self.settings = None
@@ -169,21 +170,34 @@ class ExpressionOracle(keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
+        if trial.trial_id in self._counted:
+            # Ended before: a second run of it (a restarted chief that could not
+            # see its worker's lock handed it out again). The first end stands:
+            # its reward is the one the strategy learnt from.
+            self._release(trial.trial_id)
+            self.save()
+            return
         super().end_trial(trial)
         trial = self.trials[trial.trial_id]
         if trial.status in ("COMPLETED", "FAILED"):
-            # Ended for good: where a restarted chief queued it again (its worker
-            # lived on, unseen), it is not run again, and one ended twice (two
-            # runs of it) is counted once.
-            self._retry_queue = [t for t in self._retry_queue if t != trial.trial_id]
-            if trial.trial_id not in self.reward_order:
-                self._count(trial)
+            # Ended for good: where a restarted chief queued it again, it is not
+            # run again.
+            self._release(trial.trial_id)
+            self._count(trial)
         self.save()
         if self.on_change is not None:
             self.on_change(self)
 
+    def _release(self, trial_id):
+        """Takes an ended trial off the retry queue and off the tuner that ran it."""
+        self._retry_queue = [t for t in self._retry_queue if t != trial_id]
+        for tuner_id, ongoing in list(self.ongoing_trials.items()):
+            if ongoing.trial_id == trial_id:
+                self.ongoing_trials.pop(tuner_id)
+
     def _count(self, trial):
         """Enters an ended trial's reward: leaderboard order, duration, the strategy."""
+        self._counted.add(trial.trial_id)
         started = self.started_at.pop(trial.trial_id, None)
         seconds = None
         if trial.metrics.exists("seconds"):
@@ -232,6 +246,7 @@ class ExpressionOracle(keras_tuner.Oracle):
         self._rejected_formulas = {r["formula"] for r in self.rejected}
         self.durations = search["durations"]
         self.reward_order = search["reward_order"]
+        self._counted = set(self.reward_order)
         self.set_strategy_state(search)
         self._held_when_saved = dict(state["ongoing_trials"])  # tuner id → trial id
 
@@ -263,6 +278,9 @@ class ExpressionOracle(keras_tuner.Oracle):
             if trial_id in self._retry_queue and is_locked(child):
                 self._retry_queue = [t for t in self._retry_queue if t != trial_id]
                 self.ongoing_trials[tuner_id] = self.trials[trial_id]
+                # A tuner holding a trial keeps the chief serving (KerasTuner's
+                # exit_chief waits for tuner_ids and ongoing_trials to empty).
+                self.tuner_ids.add(tuner_id)
         self._held_when_saved = {}
 
     def strategy_state(self):

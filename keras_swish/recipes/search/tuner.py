@@ -32,6 +32,7 @@ import keras_tuner
 
 from keras_swish.errors import UsageError
 from keras_swish.recipes.core.config import write_atomic
+from keras_swish.recipes.core.run_state import RunFolderInUse
 from keras_swish.recipes.core.runner import flatten, reported
 from keras_swish.recipes.search.oracles import LOWEST_REWARD, OBJECTIVE
 
@@ -108,7 +109,7 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
                 # Most candidates have no SwishBeta for BetaMonitor to follow; that is no news.
                 warnings.filterwarnings("ignore", message="BetaMonitor: model")
                 with contextlib.redirect_stdout(log):
-                    record = runner.train(recipe, experiment, config, verbose=2)
+                    record = train_when_free(runner.train, recipe, experiment, config)
             steps = config.train.epochs * record["steps_per_epoch"]
             reward, error = _reward(record, recipe.monitor)
             _prune(output)
@@ -143,6 +144,33 @@ class ChildTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if not self._is_worker():
             self.oracle.save()
         write_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+
+LOCK_POLL_SECONDS = 10
+
+
+def train_when_free(train, recipe, experiment, config):
+    """`train(recipe, experiment, config, verbose=2)`, waiting while its folder is in use.
+
+    A chief restarted alone gives a running trial back to its worker when the
+    child folder is locked; in the seconds between a worker getting a trial and
+    locking its folder it cannot tell, and may hand the trial to a second
+    worker. That one waits for the first to finish, then finds the child
+    complete (or resumes it, if the first died) and reports the same result.
+    """
+    waiting = False
+    while True:
+        try:
+            return train(recipe, experiment, config, verbose=2)
+        except RunFolderInUse as busy:
+            if not waiting:
+                print(
+                    f"Run folder {busy.output} is in use by another process (pid "
+                    f"{busy.holder}): waiting for it to finish ...",
+                    flush=True,
+                )
+                waiting = True
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def _check_chiefs_settings(values, mine):
