@@ -28,26 +28,27 @@ if keras.backend.backend() == "tensorflow":
 import keras_swish  # noqa: E402,F401  (registers "swish_beta")
 
 # The longest test files first, by their seconds in one clean-clone `pytest -n 2
-# --durations=120` run (2026-12-05; rounded). Under `--dist loadfile` a file runs
+# --durations=150` run (2026-12-05, session 17; rounded). Under `--dist loadfile` a file runs
 # whole on one worker: pytest-xdist's default order (most tests first) put these
 # files of few, long tests last, where one of them could leave the other worker
 # idle at the end. Longest first (LPT), the short files fill in at the end. Files
 # not listed (each under a minute) keep their order after these;
 # `--no-loadscope-reorder` (pyproject.toml) keeps this order.
 _FILE_SECONDS = {
-    "tests/test_multi_worker.py": 870,
-    "tests/recipes/test_runner.py": 710,
-    "tests/recipes/test_inception_resnet_v2.py": 500,
-    "tests/search/test_search.py": 490,
-    "tests/test_backends.py": 390,
-    "tests/recipes/test_transformer_nmt_cli.py": 330,
-    "tests/recipes/test_averaging.py": 280,
-    "tests/recipes/test_portability.py": 270,
-    "tests/recipes/test_cli.py": 270,
-    "tests/recipes/test_compare.py": 230,
-    "tests/recipes/test_cifar.py": 200,
-    "tests/search/test_expr_recipes.py": 150,
-    "tests/recipes/test_data.py": 50,
+    "tests/test_multi_worker.py": 1130,
+    "tests/recipes/test_runner.py": 760,
+    "tests/recipes/test_inception_resnet_v2.py": 700,
+    "tests/search/test_search.py": 570,
+    "tests/test_backends.py": 450,
+    "tests/recipes/test_transformer_nmt_cli.py": 340,
+    "tests/recipes/test_cli.py": 320,
+    "tests/recipes/test_averaging.py": 320,
+    "tests/recipes/test_compare.py": 200,
+    "tests/recipes/test_cifar.py": 190,
+    "tests/recipes/test_portability.py": 170,
+    "tests/search/test_expr_recipes.py": 130,
+    "tests/recipes/test_transformer_nmt.py": 50,
+    "tests/recipes/test_data.py": 20,
 }
 
 

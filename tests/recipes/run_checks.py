@@ -34,6 +34,20 @@ print("RESULT " + json.dumps(out))
 """
 
 
+def fresh_process_result(script, *args, timeout=600):
+    """Runs `python -c SCRIPT ARGS` in a fresh process; the JSON of its `RESULT ` line."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
 def assert_loads_anywhere(run, tolerance=1e-4):
     """best.keras (final.keras, averaged.keras if kept) load in safe mode in a fresh process.
 
@@ -41,16 +55,7 @@ def assert_loads_anywhere(run, tolerance=1e-4):
     give the numbers metrics.json reports for them (best, averaged: their final
     evaluation; last: the validation of its epoch during training).
     """
-    result = subprocess.run(
-        [sys.executable, "-c", _LOADER, str(run)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=900,
-    )
-    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
-    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
-    measured = json.loads(line[len("RESULT ") :])
+    measured = fresh_process_result(_LOADER, run, timeout=900)
     metrics = json.loads((run / "metrics.json").read_text())
     assert ("averaged.keras" in measured) == ("averaged" in metrics)
     names = {"best.keras": "best", "final.keras": "last", "averaged.keras": "averaged"}

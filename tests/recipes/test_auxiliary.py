@@ -1,14 +1,11 @@
 """AuxiliaryLossClassifier: the auxiliary head's loss in training only, against NumPy."""
 
-import json
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 
 from keras_swish.recipes.models.auxiliary import AuxiliaryLossClassifier
+from tests.recipes.run_checks import fresh_process_result
 
 N, D, H, C = 6, 4, 5, 3
 SMOOTHING, WEIGHT, L2 = 0.1, 0.4, 0.01
@@ -169,15 +166,7 @@ def test_saved_file_loads_and_trains_on_in_a_fresh_process(tmp_path):
     model.save(path)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
-    result = subprocess.run(
-        [sys.executable, "-c", _FRESH, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
+    out = fresh_process_result(_FRESH, path, tmp_path / "x.npy", tmp_path / "y.npy")
     ref = _reference(_weights(model), x, y)
     assert out["type"] == "AuxiliaryLossClassifier"
     np.testing.assert_allclose(out["predictions"], ref["p"], rtol=1e-5)

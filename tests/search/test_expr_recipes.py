@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.recipes.run_checks import ROOT
+from tests.recipes.run_checks import fresh_process_result
 
 _CHECK = r"""
 import json, sys
@@ -54,15 +54,6 @@ def test_recipe_trains_and_saves_a_formula_activation(recipe, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["completed"] and metrics["activation"] == f"expr:{formula}"
-    loaded = subprocess.run(
-        [sys.executable, "-c", _CHECK, str(output / "best.keras")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    line = next(x for x in loaded.stdout.splitlines() if x.startswith("RESULT "))
-    found = json.loads(line[len("RESULT ") :])
+    found = fresh_process_result(_CHECK, output / "best.keras")
     assert found["formulas"] == [formula]
     assert found["count"] >= 2 and found["betas"] == found["count"]  # each use owns its β
