@@ -62,8 +62,8 @@ learning rates per activation (`--set optimizer.learning_rate=...`, per
 and a short schedule (2 epochs of 15 steps of batch 32): a smoke run of the
 paper's network that finishes in about 5 minutes on 2 CPU cores. With
 `--activation relu` it learns at once (validation top-1 0.89 after 3 × 40
-steps, measured with the auxiliary head); with swish_beta it starts slowly (≈ 0.3 after the same 120
-steps): Swish after each residual addition is not an identity at the start,
+steps, measured with the auxiliary head); with swish_beta it starts slowly
+(0.20 after the same 120 steps): Swish after each residual addition is not an identity at the start,
 so the full network first behaves like one without shortcuts.
 """
 
