@@ -89,7 +89,6 @@ class ExpressionOracle(keras_tuner.Oracle):
         self.started_at = {}  # trial_id → time.time() when handed out
         self.durations = {}  # trial_id → seconds
         self.reward_order = []  # trial_ids in the order their rewards came
-        self._counted = set()  # the same ids, to look up
         # The search's settings as JSON (`search.comparable_settings`), handed out
         # with every trial: a worker refuses to train a trial of other settings.
         self.settings = None
@@ -170,7 +169,7 @@ class ExpressionOracle(keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
-        if trial.trial_id in self._counted:
+        if trial.trial_id in self.reward_order:
             # Ended before: a second run of it (a restarted chief that could not
             # see its worker's lock handed it out again). The first end stands:
             # its reward is the one the strategy learnt from.
@@ -197,7 +196,6 @@ class ExpressionOracle(keras_tuner.Oracle):
 
     def _count(self, trial):
         """Enters an ended trial's reward: leaderboard order, duration, the strategy."""
-        self._counted.add(trial.trial_id)
         started = self.started_at.pop(trial.trial_id, None)
         seconds = None
         if trial.metrics.exists("seconds"):
@@ -246,7 +244,6 @@ class ExpressionOracle(keras_tuner.Oracle):
         self._rejected_formulas = {r["formula"] for r in self.rejected}
         self.durations = search["durations"]
         self.reward_order = search["reward_order"]
-        self._counted = set(self.reward_order)
         self.set_strategy_state(search)
         self._held_when_saved = dict(state["ongoing_trials"])  # tuner id → trial id
 
