@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -182,6 +183,38 @@ def test_a_trial_ended_twice_is_counted_once_and_not_run_again(tmp_path):
     assert oracles.reward_of(second.trials[alive.trial_id]) == 0.5
     rest = _drive(second, tuners=("tuner2", "tuner3"))  # tuner2's trial first
     assert sorted([alive.hyperparameters.values["formula"], *rest]) == sorted(TINY_TRAINED)
+
+
+@pytest.mark.parametrize("where", ["create_trial", "end_trial"])
+def test_an_error_inside_the_oracle_frees_its_lock_for_the_chiefs_other_threads(
+    tmp_path, monkeypatch, where
+):
+    # A distributed chief serves each worker's call on a gRPC thread and asks
+    # `exit_chief` from its main thread at the end; an error in a served call
+    # (a full disk while saving, say) must not leave the oracle locked.
+    from keras_tuner.src.distribute.oracle_chief import exit_chief
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    trial = oracle.create_trial("tuner0")
+    if where == "create_trial":
+        monkeypatch.setattr(oracle, "propose", fail)
+        with pytest.raises(OSError, match="No space left"):
+            oracle.create_trial("tuner1")
+    else:
+        monkeypatch.setattr(oracle, "save", fail)
+        with pytest.raises(OSError, match="No space left"):
+            _finish(oracle, trial, 0.5)
+    answers = []
+    other = threading.Thread(target=lambda: answers.append(exit_chief(oracle)), daemon=True)
+    other.start()
+    other.join(timeout=30)
+    assert not other.is_alive(), "the oracle's lock was left held by the failed call"
+    assert answers == [False]  # tuner0 (or tuner1) still counts as a worker
+    monkeypatch.undo()
+    assert oracle.create_trial("tuner1").status == "RUNNING"  # and it serves on
 
 
 def test_a_worker_handed_a_trial_another_one_runs_waits_for_it(tmp_path, monkeypatch, capsys):

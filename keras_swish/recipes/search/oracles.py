@@ -165,10 +165,41 @@ class ExpressionOracle(keras_tuner.Oracle):
         trial = self.trials.get(trial_id)
         return trial.hyperparameters.values.get("formula") if trial else None
 
-    # --- trial ends -----------------------------------------------------------
+    # --- the oracle's lock ------------------------------------------------------
+
+    # KerasTuner's `synchronized` (keras_tuner/src/engine/oracle.py, 1.4.8) releases
+    # the oracle's lock only when the method returns: an exception (a full disk
+    # while saving, a strategy's error) leaves it held, and a distributed chief
+    # then hangs at the end of the search (its main thread waits on that lock in
+    # `exit_chief`) instead of stopping. Each entry point below runs its work in
+    # `_locked`, which always returns, and raises the error once the lock is free.
 
     @keras_tuner.synchronized
+    def _locked(self, function, *args, **kwargs):
+        """`function(*args, **kwargs)` under the oracle's lock: `(result, error)`."""
+        try:
+            return function(*args, **kwargs), None
+        except BaseException as error:  # re-raised by `_unlocked`, lock released
+            return None, error
+
+    def _unlocked(self, function, *args, **kwargs):
+        result, error = self._locked(function, *args, **kwargs)
+        if error is not None:
+            raise error
+        return result
+
+    def create_trial(self, tuner_id):
+        return self._unlocked(super().create_trial, tuner_id)
+
+    def update_trial(self, trial_id, metrics, step=0):
+        return self._unlocked(super().update_trial, trial_id, metrics, step=step)
+
     def end_trial(self, trial):
+        return self._unlocked(self._end_trial, trial)
+
+    # --- trial ends -----------------------------------------------------------
+
+    def _end_trial(self, trial):
         if trial.trial_id in self.reward_order:
             # Ended before: a second run of it (a restarted chief that could not
             # see its worker's lock handed it out again). The first end stands:
