@@ -2,9 +2,11 @@
 
 ```
 keras-swish beta-report PATH [--out-dir DIR]
+keras-swish recipes | train | evaluate | translate | compare | search | launch ...
 ```
 
-Each subcommand is one `_add_<name>(subparsers)` function that sets a
+`beta-report` is added by `_add_beta_report(subparsers)`, the recipes'
+commands by `keras_swish.recipes.cli.add_subcommands`; each sets a
 `handler(args) -> int`; what only a handler needs (matplotlib, model
 loading, training) is imported inside it. Bad input (a
 `keras_swish.errors.UsageError` from a handler: a config value, a path, a

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ from keras_swish.recipes.models.inception_resnet_v2 import (
     InceptionResNetV2Config,
     build_inception_resnet_v2,
 )
-from tests.recipes.run_checks import assert_loads_anywhere
+from tests.recipes.run_checks import assert_loads_anywhere, train_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -251,18 +252,22 @@ def test_train_on_embedded_data_learns_and_writes_every_output(tmp_path):
         "relu",
         "--steps-per-epoch",
         "12",
-        "--output",
-        str(run),
+        "--epochs",
+        "2",
         "--verbose",
         "2",
     ]
-    # One epoch, then the run continued to two: the model with its auxiliary head
-    # comes back from the checkpoint (a weight or optimizer step missing stops it).
-    result = cli(*args, "--epochs", "1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = cli(*args, "--epochs", "2")
+    # SIGKILLed right after epoch 1's commit, before best.keras and metrics.json
+    # are written; the same command resumes the model with its auxiliary head
+    # from the checkpoint (a weight or optimizer step missing stops it) and
+    # publishes epoch 1's files first.
+    result = train_process(args, run, kill_at="epoch_committed:1")
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    assert not (run / "best.keras").exists() and not (run / "metrics.json").exists()
+    result = train_process(args, run)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming at epoch 2 of 2" in result.stdout
+    assert result.stdout.count("Epoch 2/2") == 1 and "Epoch 1/2" not in result.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["completed"] is True and metrics["recipe"] == "inception_resnet_v2"
     first, second = metrics["epochs"]

@@ -185,7 +185,33 @@ def test_a_trial_ended_twice_is_counted_once_and_not_run_again(tmp_path):
     assert sorted([alive.hyperparameters.values["formula"], *rest]) == sorted(TINY_TRAINED)
 
 
-@pytest.mark.parametrize("where", ["create_trial", "end_trial"])
+def test_a_trial_its_worker_could_not_report_runs_again_and_counts_once(tmp_path):
+    # KerasTuner marks a trial INVALID when `run_trial` or the report to the
+    # oracle raises (ChildTuner scores a child's own failure itself).
+    oracle = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    trial = oracle.create_trial("tuner0")
+    trial.status = "INVALID"
+    oracle.end_trial(trial)
+    assert trial.trial_id not in oracle.reward_order and trial.trial_id in oracle._retry_queue
+    again = oracle.create_trial("tuner1")
+    assert again.trial_id == trial.trial_id
+    _finish(oracle, again, 0.75)
+    assert oracle.reward_order == [trial.trial_id]
+    assert oracles.reward_of(oracle.trials[trial.trial_id]) == 0.75
+    # Reported INVALID on every run (three): a failure then, scored once.
+    other = oracle.create_trial("tuner0")
+    for run in range(3):
+        assert oracle.trials[other.trial_id].status == "RUNNING"
+        other.status = "INVALID"
+        oracle.end_trial(other)
+        if run < 2:
+            assert oracle.create_trial("tuner0").trial_id == other.trial_id
+    assert oracle.trials[other.trial_id].status == "FAILED"
+    assert oracle.reward_order == [trial.trial_id, other.trial_id]
+    assert oracles.reward_of(oracle.trials[other.trial_id]) == oracles.LOWEST_REWARD
+
+
+@pytest.mark.parametrize("where", ["create_trial", "update_trial", "end_trial"])
 def test_an_error_inside_the_oracle_frees_its_lock_for_the_chiefs_other_threads(
     tmp_path, monkeypatch, where
 ):
@@ -203,6 +229,10 @@ def test_an_error_inside_the_oracle_frees_its_lock_for_the_chiefs_other_threads(
         monkeypatch.setattr(oracle, "propose", fail)
         with pytest.raises(OSError, match="No space left"):
             oracle.create_trial("tuner1")
+    elif where == "update_trial":
+        monkeypatch.setattr(oracle, "_save_trial", fail)
+        with pytest.raises(OSError, match="No space left"):
+            oracle.update_trial(trial.trial_id, {"reward": 0.5})
     else:
         monkeypatch.setattr(oracle, "save", fail)
         with pytest.raises(OSError, match="No space left"):

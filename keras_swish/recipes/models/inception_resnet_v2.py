@@ -4,10 +4,11 @@ The network is `keras.applications.InceptionResNetV2` (stem, 10 × block35,
 reduction A, 20 × block17, reduction B, 10 × block8, residual scales
 0.17 / 0.1 / 0.2, the last block8 without activation), rebuilt so that every
 nonlinearity — each conv-BN unit and each block's output after its scaled
-residual addition, 243 places — takes the chosen activation, and every
-BatchNormalization keeps its scale γ: the paper points out that Swish needs
-it, and `keras.applications` turns it off. The residual scaling is a
-`Rescaling` and an `Add` layer, so `.keras` files load in safe mode.
+residual addition, 243 places, and the auxiliary head's two units — takes
+the chosen activation, and every BatchNormalization keeps its scale γ: the
+paper points out that Swish needs it, and `keras.applications` turns it off.
+The residual scaling is a `Rescaling` and an `Add` layer, so `.keras` files
+load in safe mode.
 
 With `auxiliary_weight` > 0 (0.4, the default) the network also has TF-Slim's
 auxiliary head (research/slim/nets/inception_resnet_v2.py, `AuxLogits`) on the

@@ -5,6 +5,8 @@ A search is a folder (`--output`, default `runs/search-EXPERIMENT-STRATEGY`):
 ```
 search.json                the settings (re-running with other settings is refused)
 oracle.json, tuner*.json   KerasTuner's state: trials handed out, the strategy's state
+chief.json                 --workers: the chief's tuner state (as tuner*.json)
+workers/tuner<i>.log       --workers: each local worker's output
 controller-N.npz           the RNN controller's weights and optimizer slots after N updates (rnn)
 trial_<id>/trial.json      one trial: its formula, reward, steps and time
 trial_<id>/child/          the child's run folder (an ordinary `keras-swish train` run)

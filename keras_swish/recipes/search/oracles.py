@@ -3,7 +3,8 @@
 KerasTuner is the engine: an `Oracle` hands out trials (here one candidate
 activation each, as the values `{"formula": ..., "tokens": ...}`), stores
 every trial on disk (`<search dir>/trial_*/trial.json`, `oracle.json`),
-re-runs the trials that were running when a search was killed, and serves
+re-runs the trials that were running when a search was killed (and, up to
+twice, a trial its worker could not report), and serves
 remote workers over gRPC (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 `KERASTUNER_ORACLE_PORT`; a chief restarted alone leaves the trials its live
 workers are training to them: their child folders are locked). What
@@ -78,6 +79,11 @@ class ExpressionOracle(keras_tuner.Oracle):
             seed=seed,
             # A failed child is a result (the lowest reward), never a reason to stop.
             max_consecutive_failed_trials=2**31,
+            # A child's own failure is caught in `ChildTuner.run_trial` and scored;
+            # a trial ends INVALID only where its worker could not report it (the
+            # chief's update raised: a full disk, say). Run it again: its child
+            # folder resumes, or reports at once where it finished.
+            max_retries_per_trial=2,
         )
         self.space = space
         self.verbose = 0  # KerasTuner's own trial tables; the search prints its progress line
