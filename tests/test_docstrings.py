@@ -18,7 +18,7 @@ import keras_swish
 import keras_swish.callbacks
 import keras_swish.callbacks.betas
 import keras_swish.expressions
-from keras_swish.recipes.models import auxiliary
+from keras_swish.recipes.models import auxiliary, transformer
 
 
 def _public():
@@ -32,7 +32,7 @@ def _public():
             if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
                 found.setdefault(id(obj), (f"{module.__name__}.{name}", obj))
     # Modules whose own functions have examples, though not listed in `__all__`.
-    for module in (keras_swish.callbacks.betas, auxiliary):
+    for module in (keras_swish.callbacks.betas, auxiliary, transformer):
         found.setdefault(id(module), (module.__name__, module))
     return sorted(found.values(), key=lambda item: item[0])
 

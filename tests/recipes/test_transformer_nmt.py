@@ -217,6 +217,39 @@ def test_attention_dropout_is_its_own_rate_beside_the_residual_dropout(attention
     assert {block.dropout for block in blocks} == {0.5}
 
 
+def test_a_loaded_model_gets_its_attention_dropout_back(tmp_path):
+    # A .keras file keeps keras-hub's config (one `dropout`): loaded, the
+    # attention probabilities drop out at the residual rate until it is set again.
+    import keras_hub
+
+    from keras_swish.recipes.models.transformer import (
+        attention_layers,
+        set_transformer_attention_dropout,
+    )
+
+    config = tiny(dropout=0.5, attention_dropout=0.0)
+    path = str(tmp_path / "model.keras")
+    build_transformer(config, vocab_size=30, max_length=32).save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
+
+    def dropped(model):
+        kinds = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
+        blocks = [layer for layer in model.layers if isinstance(layer, kinds)]
+        attentions = [a for block in blocks for a in attention_layers(block)]
+        assert len(attentions) == 2 + 3 * 2
+        return [
+            not np.array_equal(*(to_numpy(a(x, x, training=True)) for _ in range(2)))
+            for a in attentions
+        ]
+
+    assert all(dropped(loaded))
+    assert set_transformer_attention_dropout(loaded, config.attention_dropout) == 8
+    assert not any(dropped(loaded))
+    with pytest.raises(ValueError, match=r"`rate` must be in \[0, 1\). Received: rate=1"):
+        set_transformer_attention_dropout(loaded, 1)
+
+
 def test_padding_changes_nothing():
     model = build_transformer(tiny(dropout=0.1), vocab_size=30, max_length=32)
     rng = np.random.default_rng(0)

@@ -168,16 +168,68 @@ def build_transformer(config, vocab_size, max_length):
         y = decoder(y, x, encoder_padding_mask=source_mask)
     if c.normalize_first:
         y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(y)
-    for block in blocks:  # built by their calls above
-        for attention in attention_layers(block):
-            set_attention_dropout(attention, c.attention_dropout)
     logits = embedding(y, reverse=True)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model(
+    model = keras.Model(
         {"source": source, "target_in": target},
         logits,
         name=f"transformer_{activation_slug(c.activation)}",
     )
+    set_transformer_attention_dropout(model, c.attention_dropout)  # blocks built above
+    return model
+
+
+def set_transformer_attention_dropout(model, rate):
+    """Sets the attention-probability dropout of every Transformer block in `model`.
+
+    keras-hub's `TransformerEncoder` and `TransformerDecoder` apply their one
+    `dropout` to the residuals and to the attention probabilities; the
+    translation recipe drops out the residuals only (Vaswani et al., section
+    5.4: `model.attention_dropout` 0). A `.keras` file keeps each block's
+    keras-hub config, so a run's model loaded with `keras.models.load_model`
+    drops out its attention probabilities at `dropout` in training: call this
+    with the run's `model.attention_dropout` before training it further
+    (`keras-swish train` does so for the models it builds and resumes).
+    Inference is the same either way.
+
+    Args:
+        model: A built `keras.Model` with keras-hub Transformer blocks as layers.
+        rate: The dropout rate on the attention probabilities, in [0, 1).
+
+    Returns:
+        The number of attention layers set (encoder: 1 per block, decoder: 2).
+
+    Example:
+
+    >>> from keras_swish.recipes.models.transformer import (
+    ...     build_transformer, set_transformer_attention_dropout)
+    >>> from keras_swish.recipes.tasks.translation import TransformerConfig
+    >>> config = TransformerConfig(d_model=16, num_heads=2, ffn_dim=32,
+    ...     encoder_layers=1, decoder_layers=1)
+    >>> model = build_transformer(config, vocab_size=40, max_length=16)
+    >>> path = tempfile.mkdtemp() + "/model.keras"
+    >>> model.save(path)
+    >>> loaded = keras.models.load_model(path)
+    >>> set_transformer_attention_dropout(loaded, config.attention_dropout)
+    3
+    """
+    import keras_hub  # imported on use: loading a model needs only keras_swish
+
+    if not 0 <= rate < 1:
+        raise ValueError(f"`rate` must be in [0, 1). Received: rate={rate}")
+    kinds = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
+
+    def blocks(outer):
+        for layer in outer.layers:
+            if isinstance(layer, kinds):
+                yield layer
+            elif isinstance(layer, keras.Model):  # a nested model's blocks too
+                yield from blocks(layer)
+
+    attentions = [attention for block in blocks(model) for attention in attention_layers(block)]
+    for attention in attentions:
+        set_attention_dropout(attention, rate)
+    return len(attentions)
 
 
 def attention_layers(block):

@@ -34,7 +34,8 @@ class TransformerConfig:
     # On the attention probabilities: none in Vaswani et al. (tensor2tensor's
     # transformer_base_v1: attention_dropout 0.0). keras-hub's layers would use
     # `dropout` there too; the recipe sets this rate in training (a saved model's
-    # layers keep keras-hub's config: loaded and trained further, they use `dropout`).
+    # layers keep keras-hub's config: loaded and trained further, they use `dropout`
+    # unless `models.transformer.set_transformer_attention_dropout` sets it again).
     attention_dropout: float = 0.0
     positions: str = "sinusoidal"  # or "learned"
     normalize_first: bool = False  # False: post-layer-norm, as in the paper
