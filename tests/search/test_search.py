@@ -190,9 +190,17 @@ def test_a_trial_its_worker_could_not_report_runs_again_and_counts_once(tmp_path
     # oracle raises (ChildTuner scores a child's own failure itself).
     oracle = _oracle(oracles.ExhaustiveOracle, tmp_path)
     trial = oracle.create_trial("tuner0")
+    # Its child failed (reward 0, an error), and the report failed on saving
+    # after the oracle had taken the reward.
+    oracle.trials[trial.trial_id].metrics.register("reward", direction="max")
+    oracle.trials[trial.trial_id].metrics.update("reward", 0.0)
+    trial.hyperparameters.values.update(error="OSError: a child's error", worker="tuner0")
     trial.status = "INVALID"
     oracle.end_trial(trial)
     assert trial.trial_id not in oracle.reward_order and trial.trial_id in oracle._retry_queue
+    # Its next run reports afresh (KerasTuner skips the report of a trial with a reward).
+    ended = oracle.trials[trial.trial_id]
+    assert not ended.metrics.exists("reward") and "error" not in ended.hyperparameters.values
     again = oracle.create_trial("tuner1")
     assert again.trial_id == trial.trial_id
     _finish(oracle, again, 0.75)
@@ -209,6 +217,19 @@ def test_a_trial_its_worker_could_not_report_runs_again_and_counts_once(tmp_path
     assert oracle.trials[other.trial_id].status == "FAILED"
     assert oracle.reward_order == [trial.trial_id, other.trial_id]
     assert oracles.reward_of(oracle.trials[other.trial_id]) == oracles.LOWEST_REWARD
+
+
+def test_a_trial_queued_by_a_restarted_chief_and_reported_invalid_runs_once_more(tmp_path):
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    trial = first.create_trial("tuner0")  # its child folder not locked yet
+    second = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    second.reload()
+    assert second._retry_queue == [trial.trial_id]
+    trial.status = "INVALID"  # tuner0 could not report it
+    second.end_trial(trial)
+    assert second._retry_queue == [trial.trial_id]  # once: one worker runs it again
+    assert second.create_trial("tuner1").trial_id == trial.trial_id
+    assert second.create_trial("tuner2").trial_id != trial.trial_id
 
 
 @pytest.mark.parametrize("where", ["create_trial", "update_trial", "end_trial"])

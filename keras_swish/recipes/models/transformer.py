@@ -207,7 +207,8 @@ def set_transformer_attention_dropout(model, rate):
     >>> config = TransformerConfig(d_model=16, num_heads=2, ffn_dim=32,
     ...     encoder_layers=1, decoder_layers=1)
     >>> model = build_transformer(config, vocab_size=40, max_length=16)
-    >>> path = tempfile.mkdtemp() + "/model.keras"
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = folder.name + "/model.keras"
     >>> model.save(path)
     >>> loaded = keras.models.load_model(path)
     >>> set_transformer_attention_dropout(loaded, config.attention_dropout)
