@@ -173,6 +173,8 @@ def test_a_trial_ended_twice_is_counted_once_and_not_run_again(tmp_path):
     second.reload()
     _finish(second, alive, 0.5)  # tuner1, still training, reports
     assert alive.trial_id not in second._retry_queue
+    assert second.trials[alive.trial_id].metrics.get_last_value("seconds") == 1.0
+    assert second.durations[alive.trial_id] == 1.0
     # tuner2 gets the other queued trial, not the ended one.
     assert second.create_trial("tuner2").trial_id != alive.trial_id
     # A second run of it ends (failed, say): the first end stands, counted once.

@@ -218,10 +218,11 @@ class ExpressionOracle(keras_tuner.Oracle):
         # already queued it: once is enough (twice, two workers would get it).
         self._retry_queue = list(dict.fromkeys(self._retry_queue))
         trial = self.trials[trial.trial_id]
-        if trial.trial_id in self._retry_queue:
-            # To run again: its next run reports afresh. A report that failed on
-            # saving left its reward here, and KerasTuner skips the report of a
-            # trial that has one (`BaseTuner._run_and_update_trial`).
+        if trial.status == "INVALID":
+            # Queued to run again (KerasTuner's `_retry`): its next run reports
+            # afresh. A report that failed on saving left its reward here, and
+            # KerasTuner skips the report of a trial that has one
+            # (`BaseTuner._run_and_update_trial`).
             trial.metrics = type(trial.metrics)()  # KerasTuner's MetricsTracker, empty
             for key in ("error", "worker"):
                 trial.hyperparameters.values.pop(key, None)
