@@ -182,26 +182,26 @@ def test_transformer_base_size():
     assert len(tied) == 1 and tuple(tied[0].shape) == (32000, 512)
 
 
+def _blocks_and_attentions(model):
+    """The keras-hub Transformer blocks of `model` and their MultiHeadAttention layers."""
+    import keras_hub
+
+    from keras_swish.recipes.models.transformer import attention_layers
+
+    kinds = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
+    blocks = [layer for layer in model.layers if isinstance(layer, kinds)]
+    return blocks, [a for block in blocks for a in attention_layers(block)]
+
+
 @pytest.mark.parametrize("attention_dropout", [0.0, 0.5])
 def test_attention_dropout_is_its_own_rate_beside_the_residual_dropout(attention_dropout):
     # keras-hub's layers use their one `dropout` on the attention probabilities
     # too; the recipe sets those to `attention_dropout` (Vaswani: none). This
     # also guards `set_attention_dropout` against a Keras that renames what it sets.
-    import keras_hub
-
-    from keras_swish.recipes.models.transformer import attention_layers
-
     model = build_transformer(
         tiny(dropout=0.5, attention_dropout=attention_dropout), vocab_size=30, max_length=32
     )
-    blocks = [
-        layer
-        for layer in model.layers
-        if isinstance(
-            layer, (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
-        )
-    ]
-    attentions = [a for block in blocks for a in attention_layers(block)]
+    blocks, attentions = _blocks_and_attentions(model)
     assert len(attentions) == 2 + 3 * 2  # encoder self; decoder self and cross
     x = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
     for attention in attentions:
@@ -220,12 +220,7 @@ def test_attention_dropout_is_its_own_rate_beside_the_residual_dropout(attention
 def test_a_loaded_model_gets_its_attention_dropout_back(tmp_path):
     # A .keras file keeps keras-hub's config (one `dropout`): loaded, the
     # attention probabilities drop out at the residual rate until it is set again.
-    import keras_hub
-
-    from keras_swish.recipes.models.transformer import (
-        attention_layers,
-        set_transformer_attention_dropout,
-    )
+    from keras_swish.recipes.models.transformer import set_transformer_attention_dropout
 
     config = tiny(dropout=0.5, attention_dropout=0.0)
     path = str(tmp_path / "model.keras")
@@ -234,9 +229,7 @@ def test_a_loaded_model_gets_its_attention_dropout_back(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
 
     def dropped(model):
-        kinds = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
-        blocks = [layer for layer in model.layers if isinstance(layer, kinds)]
-        attentions = [a for block in blocks for a in attention_layers(block)]
+        _, attentions = _blocks_and_attentions(model)
         assert len(attentions) == 2 + 3 * 2
         return [
             not np.array_equal(*(to_numpy(a(x, x, training=True)) for _ in range(2)))

@@ -214,15 +214,14 @@ class ExpressionOracle(keras_tuner.Oracle):
             self.save()
             return
         super().end_trial(trial)
-        # KerasTuner queues an INVALID trial again even where a restarted chief
-        # already queued it: once is enough (twice, two workers would get it).
-        self._retry_queue = list(dict.fromkeys(self._retry_queue))
         trial = self.trials[trial.trial_id]
         if trial.status == "INVALID":
-            # Queued to run again (KerasTuner's `_retry`): its next run reports
-            # afresh. A report that failed on saving left its reward here, and
-            # KerasTuner skips the report of a trial that has one
-            # (`BaseTuner._run_and_update_trial`).
+            # Queued to run again (KerasTuner's `_retry`), once even where a
+            # restarted chief had queued it already (twice, two workers would get
+            # it). Its next run reports afresh: a report that failed on saving left
+            # its reward here, and KerasTuner skips the report of a trial that has
+            # one (`BaseTuner._run_and_update_trial`).
+            self._retry_queue = list(dict.fromkeys(self._retry_queue))
             trial.metrics = type(trial.metrics)()  # KerasTuner's MetricsTracker, empty
             for key in ("error", "worker"):
                 trial.hyperparameters.values.pop(key, None)
