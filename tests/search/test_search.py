@@ -221,6 +221,24 @@ def test_a_trial_its_worker_could_not_report_runs_again_and_counts_once(tmp_path
     assert oracles.reward_of(oracle.trials[other.trial_id]) == oracles.LOWEST_REWARD
 
 
+def test_a_trial_to_run_again_is_still_queued_after_a_kill(tmp_path):
+    first = _oracle(oracles.ExhaustiveOracle, tmp_path)
+    trial = first.create_trial("tuner0")
+    first.trials[trial.trial_id].metrics.register("reward", direction="max")
+    first.trials[trial.trial_id].metrics.update("reward", 0.0)
+    trial.status = "INVALID"
+    first.end_trial(trial)
+    second = _oracle(oracles.ExhaustiveOracle, tmp_path)  # from the files alone
+    second.reload()
+    assert second._retry_queue == [trial.trial_id] and second.reward_order == []
+    assert not second.trials[trial.trial_id].metrics.exists("reward")
+    again = second.create_trial("tuner1")
+    assert again.trial_id == trial.trial_id
+    _finish(second, again, 0.75)
+    assert second.reward_order == [trial.trial_id]
+    assert oracles.reward_of(second.trials[trial.trial_id]) == 0.75
+
+
 def test_a_trial_queued_by_a_restarted_chief_and_reported_invalid_runs_once_more(tmp_path):
     first = _oracle(oracles.ExhaustiveOracle, tmp_path)
     trial = first.create_trial("tuner0")  # its child folder not locked yet
